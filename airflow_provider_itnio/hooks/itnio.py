@@ -1,0 +1,398 @@
+"""ItnioHook: signs and posts requests to the itniotech WhatsApp API and maps its answers to exceptions."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+
+import pendulum
+import requests
+import tenacity
+from airflow.providers.common.compat.sdk import BaseHook
+from urllib3.exceptions import NewConnectionError
+
+from airflow_provider_itnio.errors import (
+    ItnioApiError,
+    ItnioConfigError,
+    ItnioDeliveryUnknownError,
+    ItnioError,
+    ItnioTransportError,
+)
+from airflow_provider_itnio.messages import Text, build_request_body
+
+if TYPE_CHECKING:
+    from airflow_provider_itnio.messages import Message
+
+DEFAULT_BASE_URL = "https://api.itniotech.com"
+QUERY_PHONE_INFO_PATH = "/wa/queryBusinessPhoneInfo"
+#: HTTP answers that say the request was not processed: safe to send again.
+NOT_PROCESSED_HTTP = frozenset({429, 503})
+
+PHONE_STATUS_NAMES = {
+    0: "PENDING",
+    1: "DELETED",
+    2: "MIGRATED",
+    3: "BANNED",
+    4: "RESTRICTED",
+    5: "RATE_LIMITED",
+    6: "FLAGGED",
+    7: "CONNECTED",
+    8: "DISCONNECTED",
+    9: "UNKNOWN",
+    10: "UNVERIFIED",
+}
+
+
+def sign(api_key: str, api_secret: str, timestamp: str) -> str:
+    """
+    The ``Sign`` header: lowercase hex ``md5(api_key + api_secret + timestamp)``.
+
+    :param api_key: The account's API key.
+    :param api_secret: The account's API secret (never sent itself).
+    :param timestamp: Unix time in seconds, as the decimal string sent in the ``Timestamp`` header.
+    """
+    return hashlib.md5((api_key + api_secret + timestamp).encode("utf-8"), usedforsecurity=False).hexdigest()
+
+
+@dataclass(frozen=True)
+class SendResult:
+    """
+    What the API answered for an accepted message.
+
+    :param message_id: The vendor's ``messageId`` (32 hex digits).
+    :param timestamp: When the API accepted it, Unix seconds.
+    :param channel_type: ``0`` for WhatsApp.
+    """
+
+    message_id: str
+    timestamp: int | None
+    channel_type: int = 0
+
+
+@dataclass(frozen=True)
+class _ConnConfig:
+    api_key: str
+    api_secret: str
+    base_url: str
+    app_id: str
+    business_phone: str | None
+    timeout: float
+    verify: bool | str
+    proxy: str | None
+
+    def __repr__(self) -> str:  # never show the secret
+        return f"_ConnConfig(api_key={self.api_key!r}, base_url={self.base_url!r}, app_id={self.app_id!r})"
+
+
+class _NotSent(Exception):
+    """Internal: the request certainly did not reach the API, so it may be sent again."""
+
+    def __init__(self, error: ItnioError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+def _normalise_base_url(host: str | None, port: int | None, scheme: str | None) -> str:
+    url = (host or "").strip() or DEFAULT_BASE_URL
+    if "://" not in url:
+        url = f"{scheme or 'https'}://{url}"
+    url = url.rstrip("/")
+    if url.endswith("/wa"):
+        url = url[: -len("/wa")]
+    if port and url.count(":") == 1:  # no port in the host yet
+        url = f"{url}:{port}"
+    return url
+
+
+def _as_verify(value: Any) -> bool | str:
+    if value is None or value == "":
+        return True
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip()
+    if text.lower() in ("true", "1", "yes", "on"):
+        return True
+    if text.lower() in ("false", "0", "no", "off"):
+        return False
+    return text  # a CA bundle path
+
+
+def _never_sent(error: requests.RequestException) -> bool:
+    """True when requests failed before any byte of the request could reach the server."""
+    if isinstance(error, requests.exceptions.ConnectTimeout | requests.exceptions.ProxyError):
+        return True
+    if isinstance(error, requests.exceptions.SSLError):
+        return True
+    if isinstance(error, requests.exceptions.ConnectionError):
+        cause: BaseException | None = error
+        seen = 0
+        while cause is not None and seen < 10:
+            if isinstance(cause, NewConnectionError):  # refused, DNS failure (NameResolutionError)
+                return True
+            reason = getattr(cause, "reason", None)
+            cause = reason if isinstance(reason, BaseException) else (cause.__cause__ or cause.__context__)
+            seen += 1
+        first = error.args[0] if error.args else None
+        reason = getattr(first, "reason", None)
+        return isinstance(reason, NewConnectionError)
+    return False
+
+
+class ItnioHook(BaseHook):
+    """
+    Talks to the itniotech WhatsApp API: signs every request, posts JSON, and maps answers to exceptions.
+
+    The connection (type ``itnio``) holds: login = API key, password = API secret, host = base URL
+    (default ``https://api.itniotech.com``), and extras ``app_id`` (required), ``business_phone`` (the
+    default sender), ``timeout`` (seconds, default 30), ``verify`` (true/false or a CA-bundle path) and
+    ``proxy``.
+
+    Failures where nothing reached the API (connection refused, DNS, connect timeout, HTTP 429/503) are
+    retried here with bounded exponential backoff. A failure where the request may have reached the API
+    (read timeout, connection dropped after sending, other 5xx) raises
+    :class:`~airflow_provider_itnio.errors.ItnioDeliveryUnknownError` and is never sent again.
+
+    :param itnio_conn_id: The Airflow connection id.
+    :param connect_retries: How many times a request that never reached the API is tried in all.
+    :param retry_wait_max: The longest wait between those tries, seconds.
+    """
+
+    conn_name_attr = "itnio_conn_id"
+    default_conn_name = "itnio_default"
+    conn_type = "itnio"
+    hook_name = "itniotech WhatsApp"
+
+    def __init__(
+        self,
+        itnio_conn_id: str = default_conn_name,
+        *,
+        connect_retries: int = 3,
+        retry_wait_max: float = 10.0,
+    ) -> None:
+        super().__init__()
+        self.itnio_conn_id = itnio_conn_id
+        self.connect_retries = max(1, connect_retries)
+        self.retry_wait_max = retry_wait_max
+
+    # -- connection -------------------------------------------------------------------------------------
+
+    @cached_property
+    def config(self) -> _ConnConfig:
+        """The connection's settings, read once and checked (raises ItnioConfigError naming what is missing)."""
+        conn = self.get_connection(self.itnio_conn_id)
+        extra = conn.extra_dejson or {}
+        where = f"Airflow connection {self.itnio_conn_id!r}"
+        if not conn.login:
+            raise ItnioConfigError(f"{where}: the API Key (login) is missing; set it in Admin > Connections.")
+        if not conn.password:
+            raise ItnioConfigError(f"{where}: the API Secret (password) is missing; set it in Admin > Connections.")
+        app_id = str(extra.get("app_id") or "").strip()
+        if not app_id:
+            raise ItnioConfigError(f"{where}: the extra field 'app_id' is missing; it is required by every call.")
+        timeout_raw = extra.get("timeout")
+        try:
+            timeout = float(timeout_raw) if timeout_raw not in (None, "") else 30.0
+        except (TypeError, ValueError):
+            raise ItnioConfigError(f"{where}: 'timeout' must be a number of seconds, got {timeout_raw!r}.") from None
+        if timeout <= 0:
+            raise ItnioConfigError(f"{where}: 'timeout' must be positive, got {timeout_raw!r}.")
+        business_phone = str(extra.get("business_phone") or "").strip() or None
+        return _ConnConfig(
+            api_key=conn.login,
+            api_secret=conn.password,
+            base_url=_normalise_base_url(conn.host, conn.port, extra.get("scheme")),
+            app_id=app_id,
+            business_phone=business_phone,
+            timeout=timeout,
+            verify=_as_verify(extra.get("verify")),
+            proxy=str(extra.get("proxy") or "").strip() or None,
+        )
+
+    @cached_property
+    def session(self) -> requests.Session:
+        """One keep-alive session per hook instance."""
+        session = requests.Session()
+        session.verify = self.config.verify
+        if self.config.proxy:
+            session.proxies = {"http": self.config.proxy, "https": self.config.proxy}
+        adapter = requests.adapters.HTTPAdapter(pool_connections=1, pool_maxsize=64, max_retries=0)
+        session.mount("http://", adapter)
+        session.mount("https://", adapter)
+        return session
+
+    def get_conn(self) -> requests.Session:
+        """The hook's keep-alive :class:`requests.Session`."""
+        return self.session
+
+    def close(self) -> None:
+        """Close the session's pooled connections."""
+        if "session" in self.__dict__:
+            self.session.close()
+            del self.__dict__["session"]
+
+    # -- transport --------------------------------------------------------------------------------------
+
+    def _headers(self) -> dict[str, str]:
+        cfg = self.config
+        timestamp = str(pendulum.now("UTC").int_timestamp)
+        return {
+            "Content-Type": "application/json;charset=UTF-8",
+            "Api-Key": cfg.api_key,
+            "Timestamp": timestamp,
+            "Sign": sign(cfg.api_key, cfg.api_secret, timestamp),
+        }
+
+    def _post_once(self, path: str, data: bytes, recipient: str | None) -> dict[str, Any]:
+        cfg = self.config
+        url = cfg.base_url + path
+        try:
+            response = self.session.post(url, data=data, headers=self._headers(), timeout=cfg.timeout)
+        except requests.RequestException as err:
+            detail = f"{type(err).__name__} calling {url}: {err}"
+            if _never_sent(err):
+                raise _NotSent(ItnioTransportError(f"The request never reached the API ({detail}).")) from err
+            raise ItnioDeliveryUnknownError(detail, recipient=recipient) from err
+        status_code = response.status_code
+        if status_code in NOT_PROCESSED_HTTP:
+            raise _NotSent(ItnioApiError(f"HTTP {status_code}", response.reason or "not processed", status_code))
+        if status_code >= 500:
+            raise ItnioDeliveryUnknownError(f"HTTP {status_code} from {url}", recipient=recipient)
+        if status_code >= 400:
+            raise ItnioApiError(f"HTTP {status_code}", (response.text or response.reason or "")[:200], status_code)
+        try:
+            answer = response.json()
+            status = str(answer["status"])
+        except (ValueError, KeyError, TypeError):
+            raise ItnioDeliveryUnknownError(
+                f"unreadable answer from {url} (HTTP {status_code}): {response.text[:200]!r}",
+                recipient=recipient,
+            ) from None
+        if status != "0":
+            raise ItnioApiError(status, str(answer.get("reason", "")), status_code)
+        return answer
+
+    def post(self, path: str, body: dict[str, Any], *, recipient: str | None = None) -> dict[str, Any]:
+        """
+        Sign and POST ``body`` as UTF-8 JSON to ``path``; return the parsed answer when its status is ``"0"``.
+
+        :param path: The endpoint path, e.g. ``/wa/custom/sendMsg``.
+        :param body: The JSON body.
+        :param recipient: Only used to word errors.
+        """
+        data = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+        retrying = tenacity.Retrying(
+            retry=tenacity.retry_if_exception_type(_NotSent),
+            stop=tenacity.stop_after_attempt(self.connect_retries),
+            wait=tenacity.wait_exponential(multiplier=0.5, max=self.retry_wait_max),
+            before_sleep=self._log_retry,
+            reraise=True,
+        )
+        try:
+            return retrying(self._post_once, path, data, recipient)
+        except _NotSent as not_sent:
+            raise not_sent.error from not_sent.__cause__
+
+    def _log_retry(self, state: tenacity.RetryCallState) -> None:
+        error = state.outcome.exception() if state.outcome else None
+        self.log.warning(
+            "Attempt %d of %d did not reach the itniotech API (%s); trying again.",
+            state.attempt_number,
+            self.connect_retries,
+            error,
+        )
+
+    # -- public API -------------------------------------------------------------------------------------
+
+    def send(
+        self,
+        recipient: str | int,
+        message: Message,
+        *,
+        business_phone: str | int | None = None,
+        reply_to: str | None = None,
+    ) -> SendResult:
+        """
+        Send one message and return what the API answered.
+
+        :param recipient: The recipient's phone number (formatting such as ``+86 138-0013-8000`` is removed).
+        :param message: A model from :mod:`airflow_provider_itnio.messages`.
+        :param business_phone: The sender number; defaults to the connection's ``business_phone`` extra.
+        :param reply_to: A ``messageId`` to quote (sent as ``context.refMessageId``).
+        """
+        cfg = self.config
+        sender = business_phone if business_phone not in (None, "") else cfg.business_phone
+        if sender in (None, ""):
+            raise ItnioConfigError(
+                f"No business phone: pass business_phone= or set the 'business_phone' extra of the "
+                f"Airflow connection {self.itnio_conn_id!r}."
+            )
+        body = build_request_body(
+            app_id=cfg.app_id, business_phone=sender, recipient=recipient, message=message, reply_to=reply_to
+        )
+        answer = self.post(message.endpoint, body, recipient=body["recipient"])
+        data = answer.get("data") or {}
+        message_id = data.get("messageId")
+        if not message_id:
+            raise ItnioDeliveryUnknownError(
+                f"the API answered success without a messageId: {answer!r}", recipient=body["recipient"]
+            )
+        self.log.debug("itniotech accepted %s for %s: %s", type(message).__name__, body["recipient"], message_id)
+        timestamp = data.get("timestamp")
+        return SendResult(
+            message_id=str(message_id),
+            timestamp=int(timestamp) if timestamp is not None else None,
+            channel_type=int(data.get("channelType", 0) or 0),
+        )
+
+    def send_text(self, recipient: str | int, body: str, **kwargs: Any) -> SendResult:
+        """
+        Send a text message (a shortcut for TaskFlow users).
+
+        :param recipient: The recipient's phone number.
+        :param body: The text, at most 4096 characters.
+        :param kwargs: ``business_phone`` and ``reply_to``, as for :meth:`send`.
+        """
+        return self.send(recipient, Text(body=body), **kwargs)
+
+    def query_business_phone_info(self, phone_numbers: list[str] | None = None) -> list[dict[str, Any]]:
+        """
+        The read-only account check: the business phones of the connection's app, with their state.
+
+        :param phone_numbers: Restrict to these numbers; defaults to the connection's business phone, if any.
+        """
+        cfg = self.config
+        if phone_numbers is None:
+            phone_numbers = [cfg.business_phone] if cfg.business_phone else []
+        body = {"current": 1, "size": 10, "params": {"appIds": [cfg.app_id], "phoneNumbers": phone_numbers}}
+        answer = self.post(QUERY_PHONE_INFO_PATH, body)
+        records = (answer.get("data") or {}).get("records") or []
+        return [item for record in records for item in (record.get("dataList") or [])]
+
+    def test_connection(self) -> tuple[bool, str]:
+        """Check the key, secret, app id and business phone with a call that sends nothing and costs nothing."""
+        try:
+            phones = self.query_business_phone_info()
+        except ItnioError as err:
+            return False, str(err)
+        except Exception as err:
+            return False, f"{type(err).__name__}: {err}"
+        finally:
+            self.close()
+        business_phone = self.config.business_phone
+        if not phones:
+            target = f"business phone {business_phone}" if business_phone else "any business phone"
+            return False, f"Signed in, but app {self.config.app_id} has no {target}."
+        summaries = []
+        for phone in phones:
+            status = phone.get("status")
+            name = PHONE_STATUS_NAMES.get(status, str(status)) if isinstance(status, int) else str(status)
+            summaries.append(
+                f"{phone.get('displayPhoneNumber') or phone.get('phoneNumber')}: {name}, "
+                f"tier {phone.get('messagingLimitTier')}, quality {phone.get('qualityRating')}"
+            )
+        ok = all(p.get("status") == 7 for p in phones)
+        prefix = "Connected" if ok else "Signed in, but not every number can send"
+        return ok, f"{prefix}. " + "; ".join(summaries)

@@ -1,0 +1,37 @@
+"""Operators of the itniotech provider (re-exported from :mod:`airflow_provider_itnio.operators.itnio`)."""
+
+from __future__ import annotations
+
+from airflow_provider_itnio.operators.itnio import (
+    ItnioBaseOperator,
+    ItnioSendAudioOperator,
+    ItnioSendButtonsOperator,
+    ItnioSendContactsOperator,
+    ItnioSendDocumentOperator,
+    ItnioSendImageOperator,
+    ItnioSendListOperator,
+    ItnioSendLocationOperator,
+    ItnioSendLocationRequestOperator,
+    ItnioSendMessageOperator,
+    ItnioSendStickerOperator,
+    ItnioSendTemplateOperator,
+    ItnioSendTextOperator,
+    ItnioSendVideoOperator,
+)
+
+__all__ = [
+    "ItnioBaseOperator",
+    "ItnioSendAudioOperator",
+    "ItnioSendButtonsOperator",
+    "ItnioSendContactsOperator",
+    "ItnioSendDocumentOperator",
+    "ItnioSendImageOperator",
+    "ItnioSendListOperator",
+    "ItnioSendLocationOperator",
+    "ItnioSendLocationRequestOperator",
+    "ItnioSendMessageOperator",
+    "ItnioSendStickerOperator",
+    "ItnioSendTemplateOperator",
+    "ItnioSendTextOperator",
+    "ItnioSendVideoOperator",
+]

@@ -1,0 +1,443 @@
+"""
+Operators that send one WhatsApp message each through the itniotech API.
+
+Every operator is thin: it turns its (rendered) arguments into a model from
+:mod:`airflow_provider_itnio.messages`, hands it to :class:`~airflow_provider_itnio.hooks.itnio.ItnioHook`,
+and returns the vendor's ``messageId`` (pushed to XCom as ``return_value``).
+
+A value that breaks one of the API's rules and holds no Jinja template fails when the DAG file is parsed;
+a templated one fails in ``execute()``, before any request is sent. The hook is imported only when a task
+runs, so parsing a DAG file that uses these operators stays cheap.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from airflow.providers.common.compat.sdk import AirflowFailException, BaseOperator
+
+from airflow_provider_itnio import messages as m
+from airflow_provider_itnio.errors import ItnioDeliveryUnknownError, ItnioError, ItnioValidationError
+
+if TYPE_CHECKING:
+    from airflow.providers.common.compat.sdk import Context
+
+_TEMPLATE_MARKERS = ("{{", "{%", "{#")
+
+
+def _is_static(value: Any) -> bool:
+    """True when ``value`` is plain data with no Jinja template and no XComArg (known at parse time)."""
+    if value is None or isinstance(value, bool | int | float):
+        return True
+    if isinstance(value, str):
+        return not any(marker in value for marker in _TEMPLATE_MARKERS)
+    if isinstance(value, Mapping):
+        return all(_is_static(k) and _is_static(v) for k, v in value.items())
+    if isinstance(value, list | tuple):
+        return all(_is_static(item) for item in value)
+    # a model is plain data; XComArg, MappedArgument and other objects are resolved at run time
+    return isinstance(value, m.Message)
+
+
+class ItnioBaseOperator(BaseOperator):
+    """
+    Base class of the itniotech operators: the shared arguments, early validation and ``execute()``.
+
+    :param recipient: The recipient's phone number, digits with or without formatting (templated).
+    :param business_phone: The sender number; defaults to the connection's ``business_phone`` extra (templated).
+    :param itnio_conn_id: The Airflow connection of type ``itnio`` (templated).
+    :param reply_to: A ``messageId`` to reply to in context, e.g. ``earlier_task.output`` (templated).
+    :param retry_on_unknown_delivery: By default a failure where the message may already have been delivered
+        (a read timeout, a connection dropped after sending) fails the task without Airflow retries, so that
+        no one gets the message twice. Set True to let Airflow's retries send it again anyway.
+    """
+
+    #: The operator's own arguments that make up the message (also template fields).
+    message_fields: ClassVar[tuple[str, ...]] = ()
+    template_fields: Sequence[str] = ("recipient", "business_phone", "itnio_conn_id", "reply_to")
+    ui_color = "#25D366"
+
+    def __init__(
+        self,
+        *,
+        recipient: str | int,
+        business_phone: str | int | None = None,
+        itnio_conn_id: str = "itnio_default",
+        reply_to: str | None = None,
+        retry_on_unknown_delivery: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.recipient = recipient
+        self.business_phone = business_phone
+        self.itnio_conn_id = itnio_conn_id
+        self.reply_to = reply_to
+        self.retry_on_unknown_delivery = retry_on_unknown_delivery
+
+    def build_message(self) -> m.Message:
+        """The message model built from the operator's (rendered) arguments."""
+        raise NotImplementedError
+
+    def _validate_early(self) -> None:
+        """Build the message (and check the phones) now when every value is known at parse time."""
+        if all(_is_static(getattr(self, name)) for name in self.message_fields):
+            self.build_message()
+        for name, field in (("recipient", "recipient"), ("business_phone", "businessPhone")):
+            value = getattr(self, name)
+            if value not in (None, "") and _is_static(value):
+                m.normalize_phone(value, field)
+
+    def execute(self, context: Context) -> str:
+        from airflow_provider_itnio.hooks.itnio import ItnioHook
+
+        hook = ItnioHook(itnio_conn_id=self.itnio_conn_id)
+        try:
+            message = self.build_message()
+            result = hook.send(
+                self.recipient,
+                message,
+                business_phone=self.business_phone,
+                reply_to=self.reply_to or None,
+            )
+        except ItnioError as err:
+            if isinstance(err, ItnioDeliveryUnknownError) and self.retry_on_unknown_delivery:
+                raise
+            if err.permanent:
+                raise AirflowFailException(str(err)) from err
+            raise
+        finally:
+            hook.close()
+        self.log.info("Sent %s message to %s: messageId %s", type(message).__name__, self.recipient, result.message_id)
+        return result.message_id
+
+
+class ItnioSendTextOperator(ItnioBaseOperator):
+    """
+    Send a text message.
+
+    .. code-block:: python
+
+        ItnioSendTextOperator(task_id="thank_you", recipient="{{ params.phone }}", body="Thanks, {{ params.name }}!")
+
+    :param body: The text, at most 4096 characters (templated).
+    """
+
+    message_fields = ("body",)
+    template_fields = (*ItnioBaseOperator.template_fields, *message_fields)
+
+    def __init__(self, *, body: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.body = body
+        self._validate_early()
+
+    def build_message(self) -> m.Message:
+        return m.Text(body=self.body)
+
+
+class ItnioSendImageOperator(ItnioBaseOperator):
+    """
+    Send an image by its public URL (file at most 5 MB).
+
+    :param link: The image's http(s) URL (templated).
+    :param caption: Optional caption (templated).
+    """
+
+    message_fields = ("link", "caption")
+    template_fields = (*ItnioBaseOperator.template_fields, *message_fields)
+
+    def __init__(self, *, link: str, caption: str | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.link = link
+        self.caption = caption
+        self._validate_early()
+
+    def build_message(self) -> m.Message:
+        return m.Image(link=self.link, caption=self.caption)
+
+
+class ItnioSendDocumentOperator(ItnioBaseOperator):
+    """
+    Send a document (an invoice, a ticket...) by its public URL (file at most 100 MB).
+
+    :param link: The document's http(s) URL (templated).
+    :param filename: The file name the recipient sees (templated).
+    :param caption: Optional caption (templated).
+    """
+
+    message_fields = ("link", "filename", "caption")
+    template_fields = (*ItnioBaseOperator.template_fields, *message_fields)
+
+    def __init__(self, *, link: str, filename: str, caption: str | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.link = link
+        self.filename = filename
+        self.caption = caption
+        self._validate_early()
+
+    def build_message(self) -> m.Message:
+        return m.Document(link=self.link, filename=self.filename, caption=self.caption)
+
+
+class ItnioSendAudioOperator(ItnioBaseOperator):
+    """
+    Send an audio file by its public URL (at most 16 MB).
+
+    :param link: The audio's http(s) URL (templated).
+    """
+
+    message_fields = ("link",)
+    template_fields = (*ItnioBaseOperator.template_fields, *message_fields)
+
+    def __init__(self, *, link: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.link = link
+        self._validate_early()
+
+    def build_message(self) -> m.Message:
+        return m.Audio(link=self.link)
+
+
+class ItnioSendVideoOperator(ItnioBaseOperator):
+    """
+    Send a video by its public URL (at most 16 MB).
+
+    :param link: The video's http(s) URL (templated).
+    :param caption: Optional caption (templated).
+    """
+
+    message_fields = ("link", "caption")
+    template_fields = (*ItnioBaseOperator.template_fields, *message_fields)
+
+    def __init__(self, *, link: str, caption: str | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.link = link
+        self.caption = caption
+        self._validate_early()
+
+    def build_message(self) -> m.Message:
+        return m.Video(link=self.link, caption=self.caption)
+
+
+class ItnioSendStickerOperator(ItnioBaseOperator):
+    """
+    Send a sticker by its public URL (a webp file of at most 100 KB).
+
+    :param link: The sticker's http(s) URL (templated).
+    """
+
+    message_fields = ("link",)
+    template_fields = (*ItnioBaseOperator.template_fields, *message_fields)
+
+    def __init__(self, *, link: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.link = link
+        self._validate_early()
+
+    def build_message(self) -> m.Message:
+        return m.Sticker(link=self.link)
+
+
+class ItnioSendLocationOperator(ItnioBaseOperator):
+    """
+    Send a location pin.
+
+    :param latitude: Latitude, a number or a numeric string (sent as a string) (templated).
+    :param longitude: Longitude, a number or a numeric string (sent as a string) (templated).
+    :param name: The place's name (templated).
+    :param address: The place's address (templated).
+    """
+
+    message_fields = ("latitude", "longitude", "name", "address")
+    template_fields = (*ItnioBaseOperator.template_fields, *message_fields)
+
+    def __init__(
+        self, *, latitude: float | str, longitude: float | str, name: str, address: str, **kwargs: Any
+    ) -> None:
+        super().__init__(**kwargs)
+        self.latitude = latitude
+        self.longitude = longitude
+        self.name = name
+        self.address = address
+        self._validate_early()
+
+    def build_message(self) -> m.Message:
+        return m.Location(latitude=self.latitude, longitude=self.longitude, name=self.name, address=self.address)
+
+
+class ItnioSendListOperator(ItnioBaseOperator):
+    """
+    Send an interactive list: a button that opens up to 10 rows in 1-10 sections.
+
+    :param body: The message text (templated).
+    :param button: The label of the button that opens the list, at most 20 characters (templated).
+    :param sections: ``[{"title": ..., "rows": [{"id": ..., "title": ..., "description": ...}]}]``
+        (templated, rendered recursively).
+    :param header: Optional header text (templated).
+    :param footer: Optional footer text (templated).
+    """
+
+    message_fields = ("body", "button", "sections", "header", "footer")
+    template_fields = (*ItnioBaseOperator.template_fields, *message_fields)
+
+    def __init__(
+        self,
+        *,
+        body: str,
+        button: str,
+        sections: list[dict[str, Any]],
+        header: str | None = None,
+        footer: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.body = body
+        self.button = button
+        self.sections = sections
+        self.header = header
+        self.footer = footer
+        self._validate_early()
+
+    def build_message(self) -> m.Message:
+        return m.ListMessage(
+            body=self.body, button=self.button, sections=self.sections, header=self.header, footer=self.footer
+        )
+
+
+class ItnioSendButtonsOperator(ItnioBaseOperator):
+    """
+    Send up to three quick-reply buttons.
+
+    :param body: The message text (templated).
+    :param buttons: ``[{"id": ..., "title": ...}]``, 1-3 buttons with unique titles of at most 20 characters
+        (templated, rendered recursively).
+    :param header: Optional header text (templated).
+    :param footer: Optional footer text (templated).
+    """
+
+    message_fields = ("body", "buttons", "header", "footer")
+    template_fields = (*ItnioBaseOperator.template_fields, *message_fields)
+
+    def __init__(
+        self,
+        *,
+        body: str,
+        buttons: list[dict[str, Any]],
+        header: str | None = None,
+        footer: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.body = body
+        self.buttons = buttons
+        self.header = header
+        self.footer = footer
+        self._validate_early()
+
+    def build_message(self) -> m.Message:
+        return m.ReplyButtons(body=self.body, buttons=self.buttons, header=self.header, footer=self.footer)
+
+
+class ItnioSendLocationRequestOperator(ItnioBaseOperator):
+    """
+    Ask the recipient to share their location (a "Send location" button).
+
+    :param body: The message text (templated).
+    """
+
+    message_fields = ("body",)
+    template_fields = (*ItnioBaseOperator.template_fields, *message_fields)
+
+    def __init__(self, *, body: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.body = body
+        self._validate_early()
+
+    def build_message(self) -> m.Message:
+        return m.LocationRequest(body=self.body)
+
+
+class ItnioSendContactsOperator(ItnioBaseOperator):
+    """
+    Send one or more contact cards.
+
+    :param contacts: Contact cards in the API's shape (``name.formatted_name`` required; ``phones``,
+        ``emails``, ``addresses``, ``org``, ``urls``, ``birthday`` optional) (templated, rendered recursively).
+    """
+
+    message_fields = ("contacts",)
+    template_fields = (*ItnioBaseOperator.template_fields, *message_fields)
+
+    def __init__(self, *, contacts: list[dict[str, Any]], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.contacts = contacts
+        self._validate_early()
+
+    def build_message(self) -> m.Message:
+        return m.Contacts(contacts=self.contacts)
+
+
+class ItnioSendTemplateOperator(ItnioBaseOperator):
+    """
+    Send an approved template: the only way to reach a user outside the 24-hour customer-service window.
+
+    :param template_name: The approved template's name (templated).
+    :param language: Its language code, e.g. ``en_US`` (templated).
+    :param components: Optional header/body/button components with their parameters, in the API's shape
+        (templated, rendered recursively).
+    """
+
+    message_fields = ("template_name", "language", "components")
+    template_fields = (*ItnioBaseOperator.template_fields, *message_fields)
+
+    def __init__(
+        self,
+        *,
+        template_name: str,
+        language: str,
+        components: list[dict[str, Any]] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        if kwargs.get("reply_to") is not None:
+            raise TypeError("ItnioSendTemplateOperator does not take reply_to: templates cannot quote a message.")
+        super().__init__(**kwargs)
+        self.template_name = template_name
+        self.language = language
+        self.components = components
+        self._validate_early()
+
+    def build_message(self) -> m.Message:
+        return m.Template(name=self.template_name, language=self.language, components=self.components)
+
+
+class ItnioSendMessageOperator(ItnioBaseOperator):
+    """
+    Send any message: a model from :mod:`airflow_provider_itnio.messages`, or the API's type-specific dict.
+
+    .. code-block:: python
+
+        ItnioSendMessageOperator(
+            task_id="send", recipient="8613800138000", message={"type": "text", "text": {"body": "Hi"}}
+        )
+
+    :param message: A ``messages`` model, or a dict such as ``{"type": "text", "text": {...}}`` or
+        ``{"template": {...}}`` (templated, rendered recursively).
+    """
+
+    message_fields = ("message",)
+    template_fields = (*ItnioBaseOperator.template_fields, *message_fields)
+
+    def __init__(self, *, message: m.Message | dict[str, Any], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        # Kept in the API's dict form so that Airflow can render and serialise it.
+        self.message = message.to_payload() if isinstance(message, m.Message) else message
+        self._validate_early()
+
+    def build_message(self) -> m.Message:
+        if not isinstance(self.message, Mapping):
+            raise ItnioValidationError(
+                "message",
+                "must be a messages model or the API's dict form",
+                f"got {type(self.message).__name__}",
+            )
+        return m.message_from_dict(dict(self.message))

@@ -1,0 +1,115 @@
+"""``itnio-sandbox`` / ``python -m airflow_provider_itnio.sandbox``: run the sandbox in the foreground."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import threading
+from typing import TYPE_CHECKING, Any
+
+from airflow_provider_itnio.sandbox.server import (
+    DEFAULT_API_KEY,
+    DEFAULT_API_SECRET,
+    DEFAULT_APP_ID,
+    DEFAULT_BUSINESS_PHONES,
+    Sandbox,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from types import FrameType
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command-line parser."""
+    parser = argparse.ArgumentParser(
+        prog="itnio-sandbox",
+        description="Run a local emulator of the itniotech WhatsApp API (for DAG development and tests).",
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="interface to bind (default: %(default)s)")
+    parser.add_argument("--port", type=int, default=0, help="port to bind, 0 = any free port (default)")
+    parser.add_argument("--api-key", default=DEFAULT_API_KEY, help="API key (default: %(default)s)")
+    parser.add_argument("--api-secret", default=DEFAULT_API_SECRET, help="API secret (default: sandbox-secret)")
+    parser.add_argument("--app-id", default=DEFAULT_APP_ID, help="application id (default: %(default)s)")
+    parser.add_argument(
+        "--business-phone",
+        action="append",
+        dest="business_phones",
+        metavar="DIGITS",
+        help=f"a business phone of the account, repeatable (default: {DEFAULT_BUSINESS_PHONES[0]})",
+    )
+    parser.add_argument("--balance", type=int, default=None, help="messages that can be sent (default: unlimited)")
+    parser.add_argument("--latency", type=float, default=0.0, help="seconds added to every API response")
+    parser.add_argument("--port-file", default=None, help="write the chosen port to this file once listening")
+    return parser
+
+
+def _write_port_file(path: str, port: int) -> None:
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "w", encoding="utf-8") as handle:
+        handle.write(f"{port}\n")
+    os.replace(tmp, path)
+
+
+def _print(line: str) -> None:
+    print(line, flush=True)
+
+
+def _log_request(entry: dict[str, Any]) -> None:
+    message_id = entry.get("messageId") or ""
+    fault = f" [fault: {entry['fault']}]" if entry.get("fault") else ""
+    _print(f"{entry.get('method', 'POST')} {entry['path']} -> {entry['status']} {message_id}{fault}".rstrip())
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """
+    Run the sandbox until SIGINT/SIGTERM.
+
+    :param argv: Command-line arguments (``sys.argv[1:]`` by default).
+    :return: The exit code (0 after a clean stop).
+    """
+    args = build_parser().parse_args(argv)
+    try:
+        sandbox = Sandbox(
+            args.host,
+            args.port,
+            api_key=args.api_key,
+            api_secret=args.api_secret,
+            app_id=args.app_id,
+            business_phones=args.business_phones or DEFAULT_BUSINESS_PHONES,
+            balance=args.balance,
+            latency=args.latency,
+            on_request=_log_request,
+        )
+        sandbox.start()
+    except (ValueError, OSError) as exc:
+        print(f"itnio-sandbox: cannot start: {exc}", file=sys.stderr, flush=True)
+        return 2
+
+    stop = threading.Event()
+
+    def _on_signal(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    previous = {sig: signal.signal(sig, _on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        if args.port_file:
+            _write_port_file(args.port_file, sandbox.port)
+        _print(f"Sandbox listening on {sandbox.base_url}")
+        _print(f"export {sandbox.env_line()}")
+        _print(f"Connection URI: {sandbox.conn_uri()}")
+        _print("Control API: GET /sandbox/messages, /sandbox/requests, /sandbox/health; Ctrl-C to stop")
+        while not stop.wait(0.5):
+            pass
+    finally:
+        sandbox.stop()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    _print("Sandbox stopped")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,573 @@
+"""The sandbox HTTP server: a local, threaded, keep-alive emulator of the itniotech WhatsApp API."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import shlex
+import socket
+import socketserver
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import quote, urlencode, urlsplit
+
+from airflow_provider_itnio.errors import STATUS_CODES
+from airflow_provider_itnio.sandbox import api
+from airflow_provider_itnio.sandbox.auth import sign
+from airflow_provider_itnio.sandbox.control import handle_control
+from airflow_provider_itnio.sandbox.state import Fault, SandboxState
+
+DEFAULT_API_KEY = "sandbox-key"
+DEFAULT_API_SECRET = "sandbox-secret"
+DEFAULT_APP_ID = "sandbox-app"
+DEFAULT_BUSINESS_PHONES = ("15550001111",)
+
+#: Largest request body read (bytes); bigger ones get HTTP 413.
+MAX_BODY = 8 * 1024 * 1024
+
+RequestCallback = Callable[[dict[str, Any]], None]
+
+
+@dataclass(frozen=True)
+class SandboxConfig:
+    """
+    The settings a sandbox starts with (and returns to on :meth:`Sandbox.reset`).
+
+    :param host: Interface to bind.
+    :param port: Port to bind, 0 = any free port.
+    :param api_key: The account's API key.
+    :param api_secret: The account's API secret.
+    :param app_id: The account's application id.
+    :param business_phones: The account's business phones (digits), all CONNECTED at start.
+    :param balance: Messages that can be sent (each accepted message costs 1); None = unlimited.
+    :param latency: Seconds added to every ``/wa/`` response.
+    """
+
+    host: str = "127.0.0.1"
+    port: int = 0
+    api_key: str = DEFAULT_API_KEY
+    api_secret: str = field(default=DEFAULT_API_SECRET, repr=False)
+    app_id: str = DEFAULT_APP_ID
+    business_phones: tuple[str, ...] = DEFAULT_BUSINESS_PHONES
+    balance: int | None = None
+    latency: float = 0.0
+
+
+class _Server(ThreadingHTTPServer):
+    """ThreadingHTTPServer that knows its sandbox and can close its open keep-alive connections."""
+
+    daemon_threads = True
+    block_on_close = False
+    request_queue_size = 256
+    sandbox: Sandbox
+
+    def __init__(self, address: tuple[str, int], sandbox: Sandbox) -> None:
+        self.sandbox = sandbox
+        self._connections: set[socket.socket] = set()
+        self._connections_lock = threading.Lock()
+        self._closing = False
+        super().__init__(address, _Handler)
+
+    def server_bind(self) -> None:
+        # HTTPServer.server_bind does a (possibly slow) reverse DNS lookup: skip it.
+        socketserver.TCPServer.server_bind(self)
+        host, port = self.server_address[:2]
+        self.server_name = str(host)
+        self.server_port = int(port)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        with self._connections_lock:
+            if self._closing:
+                self.shutdown_request(request)
+                return
+            self._connections.add(request)
+        super().process_request(request, client_address)
+
+    def shutdown_request(self, request: Any) -> None:
+        with self._connections_lock:
+            self._connections.discard(request)
+        super().shutdown_request(request)
+
+    def close_connections(self) -> None:
+        """Refuse new connections and cut the open ones (handler threads blocked on them wake up)."""
+        with self._connections_lock:
+            self._closing = True
+            connections = list(self._connections)
+        for conn in connections:
+            with contextlib.suppress(OSError):
+                conn.shutdown(socket.SHUT_RDWR)
+
+
+class _Server6(_Server):
+    address_family = socket.AF_INET6
+
+
+class _Handler(BaseHTTPRequestHandler):
+    """One keep-alive connection; dispatches ``/wa/`` to the API emulation and ``/sandbox/`` to control."""
+
+    protocol_version = "HTTP/1.1"
+    server_version = "itnio-sandbox/1"
+    sys_version = ""
+    disable_nagle_algorithm = True
+    server: _Server
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Silence the default per-request stderr log (the sandbox logs through its callback)."""
+
+    def do_GET(self) -> None:
+        """Handle GET."""
+        self._dispatch("GET")
+
+    def do_POST(self) -> None:
+        """Handle POST."""
+        self._dispatch("POST")
+
+    def do_DELETE(self) -> None:
+        """Handle DELETE."""
+        self._dispatch("DELETE")
+
+    def do_PUT(self) -> None:
+        """Handle PUT."""
+        self._dispatch("PUT")
+
+    def do_PATCH(self) -> None:
+        """Handle PATCH."""
+        self._dispatch("PATCH")
+
+    # ---------------------------------------------------------------------------------------------
+
+    def _read_body(self) -> bytes | None:
+        """The whole request body (None after answering 400/413 when it cannot be read)."""
+        if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
+            return self._read_chunked()
+        length_header = self.headers.get("Content-Length")
+        if length_header is None:
+            return b""
+        try:
+            length = int(length_header)
+        except ValueError:
+            length = -1
+        if length < 0:
+            self._send_json(400, {"error": "bad Content-Length"}, close=True)
+            return None
+        if length > MAX_BODY:
+            self._send_json(413, {"error": "request body too large"}, close=True)
+            return None
+        return self.rfile.read(length)
+
+    def _read_chunked(self) -> bytes | None:
+        chunks: list[bytes] = []
+        total = 0
+        while True:
+            line = self.rfile.readline(65537)
+            try:
+                size = int(line.split(b";", 1)[0].strip(), 16)
+            except ValueError:
+                self._send_json(400, {"error": "bad chunked encoding"}, close=True)
+                return None
+            if size == 0:
+                while self.rfile.readline(65537).strip():  # trailers
+                    pass
+                return b"".join(chunks)
+            total += size
+            if total > MAX_BODY:
+                self._send_json(413, {"error": "request body too large"}, close=True)
+                return None
+            chunks.append(self.rfile.read(size))
+            self.rfile.readline(65537)
+
+    def _send_json(self, code: int, value: Any, *, close: bool = False) -> None:
+        data = json.dumps(value, ensure_ascii=False).encode("utf-8")
+        try:
+            self.send_response(code)
+            self.send_header("Content-Type", "application/json;charset=UTF-8")
+            self.send_header("Content-Length", str(len(data)))
+            if close:
+                self.send_header("Connection", "close")
+                self.close_connection = True
+            self.end_headers()
+            self.wfile.write(data)
+        except OSError:  # the client went away (e.g. it gave up on a slow answer)
+            self.close_connection = True
+
+    def _dispatch(self, method: str) -> None:
+        path = urlsplit(self.path).path
+        raw = self._read_body()
+        if raw is None:
+            return
+        if path.startswith("/wa/"):
+            self._handle_api(method, path, raw)
+        elif path.startswith("/sandbox/") or path == "/sandbox":
+            code, value = handle_control(self.server.sandbox, method, path, raw)
+            self._send_json(code, value)
+        else:
+            self._send_json(404, {"error": f"no such endpoint: {path}"})
+
+    def _handle_api(self, method: str, path: str, raw: bytes) -> None:
+        sandbox = self.server.sandbox
+        state = sandbox._state
+        fault = state.take_fault()
+        now = sandbox._clock()
+        result: api.ApiResult | None = None
+        if fault is not None and fault.drop:
+            status = "dropped"
+        elif fault is not None and fault.http_status is not None:
+            phrase = _http_phrase(fault.http_status)
+            result = api.ApiResult(fault.http_status, {"error": fault.reason or phrase})
+            status = result.status
+        elif fault is not None and fault.api_status is not None:
+            reason = fault.reason or STATUS_CODES.get(fault.api_status, "error")
+            result = api.ApiResult(200, {"status": fault.api_status, "reason": reason})
+            status = result.status
+        else:
+            headers = {name: self.headers.get(name) for name in ("Api-Key", "Timestamp", "Sign", "Content-Type")}
+            result = api.process(method, path, headers, raw, account=sandbox._account, state=state, now=now)
+            status = result.status
+        entry = {
+            "path": path,
+            "method": method,
+            "status": status,
+            "reason": result.payload.get("reason") if result is not None else None,
+            "http_status": result.http_status if result is not None else None,
+            "messageId": result.message_id if result is not None else None,
+            "fault": fault.describe() if fault is not None else None,
+            "timestamp": int(now),
+            "body": api.loggable_body(raw),
+        }
+        state.log_request(entry)
+        sandbox._notify(entry)
+        delay = state.get_latency() + ((fault.slow or 0.0) if fault is not None else 0.0)
+        if delay > 0:
+            time.sleep(delay)  # no lock is held here
+        if result is None:  # drop: the request was read in full; close without answering
+            self.close_connection = True
+            return
+        self._send_json(result.http_status, result.payload)
+
+
+def _http_phrase(code: int) -> str:
+    try:
+        return HTTPStatus(code).phrase
+    except ValueError:
+        return f"HTTP {code}"
+
+
+class Sandbox:
+    """
+    A local emulator of the itniotech WhatsApp API, with fault injection, for tests and demos.
+
+    Usage::
+
+        with Sandbox() as sb:
+            conn = sb.conn_uri()   # point an Airflow connection at it
+            ...
+            assert sb.messages()[0]["body"]["type"] == "text"
+
+    :param host: Interface to bind (``127.0.0.1`` by default).
+    :param port: Port to bind; 0 picks a free one (see :attr:`port` after :meth:`start`).
+    :param api_key: The account's API key.
+    :param api_secret: The account's API secret.
+    :param app_id: The account's application id.
+    :param business_phones: The account's business phones (digits), all CONNECTED (status 7) at start.
+    :param balance: Messages that can be sent (each accepted message costs 1); None = unlimited.
+    :param latency: Seconds added to every ``/wa/`` response.
+    :param waba_id: The WhatsApp Business Account id reported by ``queryBusinessPhoneInfo``.
+    :param clock: Returns the server's Unix time (default ``time.time``); tests can freeze it.
+    :param on_request: Called (in the handler thread) with each request-log entry; the CLI prints them.
+    """
+
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        api_key: str = DEFAULT_API_KEY,
+        api_secret: str = DEFAULT_API_SECRET,
+        app_id: str = DEFAULT_APP_ID,
+        business_phones: Iterable[str] = DEFAULT_BUSINESS_PHONES,
+        balance: int | None = None,
+        latency: float = 0.0,
+        waba_id: str = "sandbox-waba",
+        clock: Callable[[], float] | None = None,
+        on_request: RequestCallback | None = None,
+    ) -> None:
+        phones = tuple(str(p) for p in business_phones)
+        if not phones:
+            raise ValueError("business_phones must name at least one phone")
+        for phone in phones:
+            if not phone.isascii() or not phone.isdigit():
+                raise ValueError(f"a business phone must be digits only, got {phone!r}")
+        _check_balance(balance)
+        _check_latency(latency)
+        self.config = SandboxConfig(
+            host=host,
+            port=port,
+            api_key=api_key,
+            api_secret=api_secret,
+            app_id=app_id,
+            business_phones=phones,
+            balance=balance,
+            latency=float(latency),
+        )
+        self._account = api.Account(api_key=api_key, api_secret=api_secret, app_id=app_id, waba_id=waba_id)
+        self._state = SandboxState.create(phones, balance, float(latency))
+        self._clock: Callable[[], float] = clock or time.time
+        self.on_request = on_request
+        self._server: _Server | None = None
+        self._thread: threading.Thread | None = None
+        self._port: int | None = None
+
+    # -- lifecycle -----------------------------------------------------------------------------------
+
+    def start(self) -> Sandbox:
+        """Bind and serve in a daemon thread; returns ``self``. Does nothing when already started."""
+        if self._server is not None:
+            return self
+        server_class = _Server6 if ":" in self.config.host else _Server
+        server = server_class((self.config.host, self.config.port), self)
+        thread = threading.Thread(
+            target=server.serve_forever,
+            kwargs={"poll_interval": 0.1},
+            name=f"itnio-sandbox-{server.server_port}",
+            daemon=True,
+        )
+        self._server, self._thread, self._port = server, thread, server.server_port
+        thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop serving and close every open connection (clients then get connection refused)."""
+        server, thread = self._server, self._thread
+        if server is None:
+            return
+        self._server = self._thread = None
+        server.shutdown()
+        server.close_connections()
+        server.server_close()
+        if thread is not None:
+            thread.join(timeout=5)
+
+    def __enter__(self) -> Sandbox:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    @property
+    def running(self) -> bool:
+        """True between :meth:`start` and :meth:`stop`."""
+        return self._server is not None
+
+    @property
+    def port(self) -> int:
+        """The bound port (after :meth:`start`; still the last one after :meth:`stop`)."""
+        if self._port is None:
+            raise RuntimeError("the sandbox was never started")
+        return self._port
+
+    @property
+    def base_url(self) -> str:
+        """``http://HOST:PORT`` (a wildcard bind address is given as the loopback address)."""
+        host = self.config.host
+        if host in ("", "0.0.0.0"):
+            host = "127.0.0.1"
+        elif host == "::":
+            host = "::1"
+        if ":" in host:
+            host = f"[{host}]"
+        return f"http://{host}:{self.port}"
+
+    # -- account -------------------------------------------------------------------------------------
+
+    @property
+    def api_key(self) -> str:
+        """The account's API key."""
+        return self.config.api_key
+
+    @property
+    def api_secret(self) -> str:
+        """The account's API secret."""
+        return self.config.api_secret
+
+    @property
+    def app_id(self) -> str:
+        """The account's application id."""
+        return self.config.app_id
+
+    @property
+    def business_phone(self) -> str:
+        """The account's first business phone."""
+        return self.config.business_phones[0]
+
+    def auth_headers(self, timestamp: int | None = None) -> dict[str, str]:
+        """
+        Valid request headers for this sandbox (a convenience for raw HTTP tests).
+
+        :param timestamp: The ``Timestamp`` to sign; the sandbox clock by default.
+        """
+        ts = str(int(self._clock()) if timestamp is None else timestamp)
+        return {
+            "Content-Type": "application/json;charset=UTF-8",
+            "Api-Key": self.api_key,
+            "Timestamp": ts,
+            "Sign": sign(self.api_key, self.api_secret, ts),
+        }
+
+    # -- inspection ----------------------------------------------------------------------------------
+
+    def messages(self) -> list[dict[str, Any]]:
+        """Every accepted message, in order: ``{"messageId", "path", "body", "timestamp", "headers"}``."""
+        return self._state.snapshot_messages()
+
+    def requests(self) -> list[dict[str, Any]]:
+        """Every ``/wa/`` request received, accepted or not, in order: ``{"path", "status", "body", ...}``."""
+        return self._state.snapshot_requests()
+
+    def settings(self) -> dict[str, Any]:
+        """Current balance, latency, phone statuses and pending faults."""
+        return self._state.config()
+
+    # -- steering ------------------------------------------------------------------------------------
+
+    def clear(self) -> None:
+        """Forget the accepted messages and the request log (settings and faults are kept)."""
+        self._state.clear()
+
+    def reset(self) -> None:
+        """Back to the start settings (balance, latency, phones), no pending fault, nothing recorded."""
+        self._state.reset(self.config.business_phones, self.config.balance, self.config.latency)
+
+    def set_balance(self, balance: int | None) -> None:
+        """
+        Set how many more messages can be sent.
+
+        :param balance: Messages left (each accepted message costs 1); None = unlimited.
+        """
+        _check_balance(balance)
+        self._state.set_balance(balance)
+
+    def set_latency(self, seconds: float) -> None:
+        """
+        Add a delay to every ``/wa/`` response.
+
+        :param seconds: The delay (>= 0).
+        """
+        _check_latency(seconds)
+        self._state.set_latency(float(seconds))
+
+    def set_phone_status(self, phone: str, status: int) -> None:
+        """
+        Set a business phone's status (a new phone is added to the account).
+
+        :param phone: The phone's digits.
+        :param status: 0 PENDING, 1 DELETED, 2 MIGRATED, 3 BANNED, 4 RESTRICTED, 5 RATE_LIMITED, 6 FLAGGED,
+            7 CONNECTED (the only one that can send), 8 DISCONNECTED, 9 UNKNOWN, 10 UNVERIFIED.
+        """
+        if not isinstance(phone, str) or not phone.isdigit():
+            raise ValueError(f"phone must be a string of digits, got {phone!r}")
+        if isinstance(status, bool) or not isinstance(status, int):
+            raise TypeError(f"status must be an integer, got {status!r}")
+        self._state.set_phone_status(phone, status)
+
+    def fail_next(
+        self,
+        n: int = 1,
+        *,
+        http_status: int | None = None,
+        api_status: str | int | None = None,
+        reason: str | None = None,
+        drop: bool = False,
+        slow: float | None = None,
+    ) -> None:
+        """
+        Make the next ``n`` ``/wa/`` requests fail (queued after faults already pending).
+
+        :param n: How many requests the fault applies to.
+        :param http_status: Answer with this HTTP status (e.g. 503) and ``{"error": reason}``.
+        :param api_status: Answer HTTP 200 ``{"status": api_status, "reason": reason}``.
+        :param reason: Reason / error text (defaults to the code's standard text).
+        :param drop: Read the whole request, then close the connection without answering.
+        :param slow: Sleep this long before answering; the request is otherwise handled normally, so a valid
+            message IS recorded (it reached the API) even if the client gave up waiting.
+        """
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ValueError(f"n must be a positive integer, got {n!r}")
+        if http_status is not None and (
+            isinstance(http_status, bool) or not isinstance(http_status, int) or not 100 <= http_status <= 599
+        ):
+            raise ValueError(f"http_status must be an HTTP status code, got {http_status!r}")
+        if api_status is not None and (isinstance(api_status, bool) or not isinstance(api_status, str | int)):
+            raise ValueError(f"api_status must be a string such as '-68', got {api_status!r}")
+        if reason is not None and not isinstance(reason, str):
+            raise ValueError("reason must be a string")
+        if not isinstance(drop, bool):
+            raise ValueError("drop must be true or false")
+        if slow is not None:
+            _check_latency(slow, "slow")
+        if http_status is None and api_status is None and not drop and slow is None:
+            raise ValueError("give at least one of http_status, api_status, drop, slow")
+        fault = Fault(
+            remaining=n,
+            http_status=http_status,
+            api_status=None if api_status is None else str(api_status),
+            reason=reason,
+            drop=drop,
+            slow=None if slow is None else float(slow),
+        )
+        self._state.add_fault(fault)
+
+    def clear_faults(self) -> None:
+        """Drop every pending fault."""
+        self._state.clear_faults()
+
+    # -- Airflow connection --------------------------------------------------------------------------
+
+    def conn_json(self) -> str:
+        """The Airflow connection for this sandbox, in Airflow's JSON form (``conn_type`` ``itnio``)."""
+        return json.dumps(
+            {
+                "conn_type": "itnio",
+                "login": self.api_key,
+                "password": self.api_secret,
+                "host": self.base_url,
+                "extra": {"app_id": self.app_id, "business_phone": self.business_phone},
+            }
+        )
+
+    def conn_uri(self) -> str:
+        """The Airflow connection as a URI: ``itnio://KEY:SECRET@HOST:PORT/?app_id=..&business_phone=..&scheme=http``."""
+        netloc = urlsplit(self.base_url).netloc
+        query = urlencode({"app_id": self.app_id, "business_phone": self.business_phone, "scheme": "http"})
+        return f"itnio://{quote(self.api_key, safe='')}:{quote(self.api_secret, safe='')}@{netloc}/?{query}"
+
+    def env_line(self) -> str:
+        """``AIRFLOW_CONN_ITNIO_DEFAULT='<conn_json>'``, shell-quoted, ready to ``export``."""
+        return f"AIRFLOW_CONN_ITNIO_DEFAULT={shlex.quote(self.conn_json())}"
+
+    # -- internals -----------------------------------------------------------------------------------
+
+    def _notify(self, entry: dict[str, Any]) -> None:
+        callback = self.on_request
+        if callback is None:
+            return
+        with contextlib.suppress(Exception):  # a logging callback must never break the server
+            callback(entry)
+
+    def __repr__(self) -> str:
+        where = self.base_url if self.running else "not started"
+        return f"Sandbox({where}, app_id={self.app_id!r}, business_phones={self.config.business_phones!r})"
+
+
+def _check_balance(balance: object) -> None:
+    if balance is not None and (isinstance(balance, bool) or not isinstance(balance, int) or balance < 0):
+        raise ValueError(f"balance must be a non-negative integer or None, got {balance!r}")
+
+
+def _check_latency(seconds: object, name: str = "latency") -> None:
+    if isinstance(seconds, bool) or not isinstance(seconds, int | float) or not 0 <= seconds < 3600:
+        raise ValueError(f"{name} must be a number of seconds >= 0, got {seconds!r}")

@@ -1,0 +1,1258 @@
+"""Tests of the message models: golden request bodies, every validation rule, phone normalisation."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from airflow_provider_itnio.errors import STATUS_CODES, ItnioValidationError
+from airflow_provider_itnio.messages import (
+    CUSTOM_ENDPOINT,
+    TEMPLATE_ENDPOINT,
+    Address,
+    Audio,
+    Button,
+    Contact,
+    Contacts,
+    Document,
+    Email,
+    Image,
+    ListMessage,
+    Location,
+    LocationRequest,
+    Message,
+    Name,
+    Org,
+    Phone,
+    ReplyButtons,
+    Row,
+    Section,
+    Sticker,
+    Template,
+    Text,
+    Url,
+    Video,
+    build_request_body,
+    message_from_dict,
+    normalize_phone,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+GOLDEN_DIR = Path(__file__).resolve().parent / "golden"  # a copy of shared/spec/golden
+needs_golden = pytest.mark.skipif(
+    not GOLDEN_DIR.is_dir(), reason=f"golden request bodies not found at {GOLDEN_DIR} (shared spec absent)"
+)
+
+# ------------------------------------------------------------------------------------ golden examples
+
+VENDOR = {"app_id": "DGziZf5u", "business_phone": "91856321321", "recipient": "91856321322"}
+INTERACTIVE = {"app_id": "7WY0BQ7W", "business_phone": 6282299953162, "recipient": "8614718004557"}
+LINK = "https://abc.com/log.png"
+
+
+def _golden_contact() -> Contact:
+    address = {"street": "STREET", "city": "CITY", "state": "STATE", "zip": "ZIP", "country": "COUNTRY"}
+    return Contact(
+        name=Name(
+            formatted_name="NAME",
+            first_name="FIRST_NAME",
+            last_name="LAST_NAME",
+            middle_name="MIDDLE_NAME",
+            suffix="SUFFIX",
+            prefix="PREFIX",
+        ),
+        birthday="1995-01-11",
+        addresses=[
+            Address(**address, country_code="COUNTRY_CODE", type="HOME"),
+            Address(**address, country_code="COUNTRY_CODE", type="WORK"),
+        ],
+        emails=[Email("EMAIL", "WORK"), Email("EMAIL", "HOME")],
+        org=Org(company="COMPANY", department="DEPARTMENT", title="TITLE"),
+        phones=[Phone("PHONE_NUMBER", "HOME"), Phone("PHONE_NUMBER", "WORK", wa_id="PHONE_OR_WA_ID")],
+        urls=[Url("URL", "WORK"), Url("URL", "HOME")],
+    )
+
+
+def _golden_list() -> ListMessage:
+    def section(n: int) -> Section:
+        rows = [
+            Row(f"SECTION_{n}_ROW_{r}_ID", f"SECTION_{n}_ROW_{r}_TITLE", f"SECTION_{n}_ROW_{r}_DESCRIPTION")
+            for r in (1, 2)
+        ]
+        return Section(f"SECTION_{n}_TITLE", rows)
+
+    return ListMessage(
+        body="BODY_TEXT",
+        button="BUTTON_TEXT",
+        sections=[section(1), section(2)],
+        header="HEADER_TEXT",
+        footer="FOOTER_TEXT",
+    )
+
+
+#: golden file stem -> the keyword arguments of build_request_body, built from the vendor example's values.
+GOLDEN_CASES: dict[str, Callable[[], dict[str, Any]]] = {
+    "text": lambda: {**VENDOR, "message": Text("this is body content")},
+    "text_reply": lambda: {
+        "app_id": "DGziZf5u",
+        "business_phone": "17376111187",
+        "recipient": "8618099900000",
+        "message": Text("this is body content"),
+        "reply_to": "1",
+    },
+    "image": lambda: {**VENDOR, "message": Image(LINK, caption="title")},
+    "document": lambda: {**VENDOR, "message": Document(LINK, filename="123", caption="title")},
+    "audio": lambda: {**VENDOR, "message": Audio(LINK)},
+    "video": lambda: {**VENDOR, "message": Video(LINK, caption="title")},
+    "sticker": lambda: {**VENDOR, "message": Sticker("https://abc.com/log.webp")},
+    "location": lambda: {
+        **VENDOR,
+        "message": Location(latitude=62.636152267456, longitude=104.056640625, name="深圳", address="深圳市龙岗区"),
+    },
+    "contacts": lambda: {**INTERACTIVE, "message": Contacts([_golden_contact()])},
+    "interactive_list": lambda: {**INTERACTIVE, "message": _golden_list()},
+    "interactive_buttons": lambda: {
+        **INTERACTIVE,
+        "message": ReplyButtons(body="BUTTON_TEXT", buttons=[Button("22", "one"), Button("33", "two")]),
+    },
+    "interactive_location_request": lambda: {
+        "app_id": "zRTc00Vs",
+        "business_phone": "62822922299527",
+        "recipient": "86173333376738",
+        "message": LocationRequest("广东省深圳市龙岗区"),
+    },
+    "template": lambda: {
+        "app_id": "xJdRmKR3",
+        "business_phone": "91856321412",
+        "recipient": "91856321432",
+        "message": Template.with_body_parameters("order_update", "en_US", ["A-1042", "shipped"]),
+    },
+}
+
+
+def _golden(stem: str) -> dict[str, Any]:
+    return json.loads((GOLDEN_DIR / f"{stem}.json").read_text(encoding="utf-8"))  # type: ignore[no-any-return]
+
+
+@needs_golden
+def test_every_golden_file_has_a_case():
+    assert {path.stem for path in GOLDEN_DIR.glob("*.json")} == set(GOLDEN_CASES)
+
+
+@needs_golden
+@pytest.mark.parametrize("stem", sorted(GOLDEN_CASES))
+def test_golden_body_built_from_models(stem):
+    assert build_request_body(**GOLDEN_CASES[stem]()) == _golden(stem)
+
+
+@needs_golden
+@pytest.mark.parametrize("stem", sorted(GOLDEN_CASES))
+def test_golden_body_round_trips_through_message_from_dict(stem):
+    golden = _golden(stem)
+    message = message_from_dict(golden)
+    assert message == GOLDEN_CASES[stem]()["message"]
+    body = build_request_body(
+        app_id=golden["appId"],
+        business_phone=golden["businessPhone"],
+        recipient=golden["recipient"],
+        message=message,
+        reply_to=golden.get("context", {}).get("refMessageId"),
+    )
+    assert body == golden
+
+
+# --------------------------------------------------------------------------------- valid behaviour
+
+SECTIONS = [{"title": "Sizes", "rows": [{"id": "s", "title": "Small", "description": "up to 1 kg"}]}]
+BUTTONS = [{"id": "yes", "title": "Yes"}, {"id": "no", "title": "No"}]
+CARD = {"name": {"formatted_name": "Ada Lovelace"}}
+
+ALL_MODELS: list[Message] = [
+    Text("hi *there*"),
+    Image(LINK),
+    Image(LINK, caption="c"),
+    Document(LINK, "report.pdf"),
+    Document(LINK, "report.pdf", caption="Q3"),
+    Audio("http://example.com/a.ogg"),
+    Video(LINK, "clip"),
+    Sticker("https://example.com/s.webp"),
+    Location("-33.8688", "151.2093", "Sydney", "NSW, Australia"),
+    ListMessage("Pick one", "Sizes", SECTIONS),
+    ListMessage("Pick one", "Sizes", SECTIONS, header="Shop", footer="Thanks"),
+    ReplyButtons("Continue?", BUTTONS),
+    ReplyButtons("Continue?", BUTTONS, header="Question", footer="Reply below"),
+    LocationRequest("Where are you?"),
+    Contacts([CARD]),
+    Contacts([_golden_contact(), Contact(Name("Bob"), phones=[Phone(4155550100, "CELL", wa_id=14155550100)])]),
+    Template("hello_world", "en"),
+    Template.with_body_parameters("order_update", "pt_BR", ["A-1", "shipped"]),
+    Template(
+        "promo_2",
+        "en_US",
+        [
+            {"type": "header", "parameters": [{"type": "image", "image": {"link": LINK}}]},
+            {
+                "type": "body",
+                "parameters": [
+                    {"type": "text", "text": "Ada"},
+                    {
+                        "type": "currency",
+                        "currency": {"fallback_value": "$10", "code": "USD", "amount_1000": 10000},
+                    },
+                    {"type": "date_time", "date_time": {"fallback_value": "May 1"}},
+                ],
+            },
+            {
+                "type": "button",
+                "sub_type": "quick_reply",
+                "index": 0,
+                "parameters": [{"type": "payload", "payload": "P"}],
+            },
+        ],
+    ),
+]
+
+
+@pytest.mark.parametrize("message", ALL_MODELS, ids=lambda m: type(m).__name__)
+def test_round_trip(message):
+    payload = message.to_payload()
+    again = message_from_dict(payload)
+    assert type(again) is type(message)
+    assert again == message
+    assert again.to_payload() == payload
+    envelope = {"appId": "a", "businessPhone": "1234567", "recipient": "7654321", "channelType": 0}
+    assert message_from_dict({**envelope, **payload, "context": {"refMessageId": "x"}}) == message
+    assert json.loads(json.dumps(payload)) == payload  # JSON-safe, no tuples or custom objects
+
+
+@pytest.mark.parametrize("message", ALL_MODELS, ids=lambda m: type(m).__name__)
+def test_no_nulls_in_payload(message):
+    def walk(value: Any) -> None:
+        assert value is not None
+        for item in value.values() if isinstance(value, dict) else value if isinstance(value, list) else []:
+            walk(item)
+
+    walk(message.to_payload())
+
+
+def test_endpoints():
+    assert all(m.endpoint == CUSTOM_ENDPOINT for m in ALL_MODELS if not isinstance(m, Template))
+    assert Template("a", "en").endpoint == TEMPLATE_ENDPOINT == "/wa/template/sendMsg"
+    assert CUSTOM_ENDPOINT == "/wa/custom/sendMsg"
+
+
+def test_payload_shapes():
+    assert Text("hi").to_payload() == {"type": "text", "text": {"body": "hi"}}
+    assert Image(LINK).to_payload() == {"type": "image", "image": {"link": LINK}}
+    assert Image(LINK, caption="   ").to_payload() == {"type": "image", "image": {"link": LINK}}
+    assert LocationRequest("where?").to_payload() == {
+        "type": "interactive",
+        "interactive": {
+            "type": "location_request_message",
+            "body": {"text": "where?"},
+            "action": {"name": "send_location"},
+        },
+    }
+    buttons = ReplyButtons("b", [{"id": "1", "title": "One"}], header="H", footer="F").to_payload()
+    assert buttons["interactive"] == {
+        "type": "button",
+        "header": {"type": "text", "text": "H"},
+        "body": {"text": "b"},
+        "footer": {"text": "F"},
+        "action": {"buttons": [{"type": "reply", "reply": {"id": "1", "title": "One"}}]},
+    }
+    listed = ListMessage("b", "Open", [{"title": "T", "rows": [{"id": "1", "title": "One"}]}]).to_payload()
+    assert listed["interactive"] == {
+        "type": "list",
+        "body": {"text": "b"},
+        "action": {"button": "Open", "sections": [{"title": "T", "rows": [{"id": "1", "title": "One"}]}]},
+    }
+    assert Template("hello_world", "en").to_payload() == {
+        "template": {"name": "hello_world", "language": {"code": "en"}}
+    }
+    assert (
+        Template.with_body_parameters("hello_world", "en", []).to_payload()
+        == Template("hello_world", "en").to_payload()
+    )
+    assert "type" not in Template.with_body_parameters("t", "en", ["x"]).to_payload()
+
+
+def test_location_accepts_numbers_and_sends_strings():
+    location = Location(-90, 180.0, "Pole", "South")
+    assert (location.latitude, location.longitude) == ("-90", "180.0")
+    assert Location(1e-05, "-0.5", "n", "a").latitude == "0.00001"
+    assert Location(" 12.5 ", "+3", "n", "a").to_payload()["location"]["latitude"] == "12.5"
+
+
+def test_parts_accept_dicts_and_models_alike():
+    by_dict = ReplyButtons(
+        "b", [{"id": "22", "title": "one"}, {"type": "reply", "reply": {"id": "33", "title": "two"}}]
+    )
+    by_model = ReplyButtons("b", [Button("22", "one"), Button("33", "two")])
+    assert by_dict == by_model
+    assert by_dict.buttons[0] == Button("22", "one")
+    assert ListMessage("b", "o", SECTIONS).sections[0].rows[0] == Row("s", "Small", "up to 1 kg")
+    card = Contacts([{"name": {"formatted_name": "A"}, "phones": [{"phone": 4155550100}]}]).contacts[0]
+    assert card.phones == (Phone("4155550100"),)
+    assert card.to_dict() == {"name": {"formatted_name": "A"}, "phones": [{"phone": "4155550100"}]}
+
+
+def test_limits_are_inclusive():
+    Text("x" * 4096)
+    Image(LINK, caption="c" * 1024)
+    ListMessage(
+        "b" * 1024,
+        "B" * 20,
+        [{"title": "t" * 24, "rows": [{"id": "i" * 200, "title": "r" * 24, "description": "d" * 72}]}],
+        header="h" * 60,
+        footer="f" * 60,
+    )
+    ten_sections = [{"title": f"s{n}", "rows": [{"id": str(n), "title": "r"}]} for n in range(10)]
+    assert len(ListMessage("b", "o", ten_sections).sections) == 10
+    ten_rows = [{"title": f"s{s}", "rows": [{"id": f"{s}-{r}", "title": "r"} for r in range(5)]} for s in range(2)]
+    assert sum(len(s.rows) for s in ListMessage("b", "o", ten_rows).sections) == 10
+    three = [Button(str(n), f"t{n}") for n in range(3)]
+    assert len(ReplyButtons("b", three).buttons) == 3
+    ReplyButtons("b", [Button("i" * 256, "t" * 20)])
+
+
+def test_parts_are_validated_by_the_message_that_holds_them():
+    too_long = Button("3", "Rate us on a scale of 5")  # a part alone only holds values
+    with pytest.raises(ItnioValidationError) as info:
+        ReplyButtons("b", [Button("1", "one"), too_long])
+    assert info.value.field == "interactive.action.buttons[1].reply.title"
+    blank = Contact(Name("  "))
+    with pytest.raises(ItnioValidationError) as info:
+        Contacts([_golden_contact(), blank])
+    assert info.value.field == "contacts[1].name.formatted_name"
+
+
+def test_models_are_immutable():
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        Text("hi").body = "changed"  # type: ignore[misc]
+
+
+def test_build_request_body_envelope():
+    body = build_request_body(
+        app_id="app",
+        business_phone="+62 822-9995-3162",
+        recipient=8614718004557,
+        message=Text("hi"),
+        reply_to="m1",
+    )
+    assert list(body) == ["appId", "businessPhone", "recipient", "channelType", "type", "text", "context"]
+    assert body["businessPhone"] == "6282299953162"
+    assert body["recipient"] == "8614718004557"
+    assert body["channelType"] == 0
+    assert body["context"] == {"refMessageId": "m1"}
+    for empty in (None, ""):
+        assert "context" not in build_request_body(
+            app_id="app", business_phone="1234567", recipient="1234567", message=Text("hi"), reply_to=empty
+        )
+
+
+def test_build_request_body_rejects_non_messages():
+    with pytest.raises(TypeError, match="Message model"):
+        build_request_body(app_id="a", business_phone="1234567", recipient="1234567", message=_bad({"type": "text"}))
+
+
+def test_error_values_are_truncated():
+    with pytest.raises(ItnioValidationError) as info:
+        Text("y" * 5000)
+    assert "got 5000 characters: 'yyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyy...'" in str(info.value)
+    assert len(info.value.problem) < 80
+
+
+# -------------------------------------------------------------------------------------------- rules
+
+
+def _bad(value: object) -> Any:
+    """A value of the wrong type, passed on purpose (keeps mypy quiet without type: ignore)."""
+    return value
+
+
+def _row(n: int, **extra: Any) -> dict[str, Any]:
+    return {"id": f"r{n}", "title": f"Row {n}", **extra}
+
+
+def _list(**overrides: Any) -> ListMessage:
+    args: dict[str, Any] = {"body": "Pick", "button": "Open", "sections": [{"title": "S", "rows": [_row(1)]}]}
+    return ListMessage(**{**args, **overrides})
+
+
+def _buttons(**overrides: Any) -> ReplyButtons:
+    return ReplyButtons(**{"body": "Continue?", "buttons": BUTTONS, **overrides})
+
+
+def _card(**overrides: Any) -> Contacts:
+    return Contacts([{**CARD, **overrides}])
+
+
+def _location(**overrides: Any) -> Location:
+    return Location(**{"latitude": "1.5", "longitude": "2.5", "name": "N", "address": "A", **overrides})
+
+
+def _component(ctype: str, *params: Any) -> Template:
+    return Template("t", "en", [{"type": ctype, "parameters": list(params)}])
+
+
+def _envelope(**overrides: Any) -> dict[str, Any]:
+    args = {
+        "app_id": "app",
+        "business_phone": "1234567",
+        "recipient": "7654321",
+        "message": Text("hi"),
+        **overrides,
+    }
+    return build_request_body(**args)
+
+
+P0 = "template.components[0].parameters[0]"
+S = "interactive.action.sections"
+B = "interactive.action.buttons"
+
+RULE_CASES = [
+    # text
+    pytest.param(lambda: Text(_bad(None)), "text.body", "required", "-115", id="text-body-required"),
+    pytest.param(lambda: Text(""), "text.body", "required", "-115", id="text-body-empty"),
+    pytest.param(lambda: Text(" \n\t "), "text.body", "required", "-115", id="text-body-whitespace-only"),
+    pytest.param(lambda: Text("x" * 4097), "text.body", "at most 4096 characters", None, id="text-body-max-4096"),
+    pytest.param(lambda: Text(_bad({"a": 1})), "text.body", "must be a string", "-134", id="text-body-must-be-string"),
+    # media
+    pytest.param(lambda: Image(""), "image.link", "required", "-117", id="image-link-required"),
+    pytest.param(lambda: Audio(""), "audio.link", "required", "-119", id="audio-link-required"),
+    pytest.param(lambda: Video(" "), "video.link", "required", "-121", id="video-link-required"),
+    pytest.param(lambda: Sticker(_bad(None)), "sticker.link", "required", "-123", id="sticker-link-required"),
+    pytest.param(lambda: Document("", "f.pdf"), "document.link", "required", "-125", id="document-link-required"),
+    pytest.param(lambda: Image("ftp://abc.com/a.png"), "image.link", "http(s) URL", "-133", id="link-scheme-http"),
+    pytest.param(lambda: Audio("/files/a.ogg"), "audio.link", "http(s) URL", "-133", id="link-absolute"),
+    pytest.param(lambda: Video("https://"), "video.link", "http(s) URL", "-133", id="link-needs-host"),
+    pytest.param(lambda: Sticker("abc.com/s.webp"), "sticker.link", "http(s) URL", "-133", id="link-needs-scheme"),
+    pytest.param(lambda: Image("https://abc.com/a b.png"), "image.link", "http(s) URL", "-133", id="link-no-spaces"),
+    pytest.param(lambda: Document("http://[::1/x", "f"), "document.link", "http(s) URL", "-133", id="link-parsable"),
+    pytest.param(
+        lambda: Image(_bad(["https://a.com"])),
+        "image.link",
+        "must be a string",
+        "-134",
+        id="link-must-be-string",
+    ),
+    pytest.param(lambda: Image(LINK, "c" * 1025), "image.caption", "at most 1024", None, id="caption-max-1024"),
+    pytest.param(
+        lambda: Video(LINK, _bad(42)),
+        "video.caption",
+        "must be a string",
+        "-134",
+        id="caption-must-be-string",
+    ),
+    pytest.param(
+        lambda: Document(LINK, "", "c"),
+        "document.filename",
+        "required",
+        "-135",
+        id="document-filename-required",
+    ),
+    pytest.param(
+        lambda: Document(LINK, "f", "c" * 1025),
+        "document.caption",
+        "at most 1024",
+        None,
+        id="document-caption-max",
+    ),
+    # location
+    pytest.param(lambda: _location(latitude=""), "location.latitude", "required", "-129", id="latitude-required"),
+    pytest.param(lambda: _location(longitude=None), "location.longitude", "required", "-128", id="longitude-required"),
+    pytest.param(
+        lambda: _location(latitude="north"),
+        "location.latitude",
+        "decimal number",
+        "-134",
+        id="latitude-numeric",
+    ),
+    pytest.param(
+        lambda: _location(longitude=[1]),
+        "location.longitude",
+        "decimal number",
+        "-134",
+        id="longitude-numeric",
+    ),
+    pytest.param(
+        lambda: _location(latitude=float("nan")),
+        "location.latitude",
+        "decimal number",
+        "-134",
+        id="latitude-finite",
+    ),
+    pytest.param(
+        lambda: _location(latitude=True),
+        "location.latitude",
+        "decimal number",
+        "-134",
+        id="latitude-not-bool",
+    ),
+    pytest.param(
+        lambda: _location(latitude=90.5), "location.latitude", "between -90 and 90", None, id="latitude-range"
+    ),
+    pytest.param(
+        lambda: _location(longitude="-180.01"),
+        "location.longitude",
+        "between -180 and 180",
+        None,
+        id="longitude-range",
+    ),
+    pytest.param(lambda: _location(name=""), "location.name", "required", "-135", id="location-name-required"),
+    pytest.param(
+        lambda: _location(address="  "),
+        "location.address",
+        "required",
+        "-135",
+        id="location-address-required",
+    ),
+    pytest.param(lambda: _location(name=7), "location.name", "must be a string", "-134", id="location-name-string"),
+    # interactive list
+    pytest.param(lambda: _list(body=""), "interactive.body.text", "required", "-135", id="list-body-required"),
+    pytest.param(
+        lambda: _list(body="b" * 1025), "interactive.body.text", "at most 1024", None, id="list-body-max-1024"
+    ),
+    pytest.param(
+        lambda: _list(header="h" * 61), "interactive.header.text", "at most 60", None, id="list-header-max-60"
+    ),
+    pytest.param(
+        lambda: _list(footer="f" * 61), "interactive.footer.text", "at most 60", None, id="list-footer-max-60"
+    ),
+    pytest.param(lambda: _list(button=""), "interactive.action.button", "required", "-135", id="list-button-required"),
+    pytest.param(
+        lambda: _list(button="B" * 21),
+        "interactive.action.button",
+        "at most 20",
+        None,
+        id="list-button-max-20",
+    ),
+    pytest.param(lambda: _list(sections=[]), S, "at least 1 section", "-135", id="list-sections-at-least-1"),
+    pytest.param(
+        lambda: _list(sections=[{"title": f"s{n}", "rows": [_row(n)]} for n in range(11)]),
+        S,
+        "at most 10 sections",
+        None,
+        id="list-sections-at-most-10",
+    ),
+    pytest.param(lambda: _list(sections="S"), S, "must be a list", "-134", id="list-sections-must-be-list"),
+    pytest.param(
+        lambda: _list(sections=["S"]),
+        f"{S}[0]",
+        "must be an object",
+        "-134",
+        id="list-section-must-be-object",
+    ),
+    pytest.param(
+        lambda: _list(sections=[{"title": "", "rows": [_row(1)]}]),
+        f"{S}[0].title",
+        "required",
+        "-135",
+        id="section-title-required",
+    ),
+    pytest.param(
+        lambda: _list(sections=[{"title": "T" * 25, "rows": [_row(1)]}]),
+        f"{S}[0].title",
+        "at most 24",
+        None,
+        id="section-title-max-24",
+    ),
+    pytest.param(
+        lambda: _list(sections=[{"title": "A", "rows": [_row(1)]}, {"title": "B", "rows": []}]),
+        f"{S}[1].rows",
+        "at least 1 row",
+        "-135",
+        id="section-rows-at-least-1",
+    ),
+    pytest.param(
+        lambda: _list(
+            sections=[
+                {"title": "A", "rows": [_row(n) for n in range(6)]},
+                {"title": "B", "rows": [_row(n) for n in range(6, 11)]},
+            ]
+        ),
+        S,
+        "at most 10 rows in total",
+        None,
+        id="list-rows-at-most-10-in-total",
+    ),
+    pytest.param(
+        lambda: _list(sections=[{"title": "A", "rows": [{"id": "", "title": "t"}]}]),
+        f"{S}[0].rows[0].id",
+        "required",
+        "-135",
+        id="row-id-required",
+    ),
+    pytest.param(
+        lambda: _list(sections=[{"title": "A", "rows": [_row(1), {"id": "i" * 201, "title": "t"}]}]),
+        f"{S}[0].rows[1].id",
+        "at most 200",
+        None,
+        id="row-id-max-200",
+    ),
+    pytest.param(
+        lambda: _list(sections=[{"title": "A", "rows": [_row(1)]}, {"title": "B", "rows": [_row(2), _row(1)]}]),
+        f"{S}[1].rows[1].id",
+        "must be unique within the message",
+        None,
+        id="row-id-unique-across-sections",
+    ),
+    pytest.param(
+        lambda: _list(sections=[{"title": "A", "rows": [{"id": "1", "title": ""}]}]),
+        f"{S}[0].rows[0].title",
+        "required",
+        "-135",
+        id="row-title-required",
+    ),
+    pytest.param(
+        lambda: _list(sections=[{"title": "A", "rows": [_row(1), {"id": "2", "title": "t" * 25}]}]),
+        f"{S}[0].rows[1].title",
+        "at most 24",
+        None,
+        id="row-title-max-24",
+    ),
+    pytest.param(
+        lambda: _list(sections=[{"title": "A", "rows": [_row(1, description="d" * 73)]}]),
+        f"{S}[0].rows[0].description",
+        "at most 72",
+        None,
+        id="row-description-max-72",
+    ),
+    pytest.param(
+        lambda: _list(sections=[{"title": "A", "rows": [_row(1, desc="typo")]}]),
+        f"{S}[0].rows[0].desc",
+        "unknown key",
+        None,
+        id="row-unknown-key",
+    ),
+    pytest.param(
+        lambda: _list(sections=[Section("", [Row("1", "t")])]),
+        f"{S}[0].title",
+        "required",
+        "-135",
+        id="section-model-title-required",
+    ),
+    pytest.param(
+        lambda: _list(sections=[Section("A", [Row("1", "t")]), Section("B", [Row("2", "t", "d" * 73)])]),
+        f"{S}[1].rows[0].description",
+        "at most 72",
+        None,
+        id="row-model-description-max-72",
+    ),
+    # interactive buttons
+    pytest.param(lambda: _buttons(body=" "), "interactive.body.text", "required", "-135", id="buttons-body-required"),
+    pytest.param(
+        lambda: _buttons(body="b" * 1025),
+        "interactive.body.text",
+        "at most 1024",
+        None,
+        id="buttons-body-max-1024",
+    ),
+    pytest.param(
+        lambda: _buttons(header="h" * 61),
+        "interactive.header.text",
+        "at most 60",
+        None,
+        id="buttons-header-max-60",
+    ),
+    pytest.param(
+        lambda: _buttons(footer="f" * 61),
+        "interactive.footer.text",
+        "at most 60",
+        None,
+        id="buttons-footer-max-60",
+    ),
+    pytest.param(lambda: _buttons(buttons=[]), B, "at least 1 button", "-135", id="buttons-at-least-1"),
+    pytest.param(
+        lambda: _buttons(buttons=[Button(str(n), f"t{n}") for n in range(4)]),
+        B,
+        "at most 3 buttons",
+        None,
+        id="buttons-at-most-3",
+    ),
+    pytest.param(
+        lambda: _buttons(buttons=[{"id": "", "title": "t"}]),
+        f"{B}[0].reply.id",
+        "required",
+        "-135",
+        id="button-id-required",
+    ),
+    pytest.param(
+        lambda: _buttons(buttons=[Button("i" * 257, "t")]),
+        f"{B}[0].reply.id",
+        "at most 256",
+        None,
+        id="button-id-max-256",
+    ),
+    pytest.param(
+        lambda: _buttons(buttons=[Button("a", "One"), Button("a", "Two")]),
+        f"{B}[1].reply.id",
+        "must be unique within the message",
+        None,
+        id="button-id-unique",
+    ),
+    pytest.param(
+        lambda: _buttons(buttons=[{"id": "1", "title": ""}]),
+        f"{B}[0].reply.title",
+        "required",
+        "-135",
+        id="button-title-required",
+    ),
+    pytest.param(
+        lambda: _buttons(buttons=[Button("1", "one"), Button("2", "two"), Button("3", "Rate us on a scale of 5")]),
+        f"{B}[2].reply.title",
+        "at most 20 characters",
+        None,
+        id="button-title-max-20",
+    ),
+    pytest.param(
+        lambda: _buttons(buttons=[Button("1", "Same"), Button("2", "Same")]),
+        f"{B}[1].reply.title",
+        "must be unique within the message",
+        None,
+        id="button-title-unique",
+    ),
+    pytest.param(
+        lambda: _buttons(buttons=[{"type": "url", "reply": {"id": "1", "title": "t"}}]),
+        f"{B}[0].type",
+        "must be one of reply",
+        None,
+        id="button-type-reply",
+    ),
+    pytest.param(
+        lambda: _buttons(buttons=[{"type": "reply", "reply": {"id": "1", "titel": "t"}}]),
+        f"{B}[0].reply.titel",
+        "unknown key",
+        None,
+        id="button-unknown-key",
+    ),
+    pytest.param(
+        lambda: _buttons(buttons=[{"id": 1, "title": "t"}]),
+        f"{B}[0].reply.id",
+        "must be a string",
+        "-134",
+        id="button-id-string",
+    ),
+    # location request
+    pytest.param(
+        lambda: LocationRequest(""),
+        "interactive.body.text",
+        "required",
+        "-135",
+        id="location-request-body-required",
+    ),
+    pytest.param(
+        lambda: LocationRequest("b" * 1025),
+        "interactive.body.text",
+        "at most 1024",
+        None,
+        id="location-request-body-max",
+    ),
+    # contacts
+    pytest.param(lambda: Contacts([]), "contacts", "at least 1 contact card", "-135", id="contacts-at-least-1"),
+    pytest.param(lambda: Contacts(_bad(CARD)), "contacts", "must be a list", "-134", id="contacts-must-be-list"),
+    pytest.param(lambda: Contacts(_bad(["Ada"])), "contacts[0]", "must be an object", "-134", id="contact-card-object"),
+    pytest.param(
+        lambda: Contacts([{"birthday": "1995-01-11"}]),
+        "contacts[0].name",
+        "required",
+        "-135",
+        id="contact-name-required",
+    ),
+    pytest.param(
+        lambda: _card(name={"first_name": "A"}),
+        "contacts[0].name.formatted_name",
+        "required",
+        "-135",
+        id="formatted-name-required",
+    ),
+    pytest.param(
+        lambda: _card(birthday="11/01/1995"), "contacts[0].birthday", "YYYY-MM-DD", None, id="birthday-format"
+    ),
+    pytest.param(
+        lambda: _card(birthday="1995-02-30"),
+        "contacts[0].birthday",
+        "real date",
+        None,
+        id="birthday-real-date",
+    ),
+    pytest.param(
+        lambda: _card(birthday="1995-1-11"),
+        "contacts[0].birthday",
+        "YYYY-MM-DD",
+        None,
+        id="birthday-two-digit-month",
+    ),
+    pytest.param(
+        lambda: _card(addresses=[{"city": "X", "type": "HOME"}, {"city": "Y", "type": "OFFICE"}]),
+        "contacts[0].addresses[1].type",
+        "must be one of HOME, WORK",
+        None,
+        id="address-type-home-work",
+    ),
+    pytest.param(
+        lambda: _card(emails=[{"email": "a@b.c", "type": "home"}]),
+        "contacts[0].emails[0].type",
+        "must be one of HOME, WORK",
+        None,
+        id="email-type-home-work",
+    ),
+    pytest.param(
+        lambda: _card(emails=[{"type": "HOME"}]),
+        "contacts[0].emails[0].email",
+        "required",
+        "-135",
+        id="email-required",
+    ),
+    pytest.param(
+        lambda: _card(urls=[{"url": "https://a.b", "type": "CELL"}]),
+        "contacts[0].urls[0].type",
+        "must be one of HOME, WORK",
+        None,
+        id="url-type-home-work",
+    ),
+    pytest.param(
+        lambda: _card(phones=[{"phone": "+1 555", "type": "MOBILE"}]),
+        "contacts[0].phones[0].type",
+        "must be one of CELL, MAIN, IPHONE, HOME, WORK",
+        None,
+        id="phone-type-enum",
+    ),
+    pytest.param(
+        lambda: _card(phones=[{"phone": ""}]),
+        "contacts[0].phones[0].phone",
+        "required",
+        "-135",
+        id="contact-phone-required",
+    ),
+    pytest.param(
+        lambda: _card(nmae={"formatted_name": "x"}),
+        "contacts[0].nmae",
+        "unknown key",
+        None,
+        id="contact-unknown-key",
+    ),
+    pytest.param(
+        lambda: _card(name={"formatted_name": "A", "fullname": "B"}),
+        "contacts[0].name.fullname",
+        "unknown key",
+        None,
+        id="contact-name-unknown-key",
+    ),
+    pytest.param(
+        lambda: _card(org={"company": 5}),
+        "contacts[0].org.company",
+        "must be a string",
+        "-134",
+        id="contact-org-string",
+    ),
+    pytest.param(
+        lambda: Contacts([Contact(Name("A"), emails=[Email("a@b.c", "HOME"), Email("a@b.c", "PERSONAL")])]),
+        "contacts[0].emails[1].type",
+        "must be one of HOME, WORK",
+        None,
+        id="email-model-type-home-work",
+    ),
+    # template
+    pytest.param(lambda: Template("", "en"), "template.name", "required", "-135", id="template-name-required"),
+    pytest.param(
+        lambda: Template("Order_Update", "en"),
+        "template.name",
+        "lowercase letters, digits and underscores",
+        None,
+        id="template-name-lowercase",
+    ),
+    pytest.param(
+        lambda: Template("order-update", "en"),
+        "template.name",
+        "lowercase letters, digits and underscores",
+        None,
+        id="template-name-charset",
+    ),
+    pytest.param(
+        lambda: Template("t", ""),
+        "template.language.code",
+        "required",
+        "-135",
+        id="template-language-required",
+    ),
+    pytest.param(
+        lambda: Template("t", "en-US"),
+        "template.language.code",
+        "language code",
+        None,
+        id="template-language-dash",
+    ),
+    pytest.param(
+        lambda: Template("t", "english"),
+        "template.language.code",
+        "language code",
+        None,
+        id="template-language-pattern",
+    ),
+    pytest.param(
+        lambda: Template("t", "en_us"),
+        "template.language.code",
+        "language code",
+        None,
+        id="template-language-region-upper",
+    ),
+    pytest.param(
+        lambda: Template("t", "en", _bad({"type": "body"})),
+        "template.components",
+        "must be a list",
+        "-134",
+        id="template-components-list",
+    ),
+    pytest.param(
+        lambda: Template("t", "en", [{"type": "footer"}]),
+        "template.components[0].type",
+        "must be one of header, body, button",
+        None,
+        id="component-type",
+    ),
+    pytest.param(
+        lambda: Template("t", "en", [{"parameters": []}]),
+        "template.components[0].type",
+        "required",
+        "-135",
+        id="component-type-required",
+    ),
+    pytest.param(
+        lambda: _component("header", {"type": "currency", "currency": {}}),
+        f"{P0}.type",
+        "must be one of text, image, video, document, location",
+        None,
+        id="header-parameter-types",
+    ),
+    pytest.param(
+        lambda: _component("body", {"type": "image", "image": {"link": LINK}}),
+        f"{P0}.type",
+        "must be one of text, currency, date_time",
+        None,
+        id="body-parameter-types",
+    ),
+    pytest.param(
+        lambda: Template.with_body_parameters("t", "en", ["A-1", ""]),
+        "template.components[0].parameters[1].text",
+        "required",
+        "-135",
+        id="text-parameter-required",
+    ),
+    pytest.param(
+        lambda: _component("body", {"type": "text"}),
+        f"{P0}.text",
+        "required",
+        "-135",
+        id="text-parameter-missing",
+    ),
+    pytest.param(
+        lambda: _component("body", {"type": "text", "text": "a"}, "b"),
+        "template.components[0].parameters[1]",
+        "must be an object",
+        "-134",
+        id="parameter-object",
+    ),
+    pytest.param(
+        lambda: _component("header", {"type": "image", "image": {"link": "nope"}}),
+        f"{P0}.image.link",
+        "http(s) URL",
+        "-133",
+        id="image-parameter-link",
+    ),
+    pytest.param(
+        lambda: _component("header", {"type": "document", "document": {"filename": "a.pdf"}}),
+        f"{P0}.document.link",
+        "required",
+        "-135",
+        id="document-parameter-link",
+    ),
+    pytest.param(
+        lambda: _component("header", {"type": "video", "video": LINK}),
+        f"{P0}.video",
+        "must be an object",
+        "-134",
+        id="video-parameter-object",
+    ),
+    pytest.param(
+        lambda: _component(
+            "header",
+            {
+                "type": "location",
+                "location": {"latitude": "91", "longitude": "0", "name": "n", "address": "a"},
+            },
+        ),
+        f"{P0}.location.latitude",
+        "between -90 and 90",
+        None,
+        id="location-parameter-range",
+    ),
+    pytest.param(
+        lambda: _component(
+            "body",
+            {"type": "currency", "currency": {"fallback_value": "$1", "code": "USD", "amount_1000": "1000"}},
+        ),
+        f"{P0}.currency.amount_1000",
+        "must be an integer",
+        "-134",
+        id="currency-parameter-amount",
+    ),
+    pytest.param(
+        lambda: _component("body", {"type": "date_time", "date_time": {}}),
+        f"{P0}.date_time.fallback_value",
+        "required",
+        "-135",
+        id="date-time-parameter",
+    ),
+    pytest.param(
+        lambda: _component("body", {"type": "text", "text": "a", "txt": "b"}),
+        f"{P0}.txt",
+        "unknown key",
+        None,
+        id="parameter-unknown-key",
+    ),
+    # envelope
+    pytest.param(lambda: _envelope(app_id=""), "appId", "required", "-135", id="app-id-required"),
+    pytest.param(lambda: _envelope(app_id=123), "appId", "must be a string", "-134", id="app-id-string"),
+    pytest.param(
+        lambda: _envelope(reply_to=17),
+        "context.refMessageId",
+        "must be a string",
+        "-134",
+        id="reply-to-string",
+    ),
+    pytest.param(
+        lambda: _envelope(recipient="12-34"),
+        "recipient",
+        "at least 7 digits",
+        "-71",
+        id="envelope-recipient-normalised",
+    ),
+    pytest.param(
+        lambda: _envelope(business_phone="1234567x"),
+        "businessPhone",
+        "digits only",
+        "-95",
+        id="envelope-business-phone-normalised",
+    ),
+    # message_from_dict
+    pytest.param(
+        lambda: message_from_dict({"type": "carousel", "carousel": {}}),
+        "type",
+        "must be one of",
+        "-132",
+        id="dict-unknown-type",
+    ),
+    pytest.param(
+        lambda: message_from_dict({"text": {"body": "hi"}}),
+        "type",
+        "required",
+        "-132",
+        id="dict-type-required",
+    ),
+    pytest.param(
+        lambda: message_from_dict({"type": ["text"]}), "type", "must be one of", "-132", id="dict-type-string"
+    ),
+    pytest.param(
+        lambda: message_from_dict(_bad("hi")),
+        "message",
+        "must be an object",
+        "-134",
+        id="dict-must-be-object",
+    ),
+    pytest.param(
+        lambda: message_from_dict({"type": "text", "text": "hi"}),
+        "text",
+        "must be an object",
+        "-134",
+        id="dict-object-must-be-object",
+    ),
+    pytest.param(
+        lambda: message_from_dict({"type": "text", "text": {"body": "hi", "preview_url": True}}),
+        "text.preview_url",
+        "unknown key",
+        None,
+        id="dict-object-unknown-key",
+    ),
+    pytest.param(
+        lambda: message_from_dict(
+            {
+                "type": "location",
+                "location": {"latitude": "1", "longitude": "2", "name": "n", "address": "a"},
+                "link": LINK,
+            }
+        ),
+        "link",
+        "unknown key",
+        None,
+        id="dict-stray-top-level-key",
+    ),
+    pytest.param(
+        lambda: message_from_dict({"type": "interactive", "interactive": {"type": "carousel", "body": {"text": "b"}}}),
+        "interactive.type",
+        "must be one of list, button, location_request_message",
+        "-132",
+        id="dict-interactive-type",
+    ),
+    pytest.param(
+        lambda: message_from_dict(
+            {
+                "type": "interactive",
+                "interactive": {
+                    "type": "button",
+                    "header": {"type": "image", "text": "h"},
+                    "body": {"text": "b"},
+                    "action": {"buttons": BUTTONS},
+                },
+            }
+        ),
+        "interactive.header.type",
+        "must be one of text",
+        None,
+        id="dict-interactive-header-text",
+    ),
+    pytest.param(
+        lambda: message_from_dict(
+            {
+                "type": "interactive",
+                "interactive": {
+                    "type": "location_request_message",
+                    "body": {"text": "b"},
+                    "action": {"name": "send"},
+                },
+            }
+        ),
+        "interactive.action",
+        "send_location",
+        None,
+        id="dict-location-request-action",
+    ),
+    pytest.param(
+        lambda: message_from_dict({"type": "interactive", "interactive": {"type": "list", "body": {"text": "b"}}}),
+        "interactive.action.button",
+        "required",
+        "-135",
+        id="dict-list-action-required",
+    ),
+    pytest.param(
+        lambda: message_from_dict({"template": {"name": "t", "language": {"code": "en", "policy": "x"}}}),
+        "template.language.policy",
+        "unknown key",
+        None,
+        id="dict-template-language-key",
+    ),
+]
+
+
+@pytest.mark.parametrize(("build", "field", "rule", "status"), RULE_CASES)
+def test_rule(build, field, rule, status):
+    with pytest.raises(ItnioValidationError) as info:
+        build()
+    error = info.value
+    assert error.field == field
+    assert rule in error.rule
+    assert str(error).startswith(f"{field}: {error.rule}; ")
+    assert error.problem
+    assert error.status == status
+    if status is not None:
+        assert status in STATUS_CODES
+        assert f"the API would answer {status}" in str(error)
+
+
+OBJECT_EMPTY = {
+    "text": "-114",
+    "image": "-116",
+    "audio": "-118",
+    "video": "-120",
+    "sticker": "-122",
+    "document": "-124",
+    "location": "-127",
+    "interactive": "-135",
+    "contacts": "-135",
+}
+
+
+@pytest.mark.parametrize("kind", sorted(OBJECT_EMPTY))
+@pytest.mark.parametrize("value", [None, {}, []], ids=["missing", "empty-dict", "empty-list"])
+def test_dict_object_named_like_type_required(kind, value):
+    data: dict[str, Any] = {"type": kind} if value is None else {"type": kind, kind: value}
+    with pytest.raises(ItnioValidationError) as info:
+        message_from_dict(data)
+    assert (info.value.field, info.value.status) == (kind, OBJECT_EMPTY[kind])
+
+
+def test_dict_template_object_empty():
+    with pytest.raises(ItnioValidationError) as info:
+        message_from_dict({"template": {}})
+    assert (info.value.field, info.value.status) == ("template", "-135")
+
+
+def test_rule_field_names_the_offending_value():
+    with pytest.raises(ItnioValidationError) as info:
+        _buttons(buttons=[Button("1", "one"), Button("2", "two"), Button("3", "Rate us on a scale of 5")])
+    assert info.value.problem == "got 23 characters: 'Rate us on a scale of 5'"
+
+
+# ---------------------------------------------------------------------------------------- phones
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("+86 138-0013-8000", "8613800138000"),
+        ("(415) 555 0100", "4155550100"),
+        ("91.856.321.321", "91856321321"),
+        (6282299953162, "6282299953162"),
+        ("  +4412345678 ", "4412345678"),
+        ("1234567", "1234567"),
+        ("12345678901234", "12345678901234"),
+        ("0086 1380013", "00861380013"),
+    ],
+)
+def test_normalize_phone_valid(value, expected):
+    assert normalize_phone(value, "recipient") == expected
+    assert normalize_phone(value, "businessPhone") == expected
+
+
+@pytest.mark.parametrize(
+    ("value", "recipient_status", "business_status", "rule"),
+    [
+        pytest.param("123456", "-71", "-94", "at least 7 digits", id="too-short"),
+        pytest.param("+1 (23) 45", "-71", "-94", "at least 7 digits", id="too-short-after-formatting"),
+        pytest.param("123456789012345", "-70", "-93", "at most 14 digits", id="too-long"),
+        pytest.param(123456789012345, "-70", "-93", "at most 14 digits", id="too-long-int"),
+        pytest.param("86 138 0013 800x", "-72", "-95", "digits only", id="letter"),
+        pytest.param("++8613800138000", "-72", "-95", "digits only", id="two-pluses"),
+        pytest.param("86+13800138000", "-72", "-95", "digits only", id="inner-plus"),
+        pytest.param("8613800138000/1", "-72", "-95", "digits only", id="slash"),
+        pytest.param("٨٦١٣٨٠٠١٣٨٠٠٠", "-72", "-95", "digits only", id="non-ascii-digits"),
+        pytest.param(-8613800138, "-72", "-95", "digits only", id="negative-int"),
+        pytest.param("", "-71", "-94", "required", id="empty"),
+        pytest.param(" - ", "-71", "-94", "required", id="formatting-only"),
+        pytest.param(None, "-134", "-134", "must be a string or an integer", id="none"),
+        pytest.param(8613800138.0, "-134", "-134", "must be a string or an integer", id="float"),
+        pytest.param(True, "-134", "-134", "must be a string or an integer", id="bool"),
+    ],
+)
+def test_normalize_phone_invalid(value, recipient_status, business_status, rule):
+    for field, status in (("recipient", recipient_status), ("businessPhone", business_status)):
+        with pytest.raises(ItnioValidationError) as info:
+            normalize_phone(value, field)
+        assert info.value.field == field
+        assert rule in info.value.rule
+        assert info.value.status == status
+        assert repr(value) in info.value.problem  # the original value, as given
+
+
+def test_normalize_phone_other_field_has_no_status():
+    with pytest.raises(ItnioValidationError) as info:
+        normalize_phone("12", "contacts[0].phones[0].phone")
+    assert info.value.status is None
+    assert info.value.field == "contacts[0].phones[0].phone"
