@@ -14,6 +14,7 @@ import tenacity
 from airflow.providers.common.compat.sdk import BaseHook
 from urllib3.exceptions import NewConnectionError
 
+from airflow_provider_itnio import connection_fields
 from airflow_provider_itnio.errors import (
     ItnioApiError,
     ItnioConfigError,
@@ -162,8 +163,23 @@ class ItnioHook(BaseHook):
 
     conn_name_attr = "itnio_conn_id"
     default_conn_name = "itnio_default"
-    conn_type = "itnio"
-    hook_name = "itniotech WhatsApp"
+    conn_type = connection_fields.CONN_TYPE
+    hook_name = connection_fields.HOOK_NAME
+
+    @classmethod
+    def get_connection_form_widgets(cls) -> dict[str, Any]:
+        """
+        The extra fields of the connection form, as WTForms fields (Airflow 2.x's web UI asks for them).
+
+        Airflow 3.1+ reads the same fields from ``get_provider_info()``'s ``conn-fields`` instead; both come
+        from :mod:`airflow_provider_itnio.connection_fields`.
+        """
+        return connection_fields.connection_form_widgets()
+
+    @classmethod
+    def get_ui_field_behaviour(cls) -> dict[str, Any]:
+        """Hidden, relabelled and placeholder-filled standard fields of the connection form (Airflow 2.x)."""
+        return connection_fields.ui_field_behaviour()
 
     def __init__(
         self,
@@ -372,27 +388,82 @@ class ItnioHook(BaseHook):
         return [item for record in records for item in (record.get("dataList") or [])]
 
     def test_connection(self) -> tuple[bool, str]:
-        """Check the key, secret, app id and business phone with a call that sends nothing and costs nothing."""
+        """
+        Check the key, secret, app id and business phone with a call that sends nothing and costs nothing.
+
+        Airflow calls it for the connection form's *Test* button and ``airflow connections test`` (both need
+        ``[core] test_connection = Enabled``). One try only: a test must answer quickly, not retry.
+
+        :return: ``(True, "Connected ... business phone ... CONNECTED, messaging tier ..., quality rating ...")``
+            when the API accepted the credentials and knows the app and the business phone (a phone whose
+            status is not CONNECTED is reported, with a warning that it cannot send); ``(False, reason)``
+            otherwise, with the vendor's status code and reason when the API answered. Never the secret.
+        """
+        retries, self.connect_retries = self.connect_retries, 1
         try:
+            ok, message = self._test_connection()
+        finally:
+            self.connect_retries = retries
+            self.close()
+        secret = self.__dict__["config"].api_secret if "config" in self.__dict__ else ""
+        if secret:
+            message = message.replace(secret, "***")
+        self.log.info("itniotech connection test: %s", message)
+        return ok, message
+
+    def _test_connection(self) -> tuple[bool, str]:
+        try:
+            cfg = self.config
             phones = self.query_business_phone_info()
+        except ItnioApiError as err:
+            hint = _TEST_HINTS.get(err.status, "")
+            return False, f"The itniotech API refused the check: {err}{hint}"
         except ItnioError as err:
             return False, str(err)
         except Exception as err:
             return False, f"{type(err).__name__}: {err}"
-        finally:
-            self.close()
-        business_phone = self.config.business_phone
-        if not phones:
-            target = f"business phone {business_phone}" if business_phone else "any business phone"
-            return False, f"Signed in, but app {self.config.app_id} has no {target}."
+        where = f"{cfg.base_url}, app {cfg.app_id}"
+        if cfg.business_phone:
+            phones = [p for p in phones if str(p.get("phoneNumber")) == cfg.business_phone]
+            if not phones:
+                return False, (
+                    f"Signed in to {where}, but the app has no business phone {cfg.business_phone} "
+                    "(the API would answer -96 to a send); check the 'business_phone' extra."
+                )
+        elif not phones:
+            return False, f"Signed in to {where}, but the app has no business phone."
         summaries = []
+        blocked = []
         for phone in phones:
-            status = phone.get("status")
-            name = PHONE_STATUS_NAMES.get(status, str(status)) if isinstance(status, int) else str(status)
+            name = _phone_status_name(phone.get("status"))
+            number = phone.get("phoneNumber")
+            display = phone.get("displayPhoneNumber")
+            label = f"{number} ({display})" if display and display != number else str(number)
             summaries.append(
-                f"{phone.get('displayPhoneNumber') or phone.get('phoneNumber')}: {name}, "
-                f"tier {phone.get('messagingLimitTier')}, quality {phone.get('qualityRating')}"
+                f"business phone {label} is {name}, messaging tier {phone.get('messagingLimitTier')}, "
+                f"quality rating {phone.get('qualityRating')}"
             )
-        ok = all(p.get("status") == 7 for p in phones)
-        prefix = "Connected" if ok else "Signed in, but not every number can send"
-        return ok, f"{prefix}. " + "; ".join(summaries)
+            if name != "CONNECTED":
+                blocked.append(str(number))
+        message = f"Connected to {where}: " + "; ".join(summaries) + "."
+        if blocked:
+            message += (
+                f" Warning: {', '.join(blocked)} cannot send until its status is CONNECTED (sends are answered -97)."
+            )
+        return True, message
+
+
+#: What to check after a failed connection test, by the vendor's status code.
+_TEST_HINTS = {
+    "-1": " Check the API Key (login) and API Secret (password).",
+    "-2": " Check the 'app_id' extra: the API does not know this app for this key.",
+    "-16": " The Timestamp header was refused: check this machine's clock.",
+}
+
+
+def _phone_status_name(status: Any) -> str:
+    """The name of a ``queryBusinessPhoneInfo`` phone status (``7`` -> ``CONNECTED``); unknown codes as sent."""
+    try:
+        return PHONE_STATUS_NAMES[int(status)]
+    except (TypeError, ValueError, KeyError):
+        return f"status {status}"
