@@ -87,11 +87,11 @@ class ItnioNotifier(BaseNotifier):
     def __init__(
         self,
         *,
-        recipients: str | int | list[str | int],
+        recipients: str | int | Sequence[str | int],
         text: str | None = None,
         template_name: str | None = None,
         language: str | None = None,
-        body_parameters: list[str] | None = None,
+        body_parameters: Sequence[Any] | None = None,
         business_phone: str | int | None = None,
         itnio_conn_id: str = "itnio_default",
         max_parameter_length: int = 200,
@@ -177,7 +177,22 @@ class ItnioNotifier(BaseNotifier):
         """
         for name, value in self._unrendered.items():
             setattr(self, name, copy.deepcopy(value))
+        dag = context.get("dag")
+        if jinja_env is None and dag is not None and not hasattr(dag, "get_template_env"):
+            # dag.test() gives DAG-level callbacks the scheduler's SerializedDAG, which has no Jinja environment
+            jinja_env = self.get_template_env(dag=None)
         super().render_template_fields(context, jinja_env)
+
+    def __call__(self, *args: Any) -> None:
+        """
+        Render the template fields and send; as Airflow calls a notifier. Never raises.
+
+        :param args: The callback's context (or, for Airflow 2's ``sla_miss_callback``, its five arguments).
+        """
+        try:
+            super().__call__(*args)
+        except Exception as err:  # e.g. a template that cannot be rendered: log it, never mask the task's outcome
+            self.log.exception("itniotech notification not sent: %s", err)
 
     def notify(self, context: Context) -> None:
         """

@@ -7,7 +7,7 @@ from typing import Any
 
 import pendulum
 from airflow.providers.common.compat.sdk import DAG
-from airflow.providers.standard.operators.python import PythonOperator
+from airflow.providers.common.compat.standard.operators import PythonOperator  # Airflow 2.11 and 3
 
 from airflow_provider_itnio.notifications.itnio import ItnioNotifier, send_itnio_notification
 from airflow_provider_itnio.operators import ItnioSendTextOperator
@@ -19,7 +19,7 @@ _START = pendulum.datetime(2026, 1, 1, tz="UTC")
 _NO_RETRY = {"retries": 0}
 
 #: The on-call alert used by several DAGs: a template, so it reaches people outside the 24-hour window.
-TASK_FAILED = {
+TASK_FAILED: dict[str, Any] = {
     "recipients": ON_CALL,
     "template_name": "task_failed",
     "language": "en_US",
@@ -88,10 +88,40 @@ with DAG(
     PythonOperator(task_id="export", python_callable=_maybe_fail)
 
 with DAG(
-    "itnio_notify_shared", schedule=None, start_date=_START, tags=["test"], default_args={
-        "retries": 0, "on_failure_callback": ItnioNotifier(**TASK_FAILED)
-    }
+    "itnio_notify_shared",
+    schedule=None,
+    start_date=_START,
+    default_args={"retries": 0, "on_failure_callback": ItnioNotifier(**TASK_FAILED)},
+    tags=["test"],
 ):
     # one notifier instance shared by two tasks through default_args: each alert names its own task
     PythonOperator(task_id="first", python_callable=_fail)
     PythonOperator(task_id="second", python_callable=_fail)
+
+
+def _succeed() -> str:
+    return "exported 42 rows"
+
+
+with DAG(
+    "itnio_notify_send_fails",
+    schedule=None,
+    start_date=_START,
+    default_args=_NO_RETRY,
+    params={"report_phone": "12"},
+    tags=["test"],
+):
+    # the tests make the sandbox fail some of the notifiers' requests: the tasks' own outcomes must not change
+    export = PythonOperator(
+        task_id="export",
+        python_callable=_fail,
+        on_failure_callback=ItnioNotifier(**{**TASK_FAILED, "recipients": [*ON_CALL, "15550100302"]}),
+    )
+    report = PythonOperator(
+        task_id="report",
+        python_callable=_succeed,
+        trigger_rule="all_done",
+        # "12" is not a phone number: this notifier fails its validation once rendered, before any request
+        on_success_callback=ItnioNotifier(recipients="{{ params.report_phone }}", text="{{ ti.task_id }} done"),
+    )
+    export >> report

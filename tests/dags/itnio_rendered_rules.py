@@ -5,8 +5,8 @@ from __future__ import annotations
 import datetime
 
 import pendulum
-
 from airflow.providers.common.compat.sdk import DAG
+
 from airflow_provider_itnio.operators import ItnioSendMessageOperator
 
 ROWS = [{"id": f"r{n}", "title": f"Row {n}"} for n in range(11)]

@@ -1,0 +1,169 @@
+"""
+The example DAGs (dags_examples/): they all import, each file defines a DAG, and every DAG runs end to end through
+real Airflow (``dag.test()``) against the sandbox, sending what it says it sends, with the messageIds in XCom.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pendulum
+import pytest
+
+from tests.conftest import ROOT, run_dag, task_states, xcom_value
+
+EXAMPLES = ROOT / "dags_examples"
+PHONE = "15550100200"  # the params' default "+1 555 010 0200", as sent
+
+
+@pytest.fixture
+def db(airflow_db: Path, sandbox: Any) -> Any:
+    return sandbox
+
+
+def _kind(body: dict[str, Any]) -> str:
+    """``text``, ``image``..., ``interactive:button``..., or ``template:<name>``."""
+    if "template" in body:
+        return f"template:{body['template']['name']}"
+    if body["type"] == "interactive":
+        return f"interactive:{body['interactive']['type']}"
+    return str(body["type"])
+
+
+def _check_run(dag_run: Any, sandbox: Any, sends: dict[str, str], skipped: tuple[str, ...] = ()) -> None:
+    """
+    Every task succeeded (or was skipped by a branch), each send task's XCom messageId is a message the sandbox
+    accepted, of the kind expected, in task order, to the params' phone, and nothing else was sent.
+
+    :param sends: ``{task_id: kind}`` of the send tasks, in the order they run.
+    """
+    states = task_states(dag_run)
+    assert {t: s for t, s in states.items() if t in skipped} == {t: ("skipped", 0) for t in skipped}, states
+    assert {t: s for t, s in states.items() if t not in skipped} == {
+        t: ("success", 1) for t in states if t not in skipped
+    }, states
+    assert str(dag_run.state) == "success"
+    received = sandbox.messages()
+    assert [m["messageId"] for m in received] == [xcom_value(dag_run, task) for task in sends]
+    assert [_kind(m["body"]) for m in received] == list(sends.values())
+    assert {m["body"]["recipient"] for m in received} == {PHONE}
+    assert all(r["status"] == "0" for r in sandbox.requests())
+
+
+def test_every_example_imports_and_defines_a_dag() -> None:
+    try:
+        from airflow.dag_processing.dagbag import DagBag
+
+        bag = DagBag(str(EXAMPLES))
+    except ImportError:  # Airflow 2
+        from airflow.models.dagbag import DagBag  # type: ignore[no-redef]
+
+        bag = DagBag(str(EXAMPLES), include_examples=False)  # type: ignore[call-arg]
+    assert bag.import_errors == {}
+    files = sorted(EXAMPLES.glob("*.py"))
+    assert len(files) >= 5
+    for path in files:
+        dags = [d for d in bag.dags.values() if Path(d.fileloc).resolve() == path.resolve()]
+        assert dags, f"{path.name} defines no DAG"
+        for dag in dags:
+            assert dag.doc_md or path.read_text().startswith('"""'), dag.dag_id
+            assert "example" in dag.tags
+
+
+def test_followup(db: Any) -> None:
+    dag_run = run_dag("itnio_followup")
+    _check_run(dag_run, db, {"thank_you": "text", "invoice": "document", "ask_rating": "interactive:button"})
+    invoice = db.messages()[1]["body"]
+    assert invoice["context"] == {"refMessageId": xcom_value(dag_run, "thank_you")}
+
+
+def test_appointment_reminder(db: Any) -> None:
+    conf = {"phone": PHONE, "name": "Lee", "appointment_id": "APT-7", "when": "Fri 6 Mar, 09:30"}
+    dag_run = run_dag("itnio_appointment_reminder", conf=conf)
+    _check_run(
+        dag_run,
+        db,
+        {
+            "reminder": "text",
+            "clinic_location": "location",
+            "other_slots": "interactive:list",
+            "pickup": "interactive:location_request_message",
+        },
+    )
+    reminder, location, slots, _ = (m["body"] for m in db.messages())
+    assert "Lee" in reminder["text"]["body"] and "Fri 6 Mar, 09:30" in reminder["text"]["body"]
+    assert location["context"] == {"refMessageId": xcom_value(dag_run, "reminder")}
+    assert location["location"]["name"] == "Harbour Dental Clinic"
+    rows = [row["id"] for section in slots["interactive"]["action"]["sections"] for row in section["rows"]]
+    assert rows == ["APT-7-0900", "APT-7-1100", "APT-7-1400", "APT-7-1630"]
+
+
+@pytest.mark.parametrize(
+    ("hours_ago", "sent", "not_sent"),
+    [(1, "session_text", "template_update"), (30, "template_update", "session_text"), (None, "template_update", "")],
+)
+def test_order_update_picks_the_channel_by_the_24_hour_window(
+    db: Any, hours_ago: int | None, sent: str, not_sent: str
+) -> None:
+    last = "" if hours_ago is None else pendulum.now("UTC").subtract(hours=hours_ago).isoformat()
+    conf = {"phone": PHONE, "order_id": "B-77", "status": "out for delivery", "last_inbound_at": last}
+    dag_run = run_dag("itnio_order_update", conf=conf)
+    skipped = (not_sent or "session_text",)
+    kind = "text" if sent == "session_text" else "template:order_update"
+    _check_run(dag_run, db, {sent: kind}, skipped=skipped)
+    body = db.messages()[0]["body"]
+    if sent == "template_update":
+        parameters = body["template"]["components"][0]["parameters"]
+        assert [p["text"] for p in parameters] == ["B-77", "out for delivery"]
+    else:
+        assert "B-77 is now out for delivery" in body["text"]["body"]
+    message_id = xcom_value(dag_run, sent)
+    assert xcom_value(dag_run, "record") == {"order_id": "B-77", "channel": sent, "messageId": message_id}
+
+
+def test_nightly_export_tells_the_lead_when_done(db: Any) -> None:
+    dag_run = run_dag("itnio_nightly_export_alerts")
+    assert task_states(dag_run) == {"extract": ("success", 1), "load": ("success", 1)}
+    assert xcom_value(dag_run, "load") == "loaded 1284 rows"
+    [done] = db.messages()  # the DAG's on_success_callback, nothing else
+    assert done["body"]["recipient"] == "15550100400"
+    assert (
+        done["body"]["text"]["body"]
+        == f"Nightly export {dag_run.run_id} of itnio_nightly_export_alerts finished: success."
+    )
+
+
+def test_nightly_export_pages_on_call_when_a_task_fails(db: Any) -> None:
+    dag_run = run_dag("itnio_nightly_export_alerts", conf={"simulate_failure": True})
+    states = task_states(dag_run)
+    assert states["extract"] == ("failed", 1)  # AirflowFailException: no retry, so no retry notification
+    assert states["load"][0] == "upstream_failed"
+    alerts = db.messages()
+    assert [a["body"]["recipient"] for a in alerts] == ["15550100300", "15550100301"]
+    for alert in alerts:
+        assert alert["path"] == "/wa/template/sendMsg"
+        [body] = alert["body"]["template"]["components"]
+        assert [p["text"] for p in body["parameters"]] == [
+            "itnio_nightly_export_alerts",
+            "extract",
+            "the orders database refused the connection (simulated)",
+        ]
+
+
+def test_new_collection(db: Any) -> None:
+    dag_run = run_dag("itnio_new_collection", conf={"phone": PHONE, "collection": "autumn-26"})
+    sends = {
+        "video": "video",
+        "image": "image",
+        "audio": "audio",
+        "sticker": "sticker",
+        "stylist": "contacts",
+        "offer": "text",
+    }
+    _check_run(dag_run, db, sends)
+    bodies = [m["body"] for m in db.messages()]
+    assert bodies[0]["video"]["link"] == "https://cdn.shop.example.com/collections/autumn-26/teaser.mp4"
+    assert bodies[4]["contacts"][0]["name"]["formatted_name"] == "Mia Chen"
+    assert bodies[5]["text"]["body"].endswith("off the autumn-26 collection with code AUTUMN2610, until Sunday.")
+    assert bodies[5]["text"]["body"] == xcom_value(dag_run, "build_offer")["text"]["body"]
