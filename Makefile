@@ -6,7 +6,7 @@ CONSTRAINTS ?= constraints/airflow-$(AIRFLOW_VERSION).txt
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(AIRFLOW_VERSION)
 
-.PHONY: install demo test lint typecheck pytest sandbox clean
+.PHONY: install demo test lint typecheck pytest sandbox clean install-compat test-compat airflow
 
 install: $(STAMP)
 
@@ -33,8 +33,32 @@ typecheck: install
 pytest: install
 	$(BIN)/pytest -q
 
+# The same suite on Airflow 2.11 in its own venv (ruff and mypy run once, on 3.3, in `make test`).
+COMPAT_VENV ?= .venv-af2
+COMPAT_AIRFLOW ?= 2.11.*
+COMPAT_CONSTRAINTS ?= constraints/airflow-2.11.x.txt
+COMPAT_BIN := $(COMPAT_VENV)/bin
+COMPAT_STAMP := $(COMPAT_VENV)/.installed-2.11
+
+install-compat: $(COMPAT_STAMP)
+
+$(COMPAT_STAMP): pyproject.toml $(wildcard $(COMPAT_CONSTRAINTS))
+	test -x $(COMPAT_BIN)/python || $(PYTHON) -m venv $(COMPAT_VENV)
+	$(COMPAT_BIN)/python -m pip install --quiet --disable-pip-version-check "uv>=0.4"
+	$(COMPAT_BIN)/uv pip install --quiet --python $(COMPAT_BIN)/python \
+		$(if $(wildcard $(COMPAT_CONSTRAINTS)),--constraint $(COMPAT_CONSTRAINTS)) \
+		"apache-airflow==$(COMPAT_AIRFLOW)" -e ".[dev]"
+	touch $@
+
+test-compat: install-compat
+	$(COMPAT_BIN)/pytest -q
+
 sandbox: install
 	$(BIN)/python -m airflow_provider_itnio.sandbox
 
+# A local Airflow (UI on :8080) with dags_examples/ and itnio_default pointing at a running sandbox; Ctrl-C stops all.
+airflow: install
+	$(BIN)/python scripts/airflow_local.py
+
 clean:
-	rm -rf $(VENV) .airflow_home .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) $(COMPAT_VENV) .airflow_home .mypy_cache .ruff_cache .pytest_cache

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from dataclasses import dataclass
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
@@ -26,6 +27,10 @@ from airflow_provider_itnio.messages import Text, build_request_body
 
 if TYPE_CHECKING:
     from airflow_provider_itnio.messages import Message
+
+#: Reports connection-test results on the console of ``airflow connections test`` (the hook's own logger is
+#: a task logger there, which the CLI does not print).
+_test_log = logging.getLogger(__name__)
 
 DEFAULT_BASE_URL = "https://api.itniotech.com"
 QUERY_PHONE_INFO_PATH = "/wa/queryBusinessPhoneInfo"
@@ -408,7 +413,7 @@ class ItnioHook(BaseHook):
         secret = self.__dict__["config"].api_secret if "config" in self.__dict__ else ""
         if secret:
             message = message.replace(secret, "***")
-        self.log.info("itniotech connection test: %s", message)
+        _test_log.info("itniotech connection test: %s", message)
         return ok, message
 
     def _test_connection(self) -> tuple[bool, str]:

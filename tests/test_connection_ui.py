@@ -1,0 +1,236 @@
+"""
+The ``itnio`` connection form in a real Airflow UI backend.
+
+- Airflow 3: a real ``airflow api-server`` (simple auth manager, all admins) serves the form's metadata at
+  ``/ui/connections/hook_meta`` (the UI's own route in 3.3) and runs the form's *Test* button
+  (``POST /api/v2/connections/test``) against the sandbox.
+- Airflow 2: the real Flask web server app renders ``/connection/add`` with our fields and stores what the
+  form posts as the ``extra`` JSON the hook reads.
+
+The tests that start a server or app (in a subprocess) are marked ``api_server``; deselect them with
+``-m "not api_server"``.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+AIRFLOW_2 = metadata.version("apache-airflow").startswith("2.")
+EXTRA_FIELDS = {
+    "app_id": ("App ID", "string", "Required. The application id (appId) from the itniotech console."),
+    "business_phone": (
+        "Business phone",
+        "string",
+        "Default sender number, digits only (7-14); operators may override it.",
+    ),
+    "timeout": ("Timeout", "integer", "Seconds to wait for the API's answer (default 30)."),
+    "verify": ("Verify TLS", "string", "true (default), false, or the path of a CA bundle file."),
+    "proxy": ("Proxy", "string", "Optional. HTTP(S) proxy URL for the calls to the API."),
+}
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    """Stop a server this test started (its own process group), politely first."""
+    if process.poll() is not None:
+        return
+    os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=10)
+
+
+# -- Airflow 3: the API server ------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def api_server(airflow_db: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real ``airflow api-server`` on a free loopback port; yields its base URL and stops it afterwards."""
+    if AIRFLOW_2:
+        pytest.skip("Airflow 2 has no api-server (its web server is tested below)")
+    port = _free_port()
+    log_path = tmp_path_factory.mktemp("api-server") / "api-server.log"
+    env = {
+        **os.environ,
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
+        "AIRFLOW__CORE__TEST_CONNECTION": "Enabled",
+    }
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "airflow", "api-server", "--host", "127.0.0.1", "--port", str(port)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
+        )
+    base_url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            if process.poll() is not None:
+                pytest.fail(f"airflow api-server exited with {process.returncode}:\n{log_path.read_text()[-3000:]}")
+            try:
+                if requests.get(f"{base_url}/api/v2/monitor/health", timeout=2).status_code == 200:
+                    break
+            except requests.ConnectionError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"airflow api-server did not answer in 120 s:\n{log_path.read_text()[-3000:]}")
+            time.sleep(0.5)
+        yield base_url
+    finally:
+        _stop(process)
+    assert process.returncode is not None
+
+
+@pytest.mark.api_server
+def test_hook_meta_lists_the_itnio_form(api_server: str) -> None:
+    response = requests.get(f"{api_server}/ui/connections/hook_meta", timeout=30)
+    assert response.status_code == 200, response.text
+    [meta] = [m for m in response.json() if m["connection_type"] == "itnio"]
+    assert meta["hook_name"] == "itniotech WhatsApp"
+    assert meta["hook_class_name"] == "airflow_provider_itnio.hooks.itnio.ItnioHook"
+    assert meta["standard_fields"] == {
+        "description": None,
+        "url_schema": {"hidden": True, "title": None, "placeholder": None},
+        "port": {"hidden": True, "title": None, "placeholder": None},
+        "host": {"hidden": False, "title": "Base URL", "placeholder": "https://api.itniotech.com"},
+        "login": {"hidden": False, "title": "API Key", "placeholder": "bDqJFiq9"},
+        "password": {"hidden": False, "title": "API Secret", "placeholder": "your API secret"},
+    }
+    expected_extra = {
+        name: {
+            "value": None,
+            "schema": {"type": [kind, "null"], **({"minimum": 1} if kind == "integer" else {}), "title": label},
+            "description": description,
+            "source": None,
+        }
+        for name, (label, kind, description) in EXTRA_FIELDS.items()
+    }
+    assert meta["extra_fields"] == expected_extra
+
+
+@pytest.mark.api_server
+def test_the_forms_test_button_checks_the_connection(api_server: str, sandbox: Any) -> None:
+    """``POST /api/v2/connections/test`` is what the UI's *Test* button calls with the form's values."""
+    form = {
+        "connection_id": "itnio_from_the_form",
+        "conn_type": "itnio",
+        "host": sandbox.base_url,
+        "login": sandbox.api_key,
+        "password": sandbox.api_secret,
+        "extra": json.dumps({"app_id": sandbox.app_id, "business_phone": sandbox.business_phone, "timeout": 5}),
+    }
+    good = requests.post(f"{api_server}/api/v2/connections/test", json=form, timeout=60)
+    assert good.status_code == 200, good.text
+    assert good.json()["status"] is True
+    assert "business phone 15550001111 (+1 555-000-1111) is CONNECTED" in good.json()["message"]
+
+    bad = requests.post(
+        f"{api_server}/api/v2/connections/test", json={**form, "password": "not-the-sandbox-secret"}, timeout=60
+    )
+    assert bad.status_code == 200, bad.text
+    assert bad.json()["status"] is False
+    assert "itniotech API error -1: authentication error" in bad.json()["message"]
+    assert "not-the-sandbox-secret" not in bad.text
+    assert [r["status"] for r in sandbox.requests()] == ["0", "-1"]
+
+
+# -- Airflow 2: the Flask web server ------------------------------------------------------------------------
+
+_AIRFLOW_2_WEBSERVER = """
+import json, re, sys
+from airflow.www.app import create_app
+from airflow.models import Connection
+from airflow.utils.session import create_session
+
+client = create_app(testing=True).test_client()
+page = client.get("/connection/add")
+form = {"conn_id": "itnio_form", "conn_type": "itnio", "host": "https://api.itniotech.com",
+        "login": "bDqJFiq9", "password": "s3cr3t", "extra__itnio__app_id": "DGziZf5u",
+        "extra__itnio__business_phone": "91856321321", "extra__itnio__timeout": "20"}
+rejected = client.post("/connection/add", data={**form, "conn_id": "itnio_bad", "extra__itnio__timeout": "0"})
+saved = client.post("/connection/add", data=form)
+with create_session() as session:
+    stored = {c.conn_id: [c.conn_type, c.host, c.login, c.extra_dejson]
+              for c in session.query(Connection).filter(Connection.conn_id.like("itnio_%"))}
+print(json.dumps({"page": [page.status_code, page.data.decode()],
+                  "rejected": [rejected.status_code, rejected.data.decode()],
+                  "saved": saved.status_code, "stored": stored}))
+"""
+
+
+@pytest.mark.api_server
+@pytest.mark.skipif(not AIRFLOW_2, reason="Airflow 3 has no Flask connection form (the API server test covers 3)")
+def test_airflow_2_web_form_renders_the_fields_and_saves_them_as_extra(airflow_db: Path, tmp_path: Path) -> None:
+    config = tmp_path / "webserver_config.py"
+    config.write_text('AUTH_ROLE_PUBLIC = "Admin"\nWTF_CSRF_ENABLED = False\n')
+    env = {**os.environ, "AIRFLOW__WEBSERVER__CONFIG_FILE": str(config)}
+    result = subprocess.run(
+        [sys.executable, "-c", _AIRFLOW_2_WEBSERVER], capture_output=True, text=True, env=env, timeout=300
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    answer = json.loads(result.stdout.strip().splitlines()[-1])
+
+    status, page = answer["page"]
+    assert status == 200
+    for name, (label, _kind, description) in EXTRA_FIELDS.items():
+        key = f"extra__itnio__{name}"
+        assert re.search(rf'<label for="{key}"[^>]*>\s*{re.escape(label)}', page), name
+        field_html = rf"<input class=\"form-control\" id=\"{key}\" name=\"{key}\".*?class=\"help-block\">(.*?)<"
+        shown = re.search(field_html, page, re.S)
+        assert shown is not None, name
+        assert html.unescape(shown.group(1)).strip() == description
+    [behaviour_json] = re.findall(r'<script id="field_behaviours" type="text/json">(.*?)</script>', page, re.S)
+    behaviour = json.loads(html.unescape(behaviour_json))["itnio"]
+    assert behaviour["hidden_fields"] == ["schema", "port", "extra"]
+    assert behaviour["relabeling"] == {"login": "API Key", "password": "API Secret", "host": "Base URL"}
+    assert behaviour["placeholders"]["host"] == "https://api.itniotech.com"
+    assert behaviour["placeholders"]["extra__itnio__timeout"] == "30"
+
+    status, rejected_page = answer["rejected"]
+    assert status == 200  # the form comes back with the error, nothing is saved
+    assert "Number must be at least 1." in rejected_page
+    assert answer["saved"] == 302
+    assert list(answer["stored"]) == ["itnio_form"]
+    conn_type, host, login, extra = answer["stored"]["itnio_form"]
+    assert (conn_type, host, login) == ("itnio", "https://api.itniotech.com", "bDqJFiq9")
+    assert {k: v for k, v in extra.items() if v is not None} == {
+        "app_id": "DGziZf5u",
+        "business_phone": "91856321321",
+        "timeout": 20,
+    }
+
+
+def test_the_hook_reads_what_the_form_stores(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Both forms store unset fields as null (Airflow 2) or leave them out: the hook takes its defaults."""
+    from airflow_provider_itnio.hooks.itnio import ItnioHook
+
+    extra = {"app_id": "DGziZf5u", "business_phone": "91856321321", "timeout": 20, "verify": None, "proxy": None}
+    conn = {"conn_type": "itnio", "host": "https://api.itniotech.com", "login": "k", "password": "s", "extra": extra}
+    monkeypatch.setenv("AIRFLOW_CONN_ITNIO_FORM", json.dumps(conn))
+    config = ItnioHook(itnio_conn_id="itnio_form").config
+    assert (config.app_id, config.business_phone, config.timeout) == ("DGziZf5u", "91856321321", 20.0)
+    assert (config.verify, config.proxy, config.base_url) == (True, None, "https://api.itniotech.com")
