@@ -6,7 +6,7 @@ CONSTRAINTS ?= constraints/airflow-$(AIRFLOW_VERSION).txt
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(AIRFLOW_VERSION)
 
-.PHONY: install demo test lint typecheck pytest sandbox clean install-compat test-compat airflow
+.PHONY: install demo test lint typecheck pytest sandbox clean install-compat test-compat airflow bench
 
 install: $(STAMP)
 
@@ -52,6 +52,10 @@ $(COMPAT_STAMP): pyproject.toml $(wildcard $(COMPAT_CONSTRAINTS))
 
 test-compat: install-compat
 	$(COMPAT_BIN)/pytest -q
+
+# Every benchmark (about 6-10 minutes on 2 cores); rewrites bench/RESULTS.md.
+bench: install
+	$(BIN)/python -m bench.run_all
 
 sandbox: install
 	$(BIN)/python -m airflow_provider_itnio.sandbox

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from airflow_provider_itnio.operators.itnio import (
     ItnioBaseOperator,
+    ItnioBatchSendOperator,
     ItnioSendAudioOperator,
     ItnioSendButtonsOperator,
     ItnioSendContactsOperator,
@@ -21,6 +22,7 @@ from airflow_provider_itnio.operators.itnio import (
 
 __all__ = [
     "ItnioBaseOperator",
+    "ItnioBatchSendOperator",
     "ItnioSendAudioOperator",
     "ItnioSendButtonsOperator",
     "ItnioSendContactsOperator",

@@ -1,0 +1,1 @@
+"""Reproducible benchmarks of the provider (``make bench`` runs them all and rewrites RESULTS.md)."""

@@ -1,0 +1,123 @@
+"""
+Run every benchmark, one after the other, and rewrite ``bench/RESULTS.md`` (``make bench``).
+
+    .venv/bin/python -m bench.run_all
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from bench.common import RESULT_PREFIX, ROOT
+
+BENCHES = [
+    ("bench_import", "1. DAG-parse cost (import time after airflow.sdk)", "ours lowest and < 30 ms"),
+    (
+        "bench_send",
+        "2. Per-send overhead (2,000 sequential sends each)",
+        ">= 0.9x bare requests loop, >= 2x HttpHook.run",
+    ),
+    (
+        "bench_batch",
+        "3. Batch throughput (5,000 rows, latency 20 ms, concurrency 16) and memory",
+        ">= 80% of min(800 msg/s, bare 16-thread loop)",
+    ),
+    (
+        "bench_mapping",
+        "4. Batch operator vs dynamic task mapping (200 recipients, dag.test)",
+        "report wall time and ratio",
+    ),
+    (
+        "bench_rate",
+        "5. Rate limit (max_per_second=50, 1,000 rows)",
+        "<= 50 in any 1 s window, total within 10% of 19.98 s",
+    ),
+]
+
+
+def machine() -> list[str]:
+    """Lines describing the machine and the software."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    import airflow
+
+    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
+    return [
+        f"- Machine: {platform.node()}, {cpu}, {os.cpu_count()} cores, {platform.system()} {platform.release()}",
+        f"- Python {platform.python_version()}, Apache Airflow {airflow.__version__}",
+        f"- Load average when the run started: {load} (other work was running on the machine: see the spread)",
+        f"- Date: {datetime.datetime.now(datetime.UTC).strftime('%Y-%m-%d %H:%M UTC')}",
+    ]
+
+
+def main() -> int:
+    """Run all benchmarks and write the results file."""
+    header = machine()
+    sections: list[str] = []
+    summary: list[str] = []
+    ok = True
+    for module, title, target in BENCHES:
+        command = f".venv/bin/python -m bench.{module}"
+        print(f"== {title}\n$ {command}", flush=True)
+        start = time.monotonic()
+        proc = subprocess.run([sys.executable, "-m", f"bench.{module}"], cwd=ROOT, capture_output=True, text=True)
+        seconds = time.monotonic() - start
+        lines = [x for x in proc.stdout.splitlines() if not x.startswith(RESULT_PREFIX)]
+        result: dict[str, Any] = {}
+        for line in proc.stdout.splitlines():
+            if line.startswith(RESULT_PREFIX):
+                result = json.loads(line[len(RESULT_PREFIX) :])
+        if proc.returncode != 0:
+            ok = False
+            lines += ["FAILED:", *proc.stderr.splitlines()[-20:]]
+        print("\n".join(lines), flush=True)
+        met = result.get("target_met")
+        verdict = "n/a (report only)" if met is None else ("met" if met else "NOT met")
+        summary.append(f"| {title} | {target} | {verdict} |")
+        sections += [
+            f"## {title}",
+            "",
+            f"Target: {target}. **{verdict}**. ({seconds:.0f} s)",
+            "",
+            "```",
+            f"$ {command}",
+            *lines,
+            "```",
+            "",
+            f"Raw: `{json.dumps(result)}`",
+            "",
+        ]
+    text = [
+        "# Benchmark results",
+        "",
+        "Written by `make bench` (`.venv/bin/python -m bench.run_all`); every script can also be run alone.",
+        "Each peer was measured in the same run, on the same machine.",
+        "",
+        *header,
+        "",
+        "| benchmark | target | result |",
+        "|---|---|---|",
+        *summary,
+        "",
+        *sections,
+    ]
+    (ROOT / "bench" / "RESULTS.md").write_text("\n".join(text))
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,110 @@
+"""DAGs for ItnioBatchSendOperator, run against the sandbox by tests/test_batch.py."""
+
+from __future__ import annotations
+
+import datetime
+from typing import Any
+
+import pendulum
+from airflow.providers.common.compat.sdk import DAG, BaseHook, task
+
+from airflow_provider_itnio.messages import Template, Text
+from airflow_provider_itnio.operators import ItnioBatchSendOperator
+
+_START = pendulum.datetime(2026, 1, 1, tz="UTC")
+_NO_RETRY = {"retries": 0}
+_RETRY_ONCE = {"retries": 1, "retry_delay": datetime.timedelta(seconds=0)}
+#: Retries that a permanent failure must not spend.
+_RETRIES = {"retries": 2, "retry_delay": datetime.timedelta(seconds=0)}
+
+
+def phones(n: int, start: int = 0) -> list[str]:
+    """``n`` distinct valid recipients."""
+    return [f"1555020{i:04d}" for i in range(start, start + n)]
+
+
+#: Rows of the partial-failure DAGs: five good ones and one whose number is too short (-71 client side).
+PARTIAL_ROWS: list[Any] = [{"recipient": p, "name": f"N{i}"} for i, p in enumerate(phones(5))]
+PARTIAL_ROWS.insert(2, {"recipient": "123", "name": "short"})
+
+#: Rows of the balance DAGs.
+BALANCE_ROWS = phones(30, start=100)
+
+#: Rows of the rendering DAG (one name tries to inject a template: it must be sent literally).
+RENDER_ROWS = [
+    {"recipient": "+1 555 030 0001", "name": "Ada"},
+    {"recipient": "15550300002", "name": "{{ 7 * 7 }}"},
+]
+
+
+def _unlimited_balance(context: Any) -> None:
+    """on_retry_callback: top up the sandbox (found through the connection) before the retry."""
+    import requests
+
+    host = BaseHook.get_connection("itnio_default").host
+    requests.post(f"{host}/sandbox/config", json={"balance": None}, timeout=5).raise_for_status()
+
+
+with DAG("itnio_batch_partial", schedule=None, start_date=_START, default_args=_RETRIES, tags=["test"]):
+    ItnioBatchSendOperator(task_id="send", rows=PARTIAL_ROWS, message=Text(body="Hello {{ row.name }}"), concurrency=3)
+
+with DAG("itnio_batch_partial_lenient", schedule=None, start_date=_START, default_args=_RETRIES, tags=["test"]):
+    ItnioBatchSendOperator(
+        task_id="send",
+        rows=PARTIAL_ROWS,
+        message=Text(body="Hello {{ row.name }}"),
+        concurrency=3,
+        fail_on_errors=False,
+    )
+
+with DAG("itnio_batch_abort", schedule=None, start_date=_START, default_args=_NO_RETRY, tags=["test"]):
+    ItnioBatchSendOperator(task_id="send", rows=BALANCE_ROWS, message=Text(body="Sale!"), concurrency=4)
+
+with DAG("itnio_batch_retry", schedule=None, start_date=_START, default_args=_RETRY_ONCE, tags=["test"]):
+    ItnioBatchSendOperator(
+        task_id="send",
+        rows=BALANCE_ROWS,
+        message=Text(body="Sale!"),
+        concurrency=4,
+        on_retry_callback=_unlimited_balance,
+    )
+
+with DAG(
+    "itnio_batch_render",
+    schedule=None,
+    start_date=_START,
+    default_args=_NO_RETRY,
+    params={"code": "SPRING"},
+    tags=["test"],
+):
+
+    @task
+    def customers() -> list[dict[str, str]]:
+        """Stands in for an upstream SQL task: the rows arrive through XCom (and are never Jinja-rendered)."""
+        return RENDER_ROWS
+
+    rows = customers()
+    ItnioBatchSendOperator(
+        task_id="text",
+        rows=rows,
+        message=Text(body="Hi {{ row.name }}, use {{ params.code }} ({{ recipient }})"),
+    )
+    ItnioBatchSendOperator(
+        task_id="template",
+        rows=rows,
+        message=Template.with_body_parameters("order_update", "en_US", ["{{ row.name | upper }}", "{{ ds }}"]),
+    )
+
+with DAG("itnio_batch_escape", schedule=None, start_date=_START, default_args=_RETRIES, tags=["test"]):
+    ItnioBatchSendOperator(
+        task_id="send",
+        rows=RENDER_ROWS,
+        message={"type": "text", "text": {"body": "{{ row.__class__.__mro__[-1].__subclasses__() }}"}},
+    )
+
+with DAG("itnio_batch_duplicates", schedule=None, start_date=_START, default_args=_NO_RETRY, tags=["test"]):
+    ItnioBatchSendOperator(
+        task_id="send",
+        rows=["+1 555-040-0001", "15550400001", "1 (555) 040 0002", "15550400002", "15550400003"],
+        message=Text(body="Once each"),
+    )
