@@ -17,30 +17,11 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from airflow.providers.common.compat.sdk import AirflowFailException, BaseOperator
 
+from airflow_provider_itnio import messages as m
 from airflow_provider_itnio.errors import ItnioDeliveryUnknownError, ItnioError, ItnioValidationError
 
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Context
-
-    from airflow_provider_itnio import messages as m
-else:
-
-    def _lazy_module(name: str) -> Any:
-        """``name``, executed on first attribute access (building ~20 dataclasses costs a DAG file ~15 ms)."""
-        import importlib.util
-        import sys
-
-        if name in sys.modules:
-            return sys.modules[name]
-        spec = importlib.util.find_spec(name)
-        loader = importlib.util.LazyLoader(spec.loader)
-        spec.loader = loader
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        loader.exec_module(module)
-        return module
-
-    m = _lazy_module("airflow_provider_itnio.messages")
 
 _TEMPLATE_MARKERS = ("{{", "{%", "{#")
 
@@ -72,7 +53,8 @@ class ItnioBaseOperator(BaseOperator):
         no one gets the message twice. Set True to let Airflow's retries send it again anyway.
     """
 
-    #: The operator's own arguments that make up the message (also template fields).
+    #: The model the operator builds, from its own arguments named in ``message_fields`` (also template fields).
+    model: ClassVar[type[m.Message] | None] = None
     message_fields: ClassVar[tuple[str, ...]] = ()
     template_fields: Sequence[str] = ("recipient", "business_phone", "itnio_conn_id", "reply_to")
     ui_color = "#25D366"
@@ -96,7 +78,15 @@ class ItnioBaseOperator(BaseOperator):
 
     def build_message(self) -> m.Message:
         """The message model built from the operator's (rendered) arguments."""
-        raise NotImplementedError
+        if self.model is None:
+            raise NotImplementedError(f"{type(self).__name__} must set `model` or override build_message()")
+        return self.model(**{name: getattr(self, name) for name in self.message_fields})
+
+    def _set_message_fields(self, **values: Any) -> None:
+        """Keep the message's arguments as attributes (Airflow renders them) and check them now if static."""
+        for name, value in values.items():
+            setattr(self, name, value)
+        self._validate_early()
 
     def _validate_early(self) -> None:
         """Build the message (and check the phones) now when every value is known at parse time."""
@@ -142,16 +132,13 @@ class ItnioSendTextOperator(ItnioBaseOperator):
     :param body: The text, at most 4096 characters (templated).
     """
 
+    model = m.Text
     message_fields = ("body",)
     template_fields = (*ItnioBaseOperator.template_fields, *message_fields)
 
     def __init__(self, *, body: str, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.body = body
-        self._validate_early()
-
-    def build_message(self) -> m.Message:
-        return m.Text(body=self.body)
+        self._set_message_fields(body=body)
 
 
 class ItnioSendImageOperator(ItnioBaseOperator):
@@ -162,17 +149,13 @@ class ItnioSendImageOperator(ItnioBaseOperator):
     :param caption: Optional caption (templated).
     """
 
+    model = m.Image
     message_fields = ("link", "caption")
     template_fields = (*ItnioBaseOperator.template_fields, *message_fields)
 
     def __init__(self, *, link: str, caption: str | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.link = link
-        self.caption = caption
-        self._validate_early()
-
-    def build_message(self) -> m.Message:
-        return m.Image(link=self.link, caption=self.caption)
+        self._set_message_fields(link=link, caption=caption)
 
 
 class ItnioSendDocumentOperator(ItnioBaseOperator):
@@ -184,18 +167,13 @@ class ItnioSendDocumentOperator(ItnioBaseOperator):
     :param caption: Optional caption (templated).
     """
 
+    model = m.Document
     message_fields = ("link", "filename", "caption")
     template_fields = (*ItnioBaseOperator.template_fields, *message_fields)
 
     def __init__(self, *, link: str, filename: str, caption: str | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.link = link
-        self.filename = filename
-        self.caption = caption
-        self._validate_early()
-
-    def build_message(self) -> m.Message:
-        return m.Document(link=self.link, filename=self.filename, caption=self.caption)
+        self._set_message_fields(link=link, filename=filename, caption=caption)
 
 
 class ItnioSendAudioOperator(ItnioBaseOperator):
@@ -205,16 +183,13 @@ class ItnioSendAudioOperator(ItnioBaseOperator):
     :param link: The audio's http(s) URL (templated).
     """
 
+    model = m.Audio
     message_fields = ("link",)
     template_fields = (*ItnioBaseOperator.template_fields, *message_fields)
 
     def __init__(self, *, link: str, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.link = link
-        self._validate_early()
-
-    def build_message(self) -> m.Message:
-        return m.Audio(link=self.link)
+        self._set_message_fields(link=link)
 
 
 class ItnioSendVideoOperator(ItnioBaseOperator):
@@ -225,17 +200,13 @@ class ItnioSendVideoOperator(ItnioBaseOperator):
     :param caption: Optional caption (templated).
     """
 
+    model = m.Video
     message_fields = ("link", "caption")
     template_fields = (*ItnioBaseOperator.template_fields, *message_fields)
 
     def __init__(self, *, link: str, caption: str | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.link = link
-        self.caption = caption
-        self._validate_early()
-
-    def build_message(self) -> m.Message:
-        return m.Video(link=self.link, caption=self.caption)
+        self._set_message_fields(link=link, caption=caption)
 
 
 class ItnioSendStickerOperator(ItnioBaseOperator):
@@ -245,16 +216,13 @@ class ItnioSendStickerOperator(ItnioBaseOperator):
     :param link: The sticker's http(s) URL (templated).
     """
 
+    model = m.Sticker
     message_fields = ("link",)
     template_fields = (*ItnioBaseOperator.template_fields, *message_fields)
 
     def __init__(self, *, link: str, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.link = link
-        self._validate_early()
-
-    def build_message(self) -> m.Message:
-        return m.Sticker(link=self.link)
+        self._set_message_fields(link=link)
 
 
 class ItnioSendLocationOperator(ItnioBaseOperator):
@@ -267,6 +235,7 @@ class ItnioSendLocationOperator(ItnioBaseOperator):
     :param address: The place's address (templated).
     """
 
+    model = m.Location
     message_fields = ("latitude", "longitude", "name", "address")
     template_fields = (*ItnioBaseOperator.template_fields, *message_fields)
 
@@ -274,14 +243,7 @@ class ItnioSendLocationOperator(ItnioBaseOperator):
         self, *, latitude: float | str, longitude: float | str, name: str, address: str, **kwargs: Any
     ) -> None:
         super().__init__(**kwargs)
-        self.latitude = latitude
-        self.longitude = longitude
-        self.name = name
-        self.address = address
-        self._validate_early()
-
-    def build_message(self) -> m.Message:
-        return m.Location(latitude=self.latitude, longitude=self.longitude, name=self.name, address=self.address)
+        self._set_message_fields(latitude=latitude, longitude=longitude, name=name, address=address)
 
 
 class ItnioSendListOperator(ItnioBaseOperator):
@@ -296,6 +258,7 @@ class ItnioSendListOperator(ItnioBaseOperator):
     :param footer: Optional footer text (templated).
     """
 
+    model = m.ListMessage
     message_fields = ("body", "button", "sections", "header", "footer")
     template_fields = (*ItnioBaseOperator.template_fields, *message_fields)
 
@@ -310,17 +273,7 @@ class ItnioSendListOperator(ItnioBaseOperator):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        self.body = body
-        self.button = button
-        self.sections = sections
-        self.header = header
-        self.footer = footer
-        self._validate_early()
-
-    def build_message(self) -> m.Message:
-        return m.ListMessage(
-            body=self.body, button=self.button, sections=self.sections, header=self.header, footer=self.footer
-        )
+        self._set_message_fields(body=body, button=button, sections=sections, header=header, footer=footer)
 
 
 class ItnioSendButtonsOperator(ItnioBaseOperator):
@@ -334,6 +287,7 @@ class ItnioSendButtonsOperator(ItnioBaseOperator):
     :param footer: Optional footer text (templated).
     """
 
+    model = m.ReplyButtons
     message_fields = ("body", "buttons", "header", "footer")
     template_fields = (*ItnioBaseOperator.template_fields, *message_fields)
 
@@ -347,14 +301,7 @@ class ItnioSendButtonsOperator(ItnioBaseOperator):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        self.body = body
-        self.buttons = buttons
-        self.header = header
-        self.footer = footer
-        self._validate_early()
-
-    def build_message(self) -> m.Message:
-        return m.ReplyButtons(body=self.body, buttons=self.buttons, header=self.header, footer=self.footer)
+        self._set_message_fields(body=body, buttons=buttons, header=header, footer=footer)
 
 
 class ItnioSendLocationRequestOperator(ItnioBaseOperator):
@@ -364,16 +311,13 @@ class ItnioSendLocationRequestOperator(ItnioBaseOperator):
     :param body: The message text (templated).
     """
 
+    model = m.LocationRequest
     message_fields = ("body",)
     template_fields = (*ItnioBaseOperator.template_fields, *message_fields)
 
     def __init__(self, *, body: str, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.body = body
-        self._validate_early()
-
-    def build_message(self) -> m.Message:
-        return m.LocationRequest(body=self.body)
+        self._set_message_fields(body=body)
 
 
 class ItnioSendContactsOperator(ItnioBaseOperator):
@@ -384,16 +328,13 @@ class ItnioSendContactsOperator(ItnioBaseOperator):
         ``emails``, ``addresses``, ``org``, ``urls``, ``birthday`` optional) (templated, rendered recursively).
     """
 
+    model = m.Contacts
     message_fields = ("contacts",)
     template_fields = (*ItnioBaseOperator.template_fields, *message_fields)
 
     def __init__(self, *, contacts: list[dict[str, Any]], **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.contacts = contacts
-        self._validate_early()
-
-    def build_message(self) -> m.Message:
-        return m.Contacts(contacts=self.contacts)
+        self._set_message_fields(contacts=contacts)
 
 
 class ItnioSendTemplateOperator(ItnioBaseOperator):
