@@ -178,6 +178,29 @@ def test_deadline_async_callback_as_the_triggerer_runs_it(db: Any) -> None:
     _check_deadline_alerts(db)
 
 
+def test_sla_miss_callback_on_airflow_2(db: Any) -> None:
+    """Airflow 2 calls ``sla_miss_callback(dag, task_list, blocking_task_list, slas, blocking_tis)``."""
+    import airflow
+
+    if not airflow.__version__.startswith("2."):
+        pytest.skip("Airflow 3 has no SLA callbacks (Deadline Alerts replace them; tested above)")
+    from airflow.models.dagbag import DagBag
+
+    from tests.conftest import DAGS_FOLDER
+
+    dag = DagBag(dag_folder=str(DAGS_FOLDER), include_examples=False).get_dag("itnio_followup")
+    notifier = ItnioNotifier(
+        recipients=ON_CALL,
+        template_name="sla_missed",
+        language="en_US",
+        body_parameters=["{{ dag.dag_id }}", "{{ task_list }}"],
+    )
+    notifier(dag, "thank_you\ninvoice", "", [], [])
+    alerts = _sent(db, "/wa/template/sendMsg")
+    assert [a["recipient"] for a in alerts] == ON_CALL
+    assert all(_parameters(a) == ["itnio_followup", "thank_you invoice"] for a in alerts)
+
+
 # -- arguments -------------------------------------------------------------------------------------------------
 
 
