@@ -651,13 +651,13 @@ def test_concurrent_keep_alive_clients(sandbox: Sandbox) -> None:
                 for _ in range(per_client)
             ]
 
-    started = time.monotonic()
     with ThreadPoolExecutor(16) as pool:
         results = [s for statuses in pool.map(client, range(16)) for s in statuses]
-    elapsed = time.monotonic() - started
     assert results == ["0"] * 16 * per_client
-    assert len(sandbox.messages()) == 16 * per_client
-    assert 16 * per_client / elapsed > 150, f"{16 * per_client / elapsed:.0f} requests/s"
+    messages = sandbox.messages()
+    assert len(messages) == 16 * per_client
+    assert len({m["messageId"] for m in messages}) == 16 * per_client  # ids stay unique under concurrency
+    # (how fast it serves is measured in bench/, not asserted here)
 
 
 # ------------------------------------------------------------------------------------------ CLI

@@ -82,12 +82,6 @@ class ItnioBaseOperator(BaseOperator):
             raise NotImplementedError(f"{type(self).__name__} must set `model` or override build_message()")
         return self.model(**{name: getattr(self, name) for name in self.message_fields})
 
-    def _set_message_fields(self, **values: Any) -> None:
-        """Keep the message's arguments as attributes (Airflow renders them) and check them now if static."""
-        for name, value in values.items():
-            setattr(self, name, value)
-        self._validate_early()
-
     def _validate_early(self) -> None:
         """Build the message (and check the phones) now when every value is known at parse time."""
         if all(_is_static(getattr(self, name)) for name in self.message_fields):
@@ -138,7 +132,8 @@ class ItnioSendTextOperator(ItnioBaseOperator):
 
     def __init__(self, *, body: str, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self._set_message_fields(body=body)
+        self.body = body
+        self._validate_early()
 
 
 class ItnioSendImageOperator(ItnioBaseOperator):
@@ -155,7 +150,9 @@ class ItnioSendImageOperator(ItnioBaseOperator):
 
     def __init__(self, *, link: str, caption: str | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self._set_message_fields(link=link, caption=caption)
+        self.link = link
+        self.caption = caption
+        self._validate_early()
 
 
 class ItnioSendDocumentOperator(ItnioBaseOperator):
@@ -173,7 +170,10 @@ class ItnioSendDocumentOperator(ItnioBaseOperator):
 
     def __init__(self, *, link: str, filename: str, caption: str | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self._set_message_fields(link=link, filename=filename, caption=caption)
+        self.link = link
+        self.filename = filename
+        self.caption = caption
+        self._validate_early()
 
 
 class ItnioSendAudioOperator(ItnioBaseOperator):
@@ -189,7 +189,8 @@ class ItnioSendAudioOperator(ItnioBaseOperator):
 
     def __init__(self, *, link: str, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self._set_message_fields(link=link)
+        self.link = link
+        self._validate_early()
 
 
 class ItnioSendVideoOperator(ItnioBaseOperator):
@@ -206,7 +207,9 @@ class ItnioSendVideoOperator(ItnioBaseOperator):
 
     def __init__(self, *, link: str, caption: str | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self._set_message_fields(link=link, caption=caption)
+        self.link = link
+        self.caption = caption
+        self._validate_early()
 
 
 class ItnioSendStickerOperator(ItnioBaseOperator):
@@ -222,7 +225,8 @@ class ItnioSendStickerOperator(ItnioBaseOperator):
 
     def __init__(self, *, link: str, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self._set_message_fields(link=link)
+        self.link = link
+        self._validate_early()
 
 
 class ItnioSendLocationOperator(ItnioBaseOperator):
@@ -243,7 +247,11 @@ class ItnioSendLocationOperator(ItnioBaseOperator):
         self, *, latitude: float | str, longitude: float | str, name: str, address: str, **kwargs: Any
     ) -> None:
         super().__init__(**kwargs)
-        self._set_message_fields(latitude=latitude, longitude=longitude, name=name, address=address)
+        self.latitude = latitude
+        self.longitude = longitude
+        self.name = name
+        self.address = address
+        self._validate_early()
 
 
 class ItnioSendListOperator(ItnioBaseOperator):
@@ -273,7 +281,12 @@ class ItnioSendListOperator(ItnioBaseOperator):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        self._set_message_fields(body=body, button=button, sections=sections, header=header, footer=footer)
+        self.body = body
+        self.button = button
+        self.sections = sections
+        self.header = header
+        self.footer = footer
+        self._validate_early()
 
 
 class ItnioSendButtonsOperator(ItnioBaseOperator):
@@ -301,7 +314,11 @@ class ItnioSendButtonsOperator(ItnioBaseOperator):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        self._set_message_fields(body=body, buttons=buttons, header=header, footer=footer)
+        self.body = body
+        self.buttons = buttons
+        self.header = header
+        self.footer = footer
+        self._validate_early()
 
 
 class ItnioSendLocationRequestOperator(ItnioBaseOperator):
@@ -317,7 +334,8 @@ class ItnioSendLocationRequestOperator(ItnioBaseOperator):
 
     def __init__(self, *, body: str, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self._set_message_fields(body=body)
+        self.body = body
+        self._validate_early()
 
 
 class ItnioSendContactsOperator(ItnioBaseOperator):
@@ -334,7 +352,8 @@ class ItnioSendContactsOperator(ItnioBaseOperator):
 
     def __init__(self, *, contacts: list[dict[str, Any]], **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self._set_message_fields(contacts=contacts)
+        self.contacts = contacts
+        self._validate_early()
 
 
 class ItnioSendTemplateOperator(ItnioBaseOperator):
