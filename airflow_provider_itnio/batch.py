@@ -794,24 +794,11 @@ def execute_batch(
         plan = MessagePlan(message)
     except ItnioError as err:
         raise AirflowFailException(f"The message is invalid, no row can be sent: {err}") from err
-    hook = ItnioHook(itnio_conn_id=itnio_conn_id)
+    hook = ItnioHook(itnio_conn_id=itnio_conn_id, pool_maxsize=max(64, concurrency))  # a connection per worker
     try:
-        config = hook.config
-        sender = business_phone if business_phone not in (None, "") else config.business_phone
-        if sender in (None, ""):
-            raise ItnioConfigError(
-                f"No business phone: pass business_phone= or set the 'business_phone' extra of the "
-                f"Airflow connection {itnio_conn_id!r}."
-            )
-        sender = m.normalize_phone(sender, "businessPhone")
+        sender = m.normalize_phone(hook.business_phone_for(business_phone), "businessPhone")
     except ItnioError as err:
         raise AirflowFailException(str(err)) from err
-    if concurrency > 64:  # the hook's pool holds 64 connections; every worker needs one
-        from requests.adapters import HTTPAdapter
-
-        adapter = HTTPAdapter(pool_connections=1, pool_maxsize=concurrency, max_retries=0)
-        hook.session.mount("http://", adapter)
-        hook.session.mount("https://", adapter)
 
     ti = context["ti"]
     store = ProgressStore(

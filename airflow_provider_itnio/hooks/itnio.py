@@ -164,6 +164,7 @@ class ItnioHook(BaseHook):
     :param itnio_conn_id: The Airflow connection id.
     :param connect_retries: How many times a request that never reached the API is tried in all.
     :param retry_wait_max: The longest wait between those tries, seconds.
+    :param pool_maxsize: How many keep-alive connections the session keeps (one per concurrent sender).
     """
 
     conn_name_attr = "itnio_conn_id"
@@ -191,12 +192,14 @@ class ItnioHook(BaseHook):
         itnio_conn_id: str = default_conn_name,
         *,
         connect_retries: int = 3,
+        pool_maxsize: int = 64,
         retry_wait_max: float = 10.0,
     ) -> None:
         super().__init__()
         self.itnio_conn_id = itnio_conn_id
         self.connect_retries = max(1, connect_retries)
         self.retry_wait_max = retry_wait_max
+        self.pool_maxsize = pool_maxsize
 
     # -- connection -------------------------------------------------------------------------------------
 
@@ -239,7 +242,7 @@ class ItnioHook(BaseHook):
         session.verify = self.config.verify
         if self.config.proxy:
             session.proxies = {"http": self.config.proxy, "https": self.config.proxy}
-        adapter = requests.adapters.HTTPAdapter(pool_connections=1, pool_maxsize=64, max_retries=0)
+        adapter = requests.adapters.HTTPAdapter(pool_connections=1, pool_maxsize=self.pool_maxsize, max_retries=0)
         session.mount("http://", adapter)
         session.mount("https://", adapter)
         return session
@@ -355,15 +358,12 @@ class ItnioHook(BaseHook):
         :param business_phone: The sender number; defaults to the connection's ``business_phone`` extra.
         :param reply_to: A ``messageId`` to quote (sent as ``context.refMessageId``).
         """
-        cfg = self.config
-        sender = business_phone if business_phone not in (None, "") else cfg.business_phone
-        if sender in (None, ""):
-            raise ItnioConfigError(
-                f"No business phone: pass business_phone= or set the 'business_phone' extra of the "
-                f"Airflow connection {self.itnio_conn_id!r}."
-            )
         body = build_request_body(
-            app_id=cfg.app_id, business_phone=sender, recipient=recipient, message=message, reply_to=reply_to
+            app_id=self.config.app_id,
+            business_phone=self.business_phone_for(business_phone),
+            recipient=recipient,
+            message=message,
+            reply_to=reply_to,
         )
         answer = self.post(message.endpoint, body, recipient=body["recipient"])
         data = answer.get("data") or {}
@@ -379,6 +379,20 @@ class ItnioHook(BaseHook):
             timestamp=int(timestamp) if timestamp is not None else None,
             channel_type=int(data.get("channelType", 0) or 0),
         )
+
+    def business_phone_for(self, business_phone: str | int | None = None) -> str | int:
+        """
+        The sender number to use: ``business_phone`` if given, else the connection's ``business_phone`` extra.
+
+        :param business_phone: An explicit sender number (an operator's ``business_phone`` argument).
+        """
+        sender = business_phone if business_phone not in (None, "") else self.config.business_phone
+        if sender is None or sender == "":
+            raise ItnioConfigError(
+                f"No business phone: pass business_phone= or set the 'business_phone' extra of the "
+                f"Airflow connection {self.itnio_conn_id!r}."
+            )
+        return sender
 
     def send_text(self, recipient: str | int, body: str, **kwargs: Any) -> SendResult:
         """
