@@ -127,7 +127,7 @@ def test_an_unreachable_host_fails_after_one_quick_try(monkeypatch: pytest.Monke
     started = time.monotonic()
     ok, message = _test(monkeypatch, _conn(sandbox, host=f"http://127.0.0.1:{port}"))
     assert ok is False
-    assert message.startswith(f"The request never reached the API (ConnectionError calling http://127.0.0.1:{port}")
+    assert message.startswith(f"The request never reached the API (NewConnectionError calling http://127.0.0.1:{port}")
     assert time.monotonic() - started < 1  # no retry backoff (three tries would wait 0.5 s + 1 s)
 
 

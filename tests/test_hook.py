@@ -8,7 +8,7 @@ import socket
 from typing import Any
 
 import pytest
-import requests
+import urllib3
 
 from airflow_provider_itnio.errors import (
     ItnioApiError,
@@ -92,7 +92,7 @@ def test_connection_from_json_env_var(monkeypatch: pytest.MonkeyPatch) -> None:
     assert cfg.business_phone == "15550001111"
     assert cfg.timeout == 12.0
     assert cfg.verify is False
-    assert hook.session.verify is False
+    assert hook.http.connection_pool_kw["cert_reqs"] == "CERT_NONE"
 
 
 def test_connection_from_uri_env_var(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -107,7 +107,9 @@ def test_connection_from_uri_env_var(monkeypatch: pytest.MonkeyPatch) -> None:
     assert cfg.base_url == "http://127.0.0.1:8080"
     assert cfg.verify == "/etc/ssl/ca.pem"
     assert cfg.timeout == 30.0
-    assert hook.session.proxies == {"http": "http://proxy:3128", "https": "http://proxy:3128"}
+    assert isinstance(hook.http, urllib3.ProxyManager)
+    assert hook.http.proxy is not None and hook.http.proxy.url == "http://proxy:3128"
+    assert hook.http.connection_pool_kw["ca_certs"] == "/etc/ssl/ca.pem"
 
 
 def test_tls_verification_is_on_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -117,7 +119,9 @@ def test_tls_verification_is_on_by_default(monkeypatch: pytest.MonkeyPatch) -> N
         {"conn_type": "itnio", "login": "K", "password": "S", "extra": {"app_id": "A"}},
     )
     assert hook.config.verify is True
-    assert hook.session.verify is True
+    assert hook.http.connection_pool_kw["cert_reqs"] == "CERT_REQUIRED"
+    assert hook.http.connection_pool_kw["ca_certs"]  # requests' env bundle or certifi's
+    assert not isinstance(hook.http, urllib3.ProxyManager)
     assert hook.config.base_url == "https://api.itniotech.com"
 
 
@@ -187,10 +191,13 @@ def test_send_text_shortcut_and_business_phone_override(sandbox: Any) -> None:
 
 def test_one_keep_alive_session_serves_many_sends(sandbox: Any) -> None:
     hook = ItnioHook()
-    session = hook.get_conn()
+    pool = hook.get_conn()
     for n in range(5):
         hook.send_text("15550100200", f"n{n}")
-    assert hook.get_conn() is session
+    assert hook.get_conn() is pool
+    connection_pool = pool.connection_from_url(sandbox.base_url)
+    assert connection_pool.num_connections == 1  # five sends, one kept-alive connection
+    assert connection_pool.num_requests == 5
     assert [m["body"]["text"]["body"] for m in sandbox.messages()] == ["n0", "n1", "n2", "n3", "n4"]
 
 
@@ -281,7 +288,7 @@ def test_connection_refused_is_retried_then_reported(monkeypatch: pytest.MonkeyP
     )
     hook.connect_retries = 3
     hook.retry_wait_max = 0
-    spy = mocker.spy(hook.session, "post")
+    spy = mocker.spy(hook.http, "request")
     with pytest.raises(ItnioTransportError, match="never reached the API"):
         hook.send_text("15550100200", "hi")
     assert spy.call_count == 3
@@ -289,16 +296,16 @@ def test_connection_refused_is_retried_then_reported(monkeypatch: pytest.MonkeyP
 
 def test_refused_then_up_sends_once(sandbox: Any, mocker: Any) -> None:
     hook = ItnioHook(retry_wait_max=0)
-    real_post = hook.session.post
+    real_request = hook.http.request
     calls = {"n": 0}
 
-    def flaky_post(*args: Any, **kwargs: Any) -> requests.Response:
+    def flaky_request(method: str, url: str, **kwargs: Any) -> urllib3.BaseHTTPResponse:
         calls["n"] += 1
         if calls["n"] == 1:  # the first try meets a closed port, as when the API restarts
-            return real_post(f"http://127.0.0.1:{_closed_port()}/wa/custom/sendMsg", **kwargs)
-        return real_post(*args, **kwargs)
+            return real_request(method, f"http://127.0.0.1:{_closed_port()}/wa/custom/sendMsg", **kwargs)
+        return real_request(method, url, **kwargs)
 
-    mocker.patch.object(hook.session, "post", side_effect=flaky_post)
+    mocker.patch.object(hook.http, "request", side_effect=flaky_request)
     result = hook.send_text("15550100200", "hi")
     assert calls["n"] == 2
     assert [m["messageId"] for m in sandbox.messages()] == [result.message_id]
