@@ -3,7 +3,8 @@
 
 Contenders, each sending the same signed text message:
 
-* ``bare``: ``requests.Session.post`` in a loop, body and headers precomputed (the floor);
+* ``bare``: ``requests.Session.post`` in a loop, body and headers precomputed
+  (the issue's reference: a hand-written requests client);
 * ``itnio``: ``ItnioHook.send(recipient, Text(...))`` (validation, body, signing, error mapping included);
 * ``http``: ``HttpHook(method="POST").run(endpoint, data=body, headers=signed headers)`` (http provider),
   signing each call like a user would.

@@ -181,7 +181,7 @@ class ItnioHook(BaseHook):
     :param itnio_conn_id: The Airflow connection id.
     :param connect_retries: How many times a request that never reached the API is tried in all.
     :param retry_wait_max: The longest wait between those tries, seconds.
-    :param pool_maxsize: How many keep-alive connections the session keeps (one per concurrent sender).
+    :param pool_maxsize: How many keep-alive connections the pool keeps (one per concurrent sender).
     """
 
     conn_name_attr = "itnio_conn_id"

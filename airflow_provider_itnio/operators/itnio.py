@@ -425,7 +425,7 @@ class ItnioSendMessageOperator(ItnioBaseOperator):
 
 class ItnioBatchSendOperator(BaseOperator):
     """
-    Send one message per row (a campaign) with a pool of workers over one keep-alive session.
+    Send one message per row (a campaign) with a pool of workers over one keep-alive connection pool.
 
     The message's strings may use ``{{ row.<field> }}`` (and ``{{ recipient }}``, the row's normalised number):
     they are rendered per row in Jinja's *sandboxed* environment (a row, or a template, cannot reach Python
@@ -485,7 +485,7 @@ class ItnioBatchSendOperator(BaseOperator):
     :param recipient_field: The key of the recipient in a dict row, or its index in a list/tuple row.
     :param business_phone: The sender number; defaults to the connection's ``business_phone`` extra (templated).
     :param itnio_conn_id: The Airflow connection of type ``itnio`` (templated).
-    :param concurrency: Sends in flight at once (worker threads sharing one keep-alive session), default 8.
+    :param concurrency: Sends in flight at once (worker threads sharing the hook's connection pool), default 8.
     :param max_per_second: The most sends started in any one-second window (evenly spread, with a 20 ms safety
         margin on the window: about 2% slower than the nominal rate); None (default) = no limit.
     :param fail_on_errors: Fail the task after the batch when a row failed (default True); False = succeed and
