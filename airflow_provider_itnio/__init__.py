@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from airflow_provider_itnio.connection_fields import connection_type_info
-
 __version__ = "0.1.0"
 
 __all__ = ["__version__", "get_provider_info"]
@@ -13,6 +11,8 @@ __all__ = ["__version__", "get_provider_info"]
 
 def get_provider_info() -> dict[str, Any]:
     """Describe the provider to Airflow (entry point ``apache_airflow_provider``)."""
+    from airflow_provider_itnio.connection_fields import connection_type_info  # not needed by DAG files
+
     return {
         "package-name": "airflow-provider-itnio",
         "name": "itniotech WhatsApp",
