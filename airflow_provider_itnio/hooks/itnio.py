@@ -337,29 +337,21 @@ class ItnioHook(BaseHook):
         :param recipient: Only used to word errors.
         """
         data = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
-        try:  # the hot path (a batch sends thousands): no retry machinery until an attempt fails
-            return self._post_once(path, data, recipient)
+        try:
+            return self._retrying(self._post_once, path, data, recipient)
         except _NotSent as not_sent:
-            first_failure: _NotSent | None = not_sent
-        retrying = tenacity.Retrying(
+            raise not_sent.error from not_sent.__cause__
+
+    @cached_property
+    def _retrying(self) -> tenacity.Retrying:
+        """Retries a request only while it never reached the API; built once (its per-call state is thread-local)."""
+        return tenacity.Retrying(
             retry=tenacity.retry_if_exception_type(_NotSent),
             stop=tenacity.stop_after_attempt(self.connect_retries),
             wait=tenacity.wait_exponential(multiplier=0.5, max=self.retry_wait_max),
             before_sleep=self._log_retry,
             reraise=True,
         )
-
-        def attempt() -> dict[str, Any]:
-            nonlocal first_failure
-            if first_failure is not None:  # tenacity's attempt 1 is the one that just failed
-                failure, first_failure = first_failure, None
-                raise failure
-            return self._post_once(path, data, recipient)
-
-        try:
-            return retrying(attempt)
-        except _NotSent as not_sent:
-            raise not_sent.error from not_sent.__cause__
 
     def _log_retry(self, state: tenacity.RetryCallState) -> None:
         error = state.outcome.exception() if state.outcome else None
