@@ -9,7 +9,6 @@ import json
 import threading
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pendulum
@@ -18,15 +17,10 @@ import pytest
 from airflow_provider_itnio import batch
 from airflow_provider_itnio.errors import ItnioApiError, ItnioDeliveryUnknownError, ItnioTransportError
 from airflow_provider_itnio.messages import Message, Text
-from tests.conftest import run_dag, task_states, xcom_value
+from tests.airflow_runs import run_dag, task_states, xcom_value
 from tests.dags.itnio_batch import BALANCE_ROWS, PARTIAL_ROWS, RENDER_ROWS
 
 # ------------------------------------------------------------------------------------------- helpers
-
-
-@pytest.fixture
-def db(airflow_db: Path, sandbox: Any) -> Any:
-    return sandbox
 
 
 def _recipients(sandbox: Any) -> list[str]:
@@ -73,96 +67,104 @@ def _run_at(dag_id: str, logical_date: Any) -> Any:
 # ----------------------------------------------------------------------------------- through Airflow
 
 
-def test_partial_failure_fails_the_task_with_a_summary_and_sends_the_rest(db: Any) -> None:
-    db.fail_next(1, api_status="-71", reason="recipient too short")  # the first request to arrive
+def test_partial_failure_fails_the_task_with_a_summary_and_sends_the_rest(airflow_sandbox: Any) -> None:
+    airflow_sandbox.fail_next(1, api_status="-71", reason="recipient too short")  # the first request to arrive
     dag_run = run_dag("itnio_batch_partial")
     # AirflowFailException: only permanent failures, so none of the 2 retries is spent
     assert task_states(dag_run)["send"] == ("failed", 1)
     good = [row["recipient"] for row in PARTIAL_ROWS if row["recipient"] != "123"]
-    requests = db.requests()
+    requests = airflow_sandbox.requests()
     assert sorted(r["body"]["recipient"] for r in requests) == sorted(good)  # the bad row never left
     [rejected] = [r["body"]["recipient"] for r in requests if r["status"] == "-71"]
-    assert sorted(_recipients(db)) == sorted(set(good) - {rejected})
+    assert sorted(_recipients(airflow_sandbox)) == sorted(set(good) - {rejected})
     # the failed try left its progress behind: the 4 accepted messages
-    assert _progress("itnio_batch_partial") == {m["body"]["recipient"]: m["messageId"] for m in db.messages()}
+    assert _progress("itnio_batch_partial") == {
+        m["body"]["recipient"]: m["messageId"] for m in airflow_sandbox.messages()
+    }
     _clear_progress("itnio_batch_partial")
 
 
-def test_partial_failure_is_reported_and_the_task_succeeds_when_errors_are_allowed(db: Any) -> None:
-    db.fail_next(1, api_status="-71", reason="recipient too short")
+def test_partial_failure_is_reported_and_the_task_succeeds_when_errors_are_allowed(airflow_sandbox: Any) -> None:
+    airflow_sandbox.fail_next(1, api_status="-71", reason="recipient too short")
     dag_run = run_dag("itnio_batch_partial_lenient")
     assert task_states(dag_run)["send"] == ("success", 1)
     result = xcom_value(dag_run, "send")
-    [rejected] = [r["body"]["recipient"] for r in db.requests() if r["status"] == "-71"]
+    [rejected] = [r["body"]["recipient"] for r in airflow_sandbox.requests() if r["status"] == "-71"]
     assert result["sent"] == 4
     assert result["failed"] == 2
     assert result["skipped_already_sent"] == 0
-    assert result["message_ids"] == {m["body"]["recipient"]: m["messageId"] for m in db.messages()}
+    assert result["message_ids"] == {m["body"]["recipient"]: m["messageId"] for m in airflow_sandbox.messages()}
     assert result["errors"][rejected] == {"status": "-71", "reason": "recipient too short"}
     assert result["errors"]["123"]["status"] == "-71"  # found before sending: client-side validation
     assert "at least 7 digits" in result["errors"]["123"]["reason"]
     assert _progress_keys("itnio_batch_partial_lenient") == []  # removed on success
 
 
-def test_an_account_error_stops_the_batch_at_once(db: Any) -> None:
-    db.set_balance(10)
+def test_an_account_error_stops_the_batch_at_once(airflow_sandbox: Any) -> None:
+    airflow_sandbox.set_balance(10)
     dag_run = run_dag("itnio_batch_abort")
     assert task_states(dag_run)["send"] == ("failed", 1)
-    requests = db.requests()
-    assert len(db.messages()) == 10
+    requests = airflow_sandbox.requests()
+    assert len(airflow_sandbox.messages()) == 10
     first_failure = next(i for i, r in enumerate(requests) if r["status"] == "-68")
     after = requests[first_failure + 1 :]
     # only sends already in flight (at most concurrency=4) reach the API after the failure
     assert len(after) <= 4
     assert len(requests) < len(BALANCE_ROWS)
     # the failed try's progress is kept: exactly the accepted messages
-    assert _progress("itnio_batch_abort") == {m["body"]["recipient"]: m["messageId"] for m in db.messages()}
+    assert _progress("itnio_batch_abort") == {
+        m["body"]["recipient"]: m["messageId"] for m in airflow_sandbox.messages()
+    }
     _clear_progress("itnio_batch_abort")
 
 
-def test_a_retry_sends_only_to_rows_the_first_try_did_not_reach(db: Any) -> None:
-    db.set_balance(12)  # try 1 runs out after 12; the retry callback tops the balance up
+def test_a_retry_sends_only_to_rows_the_first_try_did_not_reach(airflow_sandbox: Any) -> None:
+    airflow_sandbox.set_balance(12)  # try 1 runs out after 12; the retry callback tops the balance up
     dag_run = run_dag("itnio_batch_retry")
     assert task_states(dag_run)["send"] == ("success", 2)
-    recipients = _recipients(db)
+    recipients = _recipients(airflow_sandbox)
     assert len(recipients) == len(set(recipients)) == len(BALANCE_ROWS)  # each exactly once
     assert set(recipients) == set(BALANCE_ROWS)
     result = xcom_value(dag_run, "send")
     assert result["skipped_already_sent"] == 12
     assert result["sent"] == len(BALANCE_ROWS) - 12
     assert result["failed"] == 0
-    assert result["message_ids"] == {m["body"]["recipient"]: m["messageId"] for m in db.messages()}
+    assert result["message_ids"] == {m["body"]["recipient"]: m["messageId"] for m in airflow_sandbox.messages()}
     assert _progress_keys("itnio_batch_retry") == []  # removed on success
 
 
-def test_clear_and_rerun_of_a_failed_task_skips_what_was_sent(db: Any) -> None:
+def test_clear_and_rerun_of_a_failed_task_skips_what_was_sent(airflow_sandbox: Any) -> None:
     logical_date = pendulum.datetime(2026, 3, 1, tz="UTC")
-    db.set_balance(7)
+    airflow_sandbox.set_balance(7)
     first = _run_at("itnio_batch_abort", logical_date)
     assert task_states(first)["send"] == ("failed", 1)
     assert len(_progress("itnio_batch_abort")) == 7
-    db.set_balance(None)
+    airflow_sandbox.set_balance(None)
     second = _run_at("itnio_batch_abort", logical_date)  # clears the task, runs the same DAG run again
     assert second.run_id == first.run_id
     assert task_states(second)["send"][0] == "success"
-    recipients = _recipients(db)
+    recipients = _recipients(airflow_sandbox)
     assert len(recipients) == len(set(recipients)) == len(BALANCE_ROWS)
     result = xcom_value(second, "send")
     assert (result["skipped_already_sent"], result["sent"]) == (7, len(BALANCE_ROWS) - 7)
     assert _progress_keys("itnio_batch_abort") == []
 
 
-def test_rows_are_rendered_per_row_next_to_airflow_templates(db: Any) -> None:
+def test_rows_are_rendered_per_row_next_to_airflow_templates(airflow_sandbox: Any) -> None:
     dag_run = run_dag("itnio_batch_render")
     states = task_states(dag_run)
     assert states["text"][0] == states["template"][0] == "success"
-    texts = {m["body"]["recipient"]: m["body"]["text"]["body"] for m in db.messages() if "text" in m["body"]}
+    texts = {
+        m["body"]["recipient"]: m["body"]["text"]["body"] for m in airflow_sandbox.messages() if "text" in m["body"]
+    }
     assert texts == {
         "15550300001": "Hi Ada, use SPRING (15550300001)",
         # a value is data, never a template: it is sent as written
         "15550300002": "Hi {{ 7 * 7 }}, use SPRING (15550300002)",
     }
-    templates = {m["body"]["recipient"]: m["body"]["template"] for m in db.messages() if "template" in m["body"]}
+    templates = {
+        m["body"]["recipient"]: m["body"]["template"] for m in airflow_sandbox.messages() if "template" in m["body"]
+    }
     ds = dag_run.logical_date.strftime("%Y-%m-%d")
     params = {r: t["components"][0]["parameters"] for r, t in templates.items()}
     assert params["15550300001"] == [{"type": "text", "text": "ADA"}, {"type": "text", "text": ds}]
@@ -170,16 +172,16 @@ def test_rows_are_rendered_per_row_next_to_airflow_templates(db: Any) -> None:
     assert len(RENDER_ROWS) == len(templates) == len(texts)
 
 
-def test_a_template_reaching_for_python_internals_fails_each_row_safely(db: Any) -> None:
+def test_a_template_reaching_for_python_internals_fails_each_row_safely(airflow_sandbox: Any) -> None:
     dag_run = run_dag("itnio_batch_escape")
     assert task_states(dag_run)["send"] == ("failed", 1)  # permanent: no retry spent
-    assert db.requests() == []
+    assert airflow_sandbox.requests() == []
 
 
-def test_duplicate_recipients_are_sent_once(db: Any) -> None:
+def test_duplicate_recipients_are_sent_once(airflow_sandbox: Any) -> None:
     dag_run = run_dag("itnio_batch_duplicates")
     result = xcom_value(dag_run, "send")
-    assert sorted(_recipients(db)) == ["15550400001", "15550400002", "15550400003"]
+    assert sorted(_recipients(airflow_sandbox)) == ["15550400001", "15550400002", "15550400003"]
     assert (result["sent"], result["duplicates"], result["failed"]) == (3, 2, 0)
 
 

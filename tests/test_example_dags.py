@@ -11,15 +11,11 @@ from typing import Any
 import pendulum
 import pytest
 
-from tests.conftest import ROOT, run_dag, task_states, xcom_value
+from tests.airflow_runs import run_dag, task_states, xcom_value
+from tests.conftest import ROOT
 
 EXAMPLES = ROOT / "dags_examples"
 PHONE = "15550100200"  # the params' default "+1 555 010 0200", as sent
-
-
-@pytest.fixture
-def db(airflow_db: Path, sandbox: Any) -> Any:
-    return sandbox
 
 
 def _kind(body: dict[str, Any]) -> str:
@@ -71,19 +67,21 @@ def test_every_example_imports_and_defines_a_dag() -> None:
             assert "example" in dag.tags
 
 
-def test_followup(db: Any) -> None:
+def test_followup(airflow_sandbox: Any) -> None:
     dag_run = run_dag("itnio_followup")
-    _check_run(dag_run, db, {"thank_you": "text", "invoice": "document", "ask_rating": "interactive:button"})
-    invoice = db.messages()[1]["body"]
+    _check_run(
+        dag_run, airflow_sandbox, {"thank_you": "text", "invoice": "document", "ask_rating": "interactive:button"}
+    )
+    invoice = airflow_sandbox.messages()[1]["body"]
     assert invoice["context"] == {"refMessageId": xcom_value(dag_run, "thank_you")}
 
 
-def test_appointment_reminder(db: Any) -> None:
+def test_appointment_reminder(airflow_sandbox: Any) -> None:
     conf = {"phone": PHONE, "name": "Lee", "appointment_id": "APT-7", "when": "Fri 6 Mar, 09:30"}
     dag_run = run_dag("itnio_appointment_reminder", conf=conf)
     _check_run(
         dag_run,
-        db,
+        airflow_sandbox,
         {
             "reminder": "text",
             "clinic_location": "location",
@@ -91,7 +89,7 @@ def test_appointment_reminder(db: Any) -> None:
             "pickup": "interactive:location_request_message",
         },
     )
-    reminder, location, slots, _ = (m["body"] for m in db.messages())
+    reminder, location, slots, _ = (m["body"] for m in airflow_sandbox.messages())
     assert "Lee" in reminder["text"]["body"] and "Fri 6 Mar, 09:30" in reminder["text"]["body"]
     assert location["context"] == {"refMessageId": xcom_value(dag_run, "reminder")}
     assert location["location"]["name"] == "Harbour Dental Clinic"
@@ -104,15 +102,15 @@ def test_appointment_reminder(db: Any) -> None:
     [(1, "session_text", "template_update"), (30, "template_update", "session_text"), (None, "template_update", "")],
 )
 def test_order_update_picks_the_channel_by_the_24_hour_window(
-    db: Any, hours_ago: int | None, sent: str, not_sent: str
+    airflow_sandbox: Any, hours_ago: int | None, sent: str, not_sent: str
 ) -> None:
     last = "" if hours_ago is None else pendulum.now("UTC").subtract(hours=hours_ago).isoformat()
     conf = {"phone": PHONE, "order_id": "B-77", "status": "out for delivery", "last_inbound_at": last}
     dag_run = run_dag("itnio_order_update", conf=conf)
     skipped = (not_sent or "session_text",)
     kind = "text" if sent == "session_text" else "template:order_update"
-    _check_run(dag_run, db, {sent: kind}, skipped=skipped)
-    body = db.messages()[0]["body"]
+    _check_run(dag_run, airflow_sandbox, {sent: kind}, skipped=skipped)
+    body = airflow_sandbox.messages()[0]["body"]
     if sent == "template_update":
         parameters = body["template"]["components"][0]["parameters"]
         assert [p["text"] for p in parameters] == ["B-77", "out for delivery"]
@@ -122,11 +120,11 @@ def test_order_update_picks_the_channel_by_the_24_hour_window(
     assert xcom_value(dag_run, "record") == {"order_id": "B-77", "channel": sent, "messageId": message_id}
 
 
-def test_nightly_export_tells_the_lead_when_done(db: Any) -> None:
+def test_nightly_export_tells_the_lead_when_done(airflow_sandbox: Any) -> None:
     dag_run = run_dag("itnio_nightly_export_alerts")
     assert task_states(dag_run) == {"extract": ("success", 1), "load": ("success", 1)}
     assert xcom_value(dag_run, "load") == "loaded 1284 rows"
-    [done] = db.messages()  # the DAG's on_success_callback, nothing else
+    [done] = airflow_sandbox.messages()  # the DAG's on_success_callback, nothing else
     assert done["body"]["recipient"] == "15550100400"
     assert (
         done["body"]["text"]["body"]
@@ -134,12 +132,12 @@ def test_nightly_export_tells_the_lead_when_done(db: Any) -> None:
     )
 
 
-def test_nightly_export_pages_on_call_when_a_task_fails(db: Any) -> None:
+def test_nightly_export_pages_on_call_when_a_task_fails(airflow_sandbox: Any) -> None:
     dag_run = run_dag("itnio_nightly_export_alerts", conf={"simulate_failure": True})
     states = task_states(dag_run)
     assert states["extract"] == ("failed", 1)  # AirflowFailException: no retry, so no retry notification
     assert states["load"][0] == "upstream_failed"
-    alerts = db.messages()
+    alerts = airflow_sandbox.messages()
     assert [a["body"]["recipient"] for a in alerts] == ["15550100300", "15550100301"]
     for alert in alerts:
         assert alert["path"] == "/wa/template/sendMsg"
@@ -151,7 +149,7 @@ def test_nightly_export_pages_on_call_when_a_task_fails(db: Any) -> None:
         ]
 
 
-def test_new_collection(db: Any) -> None:
+def test_new_collection(airflow_sandbox: Any) -> None:
     dag_run = run_dag("itnio_new_collection", conf={"phone": PHONE, "collection": "autumn-26"})
     sends = {
         "video": "video",
@@ -161,8 +159,8 @@ def test_new_collection(db: Any) -> None:
         "stylist": "contacts",
         "offer": "text",
     }
-    _check_run(dag_run, db, sends)
-    bodies = [m["body"] for m in db.messages()]
+    _check_run(dag_run, airflow_sandbox, sends)
+    bodies = [m["body"] for m in airflow_sandbox.messages()]
     assert bodies[0]["video"]["link"] == "https://cdn.shop.example.com/collections/autumn-26/teaser.mp4"
     assert bodies[4]["contacts"][0]["name"]["formatted_name"] == "Mia Chen"
     assert bodies[5]["text"]["body"].endswith("off the autumn-26 collection with code AUTUMN2610, until Sunday.")

@@ -14,7 +14,8 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import GOLDEN_APP_IDS, GOLDEN_DIR, SANDBOX_PHONES, SHARED_GOLDEN_DIR, run_dag, xcom_value
+from tests.airflow_runs import run_dag, xcom_value
+from tests.conftest import GOLDEN_APP_IDS, GOLDEN_DIR, SANDBOX_PHONES, SHARED_GOLDEN_DIR
 
 GOLDEN_FILES = sorted(GOLDEN_DIR.glob("*.json"))
 

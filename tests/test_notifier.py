@@ -21,16 +21,11 @@ import pytest
 from airflow_provider_itnio.errors import ItnioValidationError
 from airflow_provider_itnio.notifications.itnio import ItnioNotifier, send_itnio_notification
 from airflow_provider_itnio.sandbox.server import DEFAULT_API_SECRET
-from tests.conftest import run_dag, task_states, xcom_value
+from tests.airflow_runs import run_dag, task_states, xcom_value
 from tests.dags.itnio_notifier import ERROR_TEXT
 
 ON_CALL = ["15550100300", "15550100301"]
 NOTIFIER_PATH = f"{ItnioNotifier.__module__}.{ItnioNotifier.__qualname__}"
-
-
-@pytest.fixture
-def db(airflow_db: Path, sandbox: Any) -> Any:
-    return sandbox
 
 
 def _sent(sandbox: Any, path: str) -> list[dict[str, Any]]:
@@ -46,33 +41,33 @@ def _parameters(body: dict[str, Any]) -> list[str]:
 # -- task and DAG callbacks through dag.test() -------------------------------------------------------------
 
 
-def test_on_failure_callback_sends_the_rendered_template_to_every_recipient(db: Any) -> None:
+def test_on_failure_callback_sends_the_rendered_template_to_every_recipient(airflow_sandbox: Any) -> None:
     dag_run = run_dag("itnio_notify_task_failure")
     assert task_states(dag_run) == {"export": ("failed", 1)}
-    alerts = _sent(db, "/wa/template/sendMsg")
+    alerts = _sent(airflow_sandbox, "/wa/template/sendMsg")
     assert [a["recipient"] for a in alerts] == ON_CALL
     for alert in alerts:
         assert alert["template"]["name"] == "task_failed"
         assert alert["template"]["language"] == {"code": "en_US"}
         # dag id, task id, the exception's text put on one line (WhatsApp refuses newlines in parameters)
         assert _parameters(alert) == ["itnio_notify_task_failure", "export", f"{ERROR_TEXT} (line two of the error)"]
-    assert len(db.messages()) == 2
+    assert len(airflow_sandbox.messages()) == 2
 
 
-def test_on_success_callback_sends_text_rendered_with_the_task_context(db: Any) -> None:
+def test_on_success_callback_sends_text_rendered_with_the_task_context(airflow_sandbox: Any) -> None:
     dag_run = run_dag("itnio_notify_task_success")
     assert task_states(dag_run) == {"thank_you": ("success", 1)}
-    customer, sales = db.messages()
+    customer, sales = airflow_sandbox.messages()
     message_id = xcom_value(dag_run, "thank_you")
     assert customer["messageId"] == message_id
     assert sales["body"]["recipient"] == "15550100400"  # a templated recipient, from params
     assert sales["body"]["text"] == {"body": f"thank_you of itnio_notify_task_success sent {message_id}"}
 
 
-def test_on_retry_callback_sends_for_the_retry_only(db: Any) -> None:
+def test_on_retry_callback_sends_for_the_retry_only(airflow_sandbox: Any) -> None:
     dag_run = run_dag("itnio_notify_task_retry")
     assert task_states(dag_run) == {"export": ("success", 2)}
-    [alert] = db.messages()
+    [alert] = airflow_sandbox.messages()
     assert alert["body"]["recipient"] == ON_CALL[0]
     assert alert["body"]["text"] == {"body": "Retrying export (try 1): the export was still running"}
 
@@ -81,18 +76,18 @@ def test_on_retry_callback_sends_for_the_retry_only(db: Any) -> None:
     ("fail", "state", "recipients", "ending"),
     [(True, "failed", ON_CALL, "failed: task_failure"), (False, "success", ON_CALL[:1], "succeeded")],
 )
-def test_dag_level_callbacks(db: Any, fail: bool, state: str, recipients: list[str], ending: str) -> None:
+def test_dag_level_callbacks(airflow_sandbox: Any, fail: bool, state: str, recipients: list[str], ending: str) -> None:
     dag_run = run_dag("itnio_notify_dag_callbacks", conf={"fail": fail})
     assert str(dag_run.state) == state
-    texts = _sent(db, "/wa/custom/sendMsg")
+    texts = _sent(airflow_sandbox, "/wa/custom/sendMsg")
     assert [t["recipient"] for t in texts] == recipients
     assert {t["text"]["body"] for t in texts} == {f"Run {dag_run.run_id} of itnio_notify_dag_callbacks {ending}"}
 
 
-def test_one_notifier_shared_by_tasks_renders_afresh_for_each(db: Any) -> None:
+def test_one_notifier_shared_by_tasks_renders_afresh_for_each(airflow_sandbox: Any) -> None:
     dag_run = run_dag("itnio_notify_shared")
     assert task_states(dag_run) == {"first": ("failed", 1), "second": ("failed", 1)}
-    alerts = _sent(db, "/wa/template/sendMsg")
+    alerts = _sent(airflow_sandbox, "/wa/template/sendMsg")
     assert sorted((a["recipient"], _parameters(a)[1]) for a in alerts) == [
         (ON_CALL[0], "first"),
         (ON_CALL[0], "second"),
@@ -102,19 +97,19 @@ def test_one_notifier_shared_by_tasks_renders_afresh_for_each(db: Any) -> None:
 
 
 def test_a_notifier_that_cannot_send_leaves_the_outcome_and_logs_without_the_secret(
-    db: Any, capfd: pytest.CaptureFixture[str]
+    airflow_sandbox: Any, capfd: pytest.CaptureFixture[str]
 ) -> None:
     # the failure alert goes to three phones: the first meets -68, the second a dropped connection
-    db.fail_next(1, api_status="-68", reason="insufficient balance")
-    db.fail_next(1, drop=True)
+    airflow_sandbox.fail_next(1, api_status="-68", reason="insufficient balance")
+    airflow_sandbox.fail_next(1, drop=True)
     dag_run = run_dag("itnio_notify_send_fails")
     assert task_states(dag_run) == {"export": ("failed", 1), "report": ("success", 1)}
     assert xcom_value(dag_run, "report") == "exported 42 rows"
-    requests = db.requests()
+    requests = airflow_sandbox.requests()
     assert [r["body"]["recipient"] for r in requests] == [*ON_CALL, "15550100302"]  # each tried once
     assert requests[0]["status"] == "-68"
     # the third phone still got the alert; the report's notifier failed validation, so it sent nothing
-    [delivered] = db.messages()
+    [delivered] = airflow_sandbox.messages()
     assert delivered["body"]["recipient"] == "15550100302"
     assert _parameters(delivered["body"])[:2] == ["itnio_notify_send_fails", "export"]
     captured = capfd.readouterr()
@@ -148,7 +143,7 @@ def _check_deadline_alerts(sandbox: Any) -> None:
     assert all(_parameters(a) == ["nightly_export", "2026-01-01T07:00:00+00:00"] for a in alerts)
 
 
-def test_deadline_sync_callback_as_the_executor_runs_it(db: Any) -> None:
+def test_deadline_sync_callback_as_the_executor_runs_it(airflow_sandbox: Any) -> None:
     pytest.importorskip("airflow.sdk.definitions.deadline")
     import structlog  # Airflow 3 only, like the callback supervisor
     from airflow.sdk.definitions.callback import SyncCallback
@@ -160,10 +155,10 @@ def test_deadline_sync_callback_as_the_executor_runs_it(db: Any) -> None:
         NOTIFIER_PATH, _deadline_kwargs(), Path("x.py"), Path("/nonexistent"), structlog.get_logger("test")
     )
     assert (ok, error) == (True, None)
-    _check_deadline_alerts(db)
+    _check_deadline_alerts(airflow_sandbox)
 
 
-def test_deadline_async_callback_as_the_triggerer_runs_it(db: Any) -> None:
+def test_deadline_async_callback_as_the_triggerer_runs_it(airflow_sandbox: Any) -> None:
     pytest.importorskip("airflow.sdk.definitions.deadline")
     from airflow.sdk.definitions.callback import AsyncCallback
     from airflow.triggers.callback import CallbackTrigger
@@ -175,10 +170,10 @@ def test_deadline_async_callback_as_the_triggerer_runs_it(db: Any) -> None:
 
     events = asyncio.run(run())
     assert str(events[-1].payload["state"]) == "success", events
-    _check_deadline_alerts(db)
+    _check_deadline_alerts(airflow_sandbox)
 
 
-def test_sla_miss_callback_on_airflow_2(db: Any) -> None:
+def test_sla_miss_callback_on_airflow_2(airflow_sandbox: Any) -> None:
     """Airflow 2 calls ``sla_miss_callback(dag, task_list, blocking_task_list, slas, blocking_tis)``."""
     import airflow
 
@@ -196,7 +191,7 @@ def test_sla_miss_callback_on_airflow_2(db: Any) -> None:
         body_parameters=["{{ dag.dag_id }}", "{{ task_list }}"],
     )
     notifier(dag, "thank_you\ninvoice", "", [], [])
-    alerts = _sent(db, "/wa/template/sendMsg")
+    alerts = _sent(airflow_sandbox, "/wa/template/sendMsg")
     assert [a["recipient"] for a in alerts] == ON_CALL
     assert all(_parameters(a) == ["itnio_followup", "thank_you invoice"] for a in alerts)
 

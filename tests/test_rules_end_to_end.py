@@ -14,7 +14,7 @@ import pytest
 
 from airflow_provider_itnio.errors import ItnioValidationError
 from airflow_provider_itnio.hooks.itnio import ItnioHook
-from tests.conftest import run_dag, task_states
+from tests.airflow_runs import run_dag, task_states
 from tests.dags.itnio_rendered_rules import BAD_MESSAGES
 from tests.test_messages import RULE_CASES
 

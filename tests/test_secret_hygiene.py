@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import AIRFLOW_HOME, run_dag, task_states
+from tests.airflow_runs import run_dag, task_states
+from tests.conftest import AIRFLOW_HOME
 
 
 def _rendered_fields(dag_run: Any) -> str:
