@@ -20,14 +20,13 @@ import collections
 import hashlib
 import json
 import queue
-import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
-from jinja2 import StrictUndefined
+from jinja2 import StrictUndefined, Template
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from airflow_provider_itnio import messages as m
@@ -39,9 +38,7 @@ from airflow_provider_itnio.errors import (
     ItnioValidationError,
     error_payload,
 )
-
-if TYPE_CHECKING:
-    from jinja2 import Template
+from airflow_provider_itnio.templating import has_template, map_strings, unprotect_row_expressions
 
 #: Prefix of the Airflow Variables that hold a batch task's progress.
 PROGRESS_PREFIX = "itnio_batch_progress"
@@ -51,49 +48,6 @@ MAX_KEY_LENGTH = 230
 SHARD_SIZE = 2000
 
 # ------------------------------------------------------------------------------------------- templates
-
-_TEMPLATE_MARKERS = ("{{", "{%", "{#")
-#: A ``{{ ... }}`` expression that uses the name ``row`` or ``recipient`` (not ``x.row`` nor ``'row'``).
-_ROW_EXPRESSION = re.compile(r"\{\{(?:(?!\}\}).)*?(?<![\w.'\"])(?:row|recipient)\b(?:(?!\}\}).)*?\}\}", re.DOTALL)
-_RAW_OPEN, _RAW_CLOSE = "{% raw %}", "{% endraw %}"
-_PROTECTED = re.compile(re.escape(_RAW_OPEN) + r"(\{\{.*?\}\})" + re.escape(_RAW_CLOSE), re.DOTALL)
-
-
-def protect_row_expressions(value: Any) -> Any:
-    """
-    Wrap every ``{{ ... row ... }}`` (or ``recipient``) expression in ``{% raw %}``: Airflow's rendering keeps it.
-
-    Applied by the operator to ``message`` when the task is defined; Airflow's rendering then removes the
-    ``raw`` tags (and renders everything else: ``{{ params.x }}``, ``{{ ds }}``...), leaving ``{{ row.x }}`` for
-    the per-row rendering. Strings that already use ``{% raw %}`` are left alone.
-
-    :param value: A string, or a dict/list of them (other values are returned unchanged).
-    """
-    if isinstance(value, str):
-        if _RAW_OPEN in value or "{{" not in value:
-            return value
-        return _ROW_EXPRESSION.sub(lambda found: _RAW_OPEN + found.group(0) + _RAW_CLOSE, value)
-    if isinstance(value, Mapping):
-        return {key: protect_row_expressions(item) for key, item in value.items()}
-    if isinstance(value, list | tuple):
-        return [protect_row_expressions(item) for item in value]
-    return value
-
-
-def unprotect_row_expressions(value: Any) -> Any:
-    """
-    Undo :func:`protect_row_expressions` where Airflow did not render the value (e.g. ``execute()`` called
-    directly in a unit test). A no-op on a rendered value.
-
-    :param value: A string, or a dict/list of them.
-    """
-    if isinstance(value, str):
-        return _PROTECTED.sub(r"\1", value) if _RAW_OPEN in value else value
-    if isinstance(value, Mapping):
-        return {key: unprotect_row_expressions(item) for key, item in value.items()}
-    if isinstance(value, list | tuple):
-        return [unprotect_row_expressions(item) for item in value]
-    return value
 
 
 class RowTemplateError(ItnioError):
@@ -141,40 +95,17 @@ class MessagePlan:
         self._env = _template_env()
         self._templates = 0
         try:
-            self._tree = self._compile(unprotect_row_expressions(message))
+            self._tree = map_strings(unprotect_row_expressions(message), self._compile)
         except Exception as err:  # a TemplateSyntaxError
             raise RowTemplateError(err) from err
         self.static: m.Message | None = None
         if self._templates == 0:
             self.static = m.message_from_dict(self._tree)
 
-    @property
-    def template_count(self) -> int:
-        """How many strings of the message are templates."""
-        return self._templates
-
     def _compile(self, value: Any) -> Any:
-        if isinstance(value, str):
-            if any(marker in value for marker in _TEMPLATE_MARKERS):
-                self._templates += 1
-                return self._env.from_string(value)
-            return value
-        if isinstance(value, Mapping):
-            return {key: self._compile(item) for key, item in value.items()}
-        if isinstance(value, list | tuple):
-            return [self._compile(item) for item in value]
-        return value
-
-    def _render(self, value: Any, variables: dict[str, Any]) -> Any:
-        if isinstance(value, str):
-            return value
-        if isinstance(value, dict):
-            return {key: self._render(item, variables) for key, item in value.items()}
-        if isinstance(value, list):
-            return [self._render(item, variables) for item in value]
-        if hasattr(value, "render"):
-            template: Template = value
-            return template.render(variables)
+        if isinstance(value, str) and has_template(value):
+            self._templates += 1
+            return self._env.from_string(value)
         return value
 
     def render(self, row: Any, recipient: str) -> dict[str, Any]:
@@ -186,7 +117,8 @@ class MessagePlan:
         :raises RowTemplateError: When rendering fails for this row.
         """
         try:
-            return self._render(self._tree, {"row": row, "recipient": recipient})
+            variables = {"row": row, "recipient": recipient}
+            return map_strings(self._tree, lambda leaf: leaf.render(variables) if isinstance(leaf, Template) else leaf)
         except Exception as err:  # SecurityError, UndefinedError, errors of filters...
             raise RowTemplateError(err) from err
 

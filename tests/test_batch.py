@@ -14,7 +14,7 @@ from typing import Any
 import pendulum
 import pytest
 
-from airflow_provider_itnio import batch
+from airflow_provider_itnio import batch, templating
 from airflow_provider_itnio.errors import ItnioApiError, ItnioDeliveryUnknownError, ItnioTransportError
 from airflow_provider_itnio.messages import Message, Text
 from tests.airflow_runs import run_dag, task_states, xcom_value
@@ -429,11 +429,11 @@ def _max_in_any_window(times: list[float], width: float = 1.0) -> int:
 
 def test_row_expressions_survive_airflow_rendering_markers() -> None:
     message = {"type": "text", "text": {"body": "{{ params.x }} {{ row.name|title }} {{ 'V' if row.vip else '' }}"}}
-    protected = batch.protect_row_expressions(message)
+    protected = templating.protect_row_expressions(message)
     body = protected["text"]["body"]
     assert body.startswith("{{ params.x }} {% raw %}{{ row.name|title }}{% endraw %}")
-    assert batch.unprotect_row_expressions(protected) == message
-    assert batch.protect_row_expressions("{{ params.row }} {{ x['row'] }}") == "{{ params.row }} {{ x['row'] }}"
+    assert templating.unprotect_row_expressions(protected) == message
+    assert templating.protect_row_expressions("{{ params.row }} {{ x['row'] }}") == "{{ params.row }} {{ x['row'] }}"
 
 
 def test_progress_key_fits_airflow_limits() -> None:

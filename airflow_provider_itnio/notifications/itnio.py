@@ -35,7 +35,7 @@ from airflow.providers.common.compat.sdk import BaseNotifier
 
 from airflow_provider_itnio import messages as m
 from airflow_provider_itnio.errors import ItnioConfigError, ItnioError
-from airflow_provider_itnio.operators.itnio import _is_static
+from airflow_provider_itnio.templating import is_static
 
 if TYPE_CHECKING:
     import jinja2
@@ -130,10 +130,10 @@ class ItnioNotifier(BaseNotifier):
 
     def _validate_early(self) -> None:
         """Check, when the DAG file is parsed, every value that holds no Jinja template."""
-        if _is_static(self.recipients):
+        if is_static(self.recipients):
             self._recipient_list()
         fields = ("text",) if self.text is not None else ("template_name", "language", "body_parameters")
-        if all(_is_static(getattr(self, name)) for name in fields):
+        if all(is_static(getattr(self, name)) for name in fields):
             self.build_message()
 
     def _recipient_list(self) -> list[str]:

@@ -19,25 +19,10 @@ from airflow.providers.common.compat.sdk import AirflowFailException, BaseOperat
 
 from airflow_provider_itnio import messages as m
 from airflow_provider_itnio.errors import ItnioDeliveryUnknownError, ItnioError, ItnioValidationError
+from airflow_provider_itnio.templating import is_static, protect_row_expressions
 
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Context
-
-_TEMPLATE_MARKERS = ("{{", "{%", "{#")
-
-
-def _is_static(value: Any) -> bool:
-    """True when ``value`` is plain data with no Jinja template and no XComArg (known at parse time)."""
-    if value is None or isinstance(value, bool | int | float):
-        return True
-    if isinstance(value, str):
-        return not any(marker in value for marker in _TEMPLATE_MARKERS)
-    if isinstance(value, Mapping):
-        return all(_is_static(k) and _is_static(v) for k, v in value.items())
-    if isinstance(value, list | tuple):
-        return all(_is_static(item) for item in value)
-    # a model is plain data; XComArg, MappedArgument and other objects are resolved at run time
-    return isinstance(value, m.Message)
 
 
 class ItnioBaseOperator(BaseOperator):
@@ -84,11 +69,11 @@ class ItnioBaseOperator(BaseOperator):
 
     def _validate_early(self) -> None:
         """Build the message (and check the phones) now when every value is known at parse time."""
-        if all(_is_static(getattr(self, name)) for name in self.message_fields):
+        if all(is_static(getattr(self, name)) for name in self.message_fields):
             self.build_message()
         for name, field in (("recipient", "recipient"), ("business_phone", "businessPhone")):
             value = getattr(self, name)
-            if value not in (None, "") and _is_static(value):
+            if value not in (None, "") and is_static(value):
                 m.normalize_phone(value, field)
 
     def execute(self, context: Context) -> str:
@@ -514,10 +499,8 @@ class ItnioBatchSendOperator(BaseOperator):
         if max_per_second is not None and not (isinstance(max_per_second, int | float) and max_per_second > 0):
             raise ValueError(f"max_per_second must be a positive number or None, got {max_per_second!r}")
         payload = message.to_payload() if isinstance(message, m.Message) else message
-        if _is_static(payload) and isinstance(payload, Mapping):
+        if is_static(payload) and isinstance(payload, Mapping):
             m.message_from_dict(payload)  # no template at all: check it when the DAG is parsed
-        from airflow_provider_itnio.batch import protect_row_expressions
-
         self.rows = rows
         # ``{{ row.x }}`` is wrapped in {% raw %} here, so that Airflow's rendering hands it on untouched.
         self.message = protect_row_expressions(payload)
