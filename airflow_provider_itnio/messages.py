@@ -91,6 +91,20 @@ MAX_BUTTON_TITLE = 20
 MAX_TEMPLATE_NAME = 512
 PHONE_MIN_DIGITS = 7
 PHONE_MAX_DIGITS = 14
+#: The country calling codes that ITU-T E.164 assigns (geographic and international networks; spare and
+#: reserved codes left out). They are prefix-free: a number starts with at most one of them.
+COUNTRY_CODES: frozenset[str] = frozenset(
+    str(code)
+    for code in (
+        *(1, 7, 20, 27, 30, 31, 32, 33, 34, 36, 39, 40, 41, 43, 44, 45, 46, 47, 48, 49, 51, 52, 53, 54, 55, 56),
+        *(57, 58, 60, 61, 62, 63, 64, 65, 66, 81, 82, 84, 86, 90, 91, 92, 93, 94, 95, 98),
+        *(211, 212, 213, 216, 218, *range(220, 259), *range(260, 270), 290, 291, 297, 298, 299),
+        *(*range(350, 360), *range(370, 380), 380, 381, 382, 383, 385, 386, 387, 389, 420, 421, 423),
+        *(*range(500, 510), *range(590, 600), 670, *range(672, 684), *range(685, 693)),
+        *(800, 808, 850, 852, 853, 855, 856, 870, 880, 881, 882, 883, 886, 888),
+        *(*range(960, 969), *range(970, 978), 979, 992, 993, 994, 995, 996, 998),
+    )
+)
 
 _EMPTY = "-135"  # parameter value empty
 _WRONG_TYPE = "-134"  # parameter of the wrong type
@@ -105,6 +119,8 @@ _BIRTHDAY = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 _DECIMAL = re.compile(r"[+-]?[0-9]+(\.[0-9]+)?")
 _DIGITS = re.compile(r"[0-9]+")
 _PHONE_FORMATTING = re.compile(r"[\s\-.()]")
+#: A trunk zero written in parentheses after the country code, as in ``+44 (0) 20 7946 0958``.
+_TRUNK_ZERO = re.compile(r"\(\s*0\s*\)")
 # (longer than 14, shorter than 7, not all digits) per phone field of the request body.
 _PHONE_STATUSES = {"recipient": ("-70", "-71", "-72"), "businessPhone": ("-93", "-94", "-95")}
 
@@ -113,7 +129,7 @@ _PHONE_STATUSES = {"recipient": ("-70", "-71", "-72"), "businessPhone": ("-93", 
 
 
 def _show(value: object, limit: int = 40) -> str:
-    """A value for an error message: repr, truncated to about ``limit`` characters."""
+    """Return a value for an error message: its repr, truncated to about ``limit`` characters."""
     if isinstance(value, str):
         return repr(value if len(value) <= limit else value[: limit - 3] + "...")
     text = repr(value)
@@ -139,14 +155,14 @@ def _is_blank(value: object) -> bool:
 
 
 def _require(value: object, field: str, empty: str | None) -> None:
-    """A required value: not ``None``, not a blank string."""
+    """Check a required value: not ``None``, not a blank string."""
     if _is_blank(value):
         problem = "it is missing" if value is None else f"got a blank value: {_show(value)}"
         _fail(field, "required", problem, empty)
 
 
 def _text(value: object, field: str, max_len: int | None = None, *, empty: str | None = _EMPTY) -> str:
-    """A required, non-blank string of at most ``max_len`` characters."""
+    """Return a required, non-blank string of at most ``max_len`` characters."""
     _require(value, field, empty)
     if not isinstance(value, str):
         _fail(field, "must be a string", f"got {type(value).__name__}: {_show(value)}", _WRONG_TYPE)
@@ -156,12 +172,12 @@ def _text(value: object, field: str, max_len: int | None = None, *, empty: str |
 
 
 def _optional_text(value: object, field: str, max_len: int | None = None) -> str | None:
-    """An optional string: ``None`` when missing or blank, else checked like :func:`_text`."""
+    """Return an optional string: ``None`` when missing or blank, else checked like :func:`_text`."""
     return None if _is_blank(value) else _text(value, field, max_len)
 
 
 def _one_of(value: object, field: str, choices: Sequence[str], *, required: bool = False) -> str | None:
-    """A string from ``choices`` (``None`` allowed unless ``required``)."""
+    """Return a string from ``choices`` (``None`` allowed unless ``required``)."""
     if value is None and not required:
         return None
     text = _text(value, field)
@@ -171,7 +187,7 @@ def _one_of(value: object, field: str, choices: Sequence[str], *, required: bool
 
 
 def _link(value: object, field: str, empty: str | None) -> str:
-    """A required absolute http(s) URL with a host."""
+    """Return a required absolute http(s) URL with a host."""
     link = _text(value, field, empty=empty)
     try:
         parts = urlsplit(link)
@@ -184,7 +200,7 @@ def _link(value: object, field: str, empty: str | None) -> str:
 
 
 def _coordinate(value: object, field: str, limit: int, empty: str | None) -> str:
-    """A latitude/longitude given as a number or a decimal string, within ``±limit``; returned as a string."""
+    """Return a latitude/longitude given as a number or a decimal string, within ``±limit``, as a string."""
     _require(value, field, empty)
     if isinstance(value, str):
         text = value.strip()
@@ -202,7 +218,7 @@ def _coordinate(value: object, field: str, limit: int, empty: str | None) -> str
 
 
 def _number_text(value: object, field: str) -> str:
-    """A required string, or an integer turned into one (phone numbers and WhatsApp ids in contact cards)."""
+    """Return a required string, or an integer turned into one (phone numbers and WhatsApp ids in cards)."""
     if isinstance(value, int) and not isinstance(value, bool):
         return str(value)
     return _text(value, field)
@@ -230,7 +246,7 @@ def _build(cls: type[Any], data: object, prefix: str = "") -> Any:
 
 
 def _dump(obj: object) -> dict[str, Any]:
-    """The API dict of a model: its fields in declaration order, parts converted, ``None``/empty left out."""
+    """Return the API dict of a model: fields in declaration order, parts converted, ``None``/empty left out."""
     out: dict[str, Any] = {}
     for field in dataclasses.fields(obj):  # type: ignore[arg-type]
         value = getattr(obj, field.name)
@@ -267,12 +283,12 @@ class _Part:
         return _build(cls, data)
 
     def _check(self) -> Self:
-        """A validated, normalised copy of the part (error fields relative to the part)."""
+        """Return a validated, normalised copy of the part (error fields relative to the part)."""
         raise NotImplementedError
 
     @classmethod
     def _coerce(cls, value: object, field: str) -> Self:
-        """The validated part for a part or a dict given at ``field``."""
+        """Return the validated part for a part or a dict given at ``field``."""
         with _under(field):
             return (value if isinstance(value, cls) else cls.from_dict(value))._check()
 
@@ -280,7 +296,7 @@ class _Part:
     def _many(
         cls, value: object, field: str, noun: str, minimum: int = 0, maximum: int | None = None
     ) -> tuple[Self, ...]:
-        """A list of parts (models or dicts) with ``minimum``..``maximum`` items."""
+        """Return a list of parts (models or dicts) with ``minimum``..``maximum`` items."""
         if value is None:
             value = ()
         if not isinstance(value, Sequence) or isinstance(value, str | bytes):
@@ -292,7 +308,7 @@ class _Part:
         return tuple(cls._coerce(item, f"{field}[{index}]") for index, item in enumerate(value))
 
     def to_dict(self) -> dict[str, Any]:
-        """The part in the API's shape (``None`` fields left out)."""
+        """Return the part in the API's shape (``None`` fields left out)."""
         return _dump(self)
 
 
@@ -320,7 +336,7 @@ class Message:
     type_name: ClassVar[str] = ""
 
     def to_payload(self) -> dict[str, Any]:
-        """The type-specific part of the request body, e.g. ``{"type": "text", "text": {"body": "hi"}}``."""
+        """Return the type-specific part of the request body, e.g. ``{"type": "text", "text": {"body": "hi"}}``."""
         return {"type": self.type_name, self.type_name: _dump(self)}
 
 
@@ -340,7 +356,7 @@ class Text(Message):
 
 
 def _media(message: Message, link_empty: str) -> None:
-    """Checks shared by media messages: the link, and the caption where the type has one."""
+    """Check what media messages share: the link, and the caption where the type has one."""
     name = message.type_name
     _link(getattr(message, "link", None), f"{name}.link", link_empty)
     if hasattr(message, "caption"):
@@ -568,7 +584,7 @@ class ListMessage(Message):
         _check_unique(rows, "row id")
 
     def to_payload(self) -> dict[str, Any]:
-        """The ``interactive`` body part of type ``list``."""
+        """Return the ``interactive`` body part of type ``list``."""
         action = {"button": self.button, "sections": [section.to_dict() for section in self.sections]}
         return _interactive("list", self.header, self.body, self.footer, action)
 
@@ -607,7 +623,7 @@ class Button(_Part):
         return _build(cls, mapping.get("reply"), "reply.")
 
     def to_dict(self) -> dict[str, Any]:
-        """The button in the API's shape."""
+        """Return the button in the API's shape."""
         return {"type": "reply", "reply": {"id": self.id, "title": self.title}}
 
 
@@ -647,7 +663,7 @@ class ReplyButtons(Message):
         _check_unique([(f"{where}[{i}].reply.title", b.title) for i, b in enumerate(self.buttons)], "button title")
 
     def to_payload(self) -> dict[str, Any]:
-        """The ``interactive`` body part of type ``button``."""
+        """Return the ``interactive`` body part of type ``button``."""
         action = {"buttons": [button.to_dict() for button in self.buttons]}
         return _interactive("button", self.header, self.body, self.footer, action)
 
@@ -667,7 +683,7 @@ class LocationRequest(Message):
         _text(self.body, "interactive.body.text", MAX_INTERACTIVE_BODY)
 
     def to_payload(self) -> dict[str, Any]:
-        """The ``interactive`` body part of type ``location_request_message``."""
+        """Return the ``interactive`` body part of type ``location_request_message``."""
         return _interactive("location_request_message", None, self.body, None, {"name": "send_location"})
 
 
@@ -808,7 +824,7 @@ class Url(_Part):
 
 
 def _birthday(value: object, field: str) -> str | None:
-    """An optional birthday ``YYYY-MM-DD`` that is a real date."""
+    """Return an optional birthday ``YYYY-MM-DD`` that is a real date."""
     text = _optional_text(value, field)
     if text is not None:
         try:
@@ -857,7 +873,7 @@ class Contact(_Part):
         )
 
     def to_dict(self) -> dict[str, Any]:
-        """The card in the API's shape, keys in the order of the vendor's example (alphabetical)."""
+        """Return the card in the API's shape, keys in the order of the vendor's example (alphabetical)."""
         return dict(sorted(_dump(self).items()))
 
 
@@ -975,7 +991,7 @@ class Template(Message):
     @classmethod
     def with_body_parameters(cls, name: str, language: str, parameters: Sequence[str]) -> Template:
         """
-        A template whose only component is a body with text parameters (``{{1}}``, ``{{2}}``... in order).
+        Build a template whose only component is a body with text parameters (``{{1}}``, ``{{2}}``... in order).
 
         :param name: Name of the approved template.
         :param language: Language code of the template, e.g. ``en_US``.
@@ -987,7 +1003,7 @@ class Template(Message):
         return cls(name, language, [body])
 
     def to_payload(self) -> dict[str, Any]:
-        """``{"template": {"name", "language": {"code"}, "components"}}`` (no ``type``)."""
+        """Return ``{"template": {"name", "language": {"code"}, "components"}}`` (no ``type``)."""
         template: dict[str, Any] = {"name": self.name, "language": {"code": self.language}}
         if self.components:
             template["components"] = copy.deepcopy(list(self.components))
@@ -999,9 +1015,14 @@ class Template(Message):
 
 def normalize_phone(value: object, field: str) -> str:
     """
-    The digits of a phone number as people write it, e.g. ``'+86 138-0013-8000'`` -> ``'8613800138000'``.
+    Return the digits of a phone number as people write it, e.g. ``'+86 138-0013-8000'`` -> ``'8613800138000'``.
 
-    Spaces, dashes, dots, parentheses and one leading ``+`` are removed; what is left must be 7-14 digits.
+    The result is the number in international form without the ``+`` (country code first), which is what the
+    API takes. Spaces, dashes, dots and parentheses are removed, and so are an international prefix (a leading
+    ``+`` or ``00``) and a trunk zero written as ``(0)`` right after the country code: ``+44 (0) 20 7946 0958``,
+    ``0044 20 7946 0958`` and ``+44 20 7946 0958`` all give ``442079460958``. What is left must be 7-14 digits
+    that do not start with ``0`` (E.164 numbers never do; a leading ``0`` is a national trunk prefix or an
+    international prefix other than ``00``, such as ``011``, and which number it stands for cannot be known).
 
     :param value: The number, a string or a non-negative integer.
     :param field: The request-body field it is for (``recipient`` or ``businessPhone``); it picks the vendor
@@ -1017,15 +1038,36 @@ def normalize_phone(value: object, field: str) -> str:
             f"got {type(value).__name__}: {_show(value)}",
             _WRONG_TYPE,
         )
-    rule = "digits only (spaces, dashes, dots, parentheses and a leading '+' allowed)"
+    rule = "digits only (spaces, dashes, dots, parentheses, a leading '+' or '00' and '(0)' allowed)"
     if isinstance(value, int) and value < 0:
         _fail(field, rule, f"got {_show(value)}", not_digits)
     text = str(value).strip()
-    digits = _PHONE_FORMATTING.sub("", text[1:] if text.startswith("+") else text)
-    if not digits:
+    plus = text.startswith("+")
+    # the pieces between "(0)" marks, formatting removed
+    pieces = [_PHONE_FORMATTING.sub("", piece) for piece in _TRUNK_ZERO.split(text[1:] if plus else text)]
+    if not "".join(pieces):
         _fail(field, "required", f"got {_show(value)}", too_short)
-    if not _DIGITS.fullmatch(digits):
+    if not _DIGITS.fullmatch("".join(pieces)):
         _fail(field, rule, f"got {_show(value)}", not_digits)
+    international = plus or pieces[0].startswith("00")
+    if not plus and international:
+        pieces[0] = pieces[0][2:]
+    if len(pieces) > 1:
+        _check_trunk_zero(value, field, pieces, international)
+    digits = "".join(pieces)
+    if digits.startswith("0"):
+        if international:
+            _fail(
+                field,
+                "a country code after the leading '+' or '00' (country codes never start with 0)",
+                f"the digits after the prefix start with 0: got {_show(value)}",
+            )
+        _fail(
+            field,
+            "the international form with the country code, e.g. +44 20 7946 0958 (E.164 numbers never start with 0)",
+            f"a leading 0 is a national trunk prefix or an international prefix other than 00 (such as 011), "
+            f"so the number is ambiguous: got {_show(value)}",
+        )
     if len(digits) > PHONE_MAX_DIGITS:
         _fail(field, f"at most {PHONE_MAX_DIGITS} digits", f"got {len(digits)} digits: {_show(value)}", too_long)
     if len(digits) < PHONE_MIN_DIGITS:
@@ -1036,6 +1078,24 @@ def normalize_phone(value: object, field: str) -> str:
             too_short,
         )
     return digits
+
+
+def _check_trunk_zero(value: object, field: str, pieces: Sequence[str], international: bool) -> None:
+    """
+    Check that a ``(0)`` in a phone number comes once, right after the country code of an international form.
+
+    :param value: The number as given (for the error message).
+    :param field: The request-body field it is for.
+    :param pieces: The digits before, between and after the ``(0)`` marks, international prefix removed.
+    :param international: Whether the number starts with ``+`` or ``00``.
+    """
+    rule = "'(0)' only once, right after the country code of a number starting with '+' or '00' (+44 (0) 20 ...)"
+    if len(pieces) > 2:
+        _fail(field, rule, f"'(0)' appears {len(pieces) - 1} times: got {_show(value)}")
+    if not international:
+        _fail(field, rule, f"no '+' or '00' and country code before '(0)': got {_show(value)}")
+    if pieces[0] not in COUNTRY_CODES:
+        _fail(field, rule, f"{pieces[0]!r} before '(0)' is not a country code: got {_show(value)}")
 
 
 _ENVELOPE = ("appId", "businessPhone", "recipient", "channelType", "context")
@@ -1151,7 +1211,7 @@ def build_request_body(
     reply_to: str | None = None,
 ) -> dict[str, Any]:
     """
-    The whole request body: appId, businessPhone, recipient, channelType 0, the message, context.
+    Return the whole request body: appId, businessPhone, recipient, channelType 0, the message, context.
 
     :param app_id: The application id (``appId``).
     :param business_phone: The sender number; normalised with :func:`normalize_phone`.

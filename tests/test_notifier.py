@@ -173,6 +173,86 @@ def test_deadline_async_callback_as_the_triggerer_runs_it(airflow_sandbox: Any) 
     _check_deadline_alerts(airflow_sandbox)
 
 
+def test_deadline_async_callback_whose_template_cannot_be_rendered_is_logged_not_raised(
+    sandbox: Any, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """Airflow's runner of the awaited path: a broken template is the notifier's error, logged; the trigger succeeds."""
+    pytest.importorskip("airflow.sdk.definitions.deadline")
+    from airflow.triggers.callback import CallbackTrigger
+
+    kwargs = {**_deadline_kwargs(), "body_parameters": ["{{ dag_run.dag_id "]}  # unclosed: cannot be rendered
+
+    async def run() -> list[Any]:
+        return [event async for event in CallbackTrigger(NOTIFIER_PATH, kwargs).run()]
+
+    events = asyncio.run(run())
+    assert str(events[-1].payload["state"]) == "success", events
+    assert sandbox.requests() == []
+    captured = capfd.readouterr()
+    assert "itniotech notification not sent: unexpected end of template" in captured.out + captured.err
+
+
+def _await_in_an_event_loop(notifier: ItnioNotifier) -> None:
+    async def main() -> None:
+        await notifier
+
+    asyncio.run(main())
+
+
+@pytest.mark.parametrize(
+    ("field", "broken"),
+    [
+        ("text", "{{ dag_run.dag_id "),  # a syntax error
+        ("text", "{{ dag_run.dag_id.upper( }}"),
+        ("recipients", "{{ dag_run.no_such_key.x }}"),  # undefined (StrictUndefined)
+    ],
+)
+def test_an_awaited_notifier_whose_template_cannot_be_rendered_logs_and_does_not_raise(
+    sandbox: Any, capfd: pytest.CaptureFixture[str], field: str, broken: str
+) -> None:
+    pytest.importorskip("airflow.sdk.definitions.deadline")  # Airflow 2's notifiers are not awaitable
+    kwargs: dict[str, Any] = {"recipients": ON_CALL, "text": "Run {{ dag_run.dag_id }} is late", field: broken}
+    notifier = ItnioNotifier(**kwargs, context=_deadline_kwargs()["context"])
+    _await_in_an_event_loop(notifier)  # no exception
+    assert sandbox.requests() == []
+    captured = capfd.readouterr()
+    assert "itniotech notification not sent: " in captured.out + captured.err
+
+
+def test_an_awaited_notifier_whose_sends_fail_logs_and_does_not_raise(
+    sandbox: Any, capfd: pytest.CaptureFixture[str]
+) -> None:
+    pytest.importorskip("airflow.sdk.definitions.deadline")
+    sandbox.fail_next(1, api_status="-68", reason="insufficient balance")
+    sandbox.fail_next(1, drop=True)
+    notifier = ItnioNotifier(
+        recipients=ON_CALL, text="Run {{ dag_run.dag_id }} is late", context=_deadline_kwargs()["context"]
+    )
+    _await_in_an_event_loop(notifier)  # no exception
+    assert [r["body"]["recipient"] for r in sandbox.requests()] == ON_CALL
+    assert sandbox.messages() == []
+    assert notifier.sent == {} and set(notifier.failed) == set(ON_CALL)
+    captured = capfd.readouterr()
+    logged = captured.out + captured.err
+    assert f"itniotech notification to {ON_CALL[0]} not sent: itniotech API error -68" in logged
+    assert f"itniotech notification to {ON_CALL[1]} not sent: " in logged
+    assert DEFAULT_API_SECRET not in logged
+    # async_notify on its own (the method Airflow documents for the triggerer) does not raise either
+    sandbox.fail_next(1, api_status="-68", reason="insufficient balance")
+    asyncio.run(notifier.async_notify({}))
+    assert list(notifier.failed) == [ON_CALL[0]] and list(notifier.sent) == [ON_CALL[1]]
+
+
+def test_a_called_notifier_whose_template_cannot_be_rendered_logs_and_does_not_raise(
+    sandbox: Any, capfd: pytest.CaptureFixture[str]
+) -> None:
+    notifier = ItnioNotifier(recipients=ON_CALL, text="{{ dag_run.dag_id ")
+    notifier({"dag": None, "dag_run": {"dag_id": "nightly_export"}})  # no exception (the sync path)
+    assert sandbox.requests() == []
+    captured = capfd.readouterr()
+    assert "itniotech notification not sent: unexpected end of template" in captured.out + captured.err
+
+
 def test_sla_miss_callback_on_airflow_2(airflow_sandbox: Any) -> None:
     """Airflow 2 calls ``sla_miss_callback(dag, task_list, blocking_task_list, slas, blocking_tis)``."""
     import airflow

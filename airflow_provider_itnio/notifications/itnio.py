@@ -18,9 +18,10 @@ Usable wherever Airflow takes a notifier: a task's ``on_failure_callback`` / ``o
     )
     ItnioSendTextOperator(..., on_failure_callback=on_call)
 
-A notifier never raises out of the callback: an error (API, transport, validation, connection) is logged and
-the task's or run's own outcome stays what it was; with several recipients, one failure does not stop the
-others. The HTTP work is :class:`~airflow_provider_itnio.hooks.itnio.ItnioHook`'s.
+A notifier never raises out of the callback, called or awaited: an error (a template that cannot be rendered,
+API, transport, validation, connection) is logged and the task's or run's own outcome stays what it was; with
+several recipients, one failure does not stop the others. The HTTP work is
+:class:`~airflow_provider_itnio.hooks.itnio.ItnioHook`'s.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import re
-from collections.abc import Sequence
+from collections.abc import Generator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from airflow.providers.common.compat.sdk import BaseNotifier
@@ -137,7 +138,7 @@ class ItnioNotifier(BaseNotifier):
             self.build_message()
 
     def _recipient_list(self) -> list[str]:
-        """The recipients' digits, in order, without duplicates (raises ItnioValidationError)."""
+        """Return the recipients' normalised digits, in order, without duplicates (raises ItnioValidationError)."""
         raw = self.recipients
         items: list[Any] = list(raw) if isinstance(raw, list | tuple) else [raw]
         numbers: list[str] = []
@@ -160,7 +161,7 @@ class ItnioNotifier(BaseNotifier):
         return text
 
     def build_message(self) -> m.Message:
-        """The message model built from the (rendered) arguments (raises ItnioValidationError)."""
+        """Build the message model from the (rendered) arguments (raises ItnioValidationError)."""
         if self.template_name is None:
             return m.Text(body=str(self.text))
         parameters = [self._parameter(value) for value in self.body_parameters]
@@ -236,13 +237,36 @@ class ItnioNotifier(BaseNotifier):
         finally:
             hook.close()
 
+    def __await__(self) -> Generator[Any, None, None]:
+        """
+        Render the template fields with ``self.context`` and send, as a Deadline Alert awaits it; never raise.
+
+        Airflow's own ``__await__`` renders the templates outside any guard, so a template that cannot be
+        rendered would raise into the triggerer; here it is logged like every other error.
+        """
+        return self._render_and_notify_async().__await__()
+
+    async def _render_and_notify_async(self) -> None:
+        """Render the template fields with ``self.context`` and run :meth:`async_notify`; log, never raise, errors."""
+        context: Any = getattr(self, "context", None) or {}  # Airflow 2's notifier has no context attribute
+        try:
+            self._update_context(context)
+            self.render_template_fields(context)
+        except Exception as err:  # e.g. a template that cannot be rendered
+            self.log.exception("itniotech notification not sent: %s", err)
+            return
+        await self.async_notify(context)
+
     async def async_notify(self, context: Context) -> None:
         """
-        Send the notification from the triggerer (Deadline Alerts with ``AsyncCallback``), in a worker thread.
+        Send the notification in a worker thread (the triggerer runs Deadline Alerts' ``AsyncCallback``); never raise.
 
-        :param context: The callback's context.
+        :param context: The callback's context (the template fields are already rendered with it).
         """
-        await asyncio.to_thread(self.notify, context)
+        try:
+            await asyncio.to_thread(self.notify, context)
+        except Exception as err:  # notify() logs its own errors; this is the last guard of the async path
+            self.log.exception("itniotech notification not sent: %s", err)
 
 
 send_itnio_notification = ItnioNotifier
