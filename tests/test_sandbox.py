@@ -40,7 +40,7 @@ PHONE = "15550001111"
 
 
 def signed_headers(key: str = KEY, secret: str = SECRET, timestamp: str | int | None = None) -> dict[str, str]:
-    """The vendor's auth headers, computed here (not with the client's code)."""
+    """Return the vendor's auth headers, computed here (not with the client's code)."""
     ts = str(int(time.time())) if timestamp is None else str(timestamp)
     return {
         "Content-Type": "application/json;charset=UTF-8",
@@ -77,7 +77,7 @@ GOLDEN_NAMES = sorted(p.stem for p in GOLDEN_DIR.glob("*.json"))
 
 
 def as_sandbox(body: dict[str, Any]) -> dict[str, Any]:
-    """A golden body with the envelope pointed at the default sandbox account."""
+    """Return a golden body with the envelope pointed at the default sandbox account."""
     return {**body, "appId": "sandbox-app", "businessPhone": PHONE}
 
 

@@ -14,6 +14,7 @@ from airflow_provider_itnio.sandbox.server import (
     DEFAULT_API_SECRET,
     DEFAULT_APP_ID,
     DEFAULT_BUSINESS_PHONES,
+    DEFAULT_IDLE_TIMEOUT,
     Sandbox,
 )
 
@@ -23,7 +24,7 @@ if TYPE_CHECKING:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The command-line parser."""
+    """Build the command-line parser."""
     parser = argparse.ArgumentParser(
         prog="itnio-sandbox",
         description="Run a local emulator of the itniotech WhatsApp API (for DAG development and tests).",
@@ -42,6 +43,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--balance", type=int, default=None, help="messages that can be sent (default: unlimited)")
     parser.add_argument("--latency", type=float, default=0.0, help="seconds added to every API response")
+    parser.add_argument(
+        "--idle-timeout",
+        type=float,
+        default=DEFAULT_IDLE_TIMEOUT,
+        help="seconds a connection may stay silent before it is closed (default: %(default)g)",
+    )
     parser.add_argument("--port-file", default=None, help="write the chosen port to this file once listening")
     return parser
 
@@ -81,6 +88,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             business_phones=args.business_phones or DEFAULT_BUSINESS_PHONES,
             balance=args.balance,
             latency=args.latency,
+            idle_timeout=args.idle_timeout,
             on_request=_log_request,
         )
         sandbox.start()

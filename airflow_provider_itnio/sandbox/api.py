@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import uuid
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -13,6 +12,7 @@ from airflow_provider_itnio.sandbox.validation import (
     check_custom_message,
     check_phone_query,
     check_template_message,
+    load_json,
     parse_json_object,
 )
 
@@ -72,14 +72,14 @@ class ApiResult:
 
 def loggable_body(raw: bytes) -> Any:
     """
-    The request body as the request log keeps it: parsed JSON, or the text when it is not JSON.
+    Return the request body as the request log keeps it: parsed JSON, or the text when it is not acceptable JSON.
 
     :param raw: The raw request body.
     """
     text = raw.decode("utf-8", errors="replace")
     try:
-        return json.loads(text)
-    except ValueError:
+        return load_json(text)
+    except ValueError:  # not JSON, or nested too deep to be copied and re-encoded safely
         return text
 
 

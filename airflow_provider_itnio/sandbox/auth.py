@@ -16,7 +16,7 @@ _INTEGER = re.compile(r"-?[0-9]+")
 
 def sign(api_key: str, api_secret: str, timestamp: str) -> str:
     """
-    The ``Sign`` header value: lowercase hex ``md5(api_key + api_secret + timestamp)``.
+    Return the ``Sign`` header value: lowercase hex ``md5(api_key + api_secret + timestamp)``.
 
     :param api_key: The account's API key.
     :param api_secret: The account's API secret.

@@ -21,8 +21,9 @@ POST     /sandbox/reset          back to the start settings, nothing recorded ->
 
 from __future__ import annotations
 
-import json
 from typing import TYPE_CHECKING, Any
+
+from airflow_provider_itnio.sandbox.validation import load_json
 
 if TYPE_CHECKING:
     from airflow_provider_itnio.sandbox.server import Sandbox
@@ -36,8 +37,8 @@ def _json_object(raw: bytes) -> dict[str, Any]:
     if not raw.strip():
         return {}
     try:
-        data = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as exc:
+        data = load_json(raw)
+    except ValueError as exc:  # not UTF-8, not JSON, or nested too deep
         raise ControlError(f"body is not JSON: {exc}") from None
     if not isinstance(data, dict):
         raise ControlError("body must be a JSON object")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
+import re
 import shlex
 import socket
 import socketserver
@@ -27,8 +29,17 @@ DEFAULT_API_SECRET = "sandbox-secret"
 DEFAULT_APP_ID = "sandbox-app"
 DEFAULT_BUSINESS_PHONES = ("15550001111",)
 
-#: Largest request body read (bytes); bigger ones get HTTP 413.
+#: Largest request body read (bytes); bigger ones get HTTP 413 before any of it is read.
 MAX_BODY = 8 * 1024 * 1024
+#: Seconds a connection may stay silent (between requests, or in the middle of one) before it is closed.
+DEFAULT_IDLE_TIMEOUT = 60.0
+#: Longest chunk-size or trailer line of a chunked body (the same bound as the standard library's header lines).
+MAX_LINE = 65536
+#: Most trailer lines after a chunked body (the same bound as the standard library's header count).
+MAX_TRAILERS = 100
+
+_DIGITS = re.compile(r"[0-9]+")
+_HEX = re.compile(rb"[0-9A-Fa-f]+")
 
 RequestCallback = Callable[[dict[str, Any]], None]
 
@@ -46,6 +57,7 @@ class SandboxConfig:
     :param business_phones: The account's business phones (digits), all CONNECTED at start.
     :param balance: Messages that can be sent (each accepted message costs 1); None = unlimited.
     :param latency: Seconds added to every ``/wa/`` response.
+    :param idle_timeout: Seconds a connection may stay silent before it is closed.
     """
 
     host: str = "127.0.0.1"
@@ -56,6 +68,16 @@ class SandboxConfig:
     business_phones: tuple[str, ...] = DEFAULT_BUSINESS_PHONES
     balance: int | None = None
     latency: float = 0.0
+    idle_timeout: float = DEFAULT_IDLE_TIMEOUT
+
+
+class _HttpError(Exception):
+    """A request the server answers with an HTTP error status (and then closes the connection)."""
+
+    def __init__(self, status: HTTPStatus, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
 
 
 class _Server(ThreadingHTTPServer):
@@ -108,16 +130,39 @@ class _Server6(_Server):
 
 
 class _Handler(BaseHTTPRequestHandler):
-    """One keep-alive connection; dispatches ``/wa/`` to the API emulation and ``/sandbox/`` to control."""
+    """
+    One keep-alive connection; dispatches ``/wa/`` to the API emulation and ``/sandbox/`` to control.
+
+    Every request gets an HTTP answer: malformed framing gets 400/408/413/501 (then the connection is closed),
+    an unexpected error 500. A connection silent for ``idle_timeout`` seconds is closed (with 408 when it stops
+    in the middle of a body), and no body larger than :data:`MAX_BODY` is read.
+    """
 
     protocol_version = "HTTP/1.1"
+    #: A request line without a version is answered as HTTP/1.0 (with a status line), never as HTTP/0.9.
+    default_request_version = "HTTP/1.0"
     server_version = "itnio-sandbox/1"
     sys_version = ""
     disable_nagle_algorithm = True
     server: _Server
 
+    def setup(self) -> None:
+        """Apply the sandbox's idle timeout to the connection's socket."""
+        super().setup()
+        self.connection.settimeout(self.server.sandbox.config.idle_timeout)
+
     def log_message(self, format: str, *args: Any) -> None:
         """Silence the default per-request stderr log (the sandbox logs through its callback)."""
+
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """
+        Answer an error found by the standard library's request parsing with JSON, and close the connection.
+
+        :param code: The HTTP status.
+        :param message: A short description (the status phrase when None).
+        :param explain: A longer description (unused).
+        """
+        self._send_json(code, {"error": message or _http_phrase(code)}, close=True)
 
     def do_GET(self) -> None:
         """Handle GET."""
@@ -141,48 +186,77 @@ class _Handler(BaseHTTPRequestHandler):
 
     # ---------------------------------------------------------------------------------------------
 
-    def _read_body(self) -> bytes | None:
-        """The whole request body (None after answering 400/413 when it cannot be read)."""
-        if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
-            return self._read_chunked()
-        length_header = self.headers.get("Content-Length")
-        if length_header is None:
-            return b""
-        try:
-            length = int(length_header)
-        except ValueError:
-            length = -1
-        if length < 0:
-            self._send_json(400, {"error": "bad Content-Length"}, close=True)
-            return None
-        if length > MAX_BODY:
-            self._send_json(413, {"error": "request body too large"}, close=True)
-            return None
-        return self.rfile.read(length)
+    def _read_body(self) -> bytes:
+        """
+        Read the whole request body, never more than :data:`MAX_BODY` bytes.
 
-    def _read_chunked(self) -> bytes | None:
+        :raises _HttpError: 400 for malformed framing, 413 for a body over the limit, 501 for an unsupported
+            transfer coding.
+        :raises TimeoutError: When the client stops sending for ``idle_timeout`` seconds.
+        """
+        codings = [
+            c.strip().lower() for value in self.headers.get_all("Transfer-Encoding", []) for c in value.split(",")
+        ]
+        codings = [c for c in codings if c]
+        lengths = [v.strip() for v in self.headers.get_all("Content-Length", [])]
+        if codings:
+            if lengths:  # RFC 9112 6.1: a request smuggling vector; reject it
+                raise _HttpError(HTTPStatus.BAD_REQUEST, "both Transfer-Encoding and Content-Length")
+            if codings[-1] != "chunked":  # RFC 9112 6.3: the length cannot be determined
+                raise _HttpError(HTTPStatus.BAD_REQUEST, "the last transfer coding must be chunked")
+            if codings != ["chunked"]:
+                raise _HttpError(HTTPStatus.NOT_IMPLEMENTED, f"unsupported transfer coding: {', '.join(codings)}")
+            return self._read_chunked()
+        if not lengths:
+            return b""
+        if len(set(lengths)) != 1 or not _DIGITS.fullmatch(lengths[0]):
+            raise _HttpError(HTTPStatus.BAD_REQUEST, "bad Content-Length")
+        digits = lengths[0].lstrip("0")
+        length = int(digits or "0") if len(digits) <= len(str(MAX_BODY)) else MAX_BODY + 1  # int() caps digits
+        if length > MAX_BODY:
+            raise _HttpError(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, "request body too large")
+        return self._read_exactly(length)
+
+    def _read_exactly(self, size: int) -> bytes:
+        data = self.rfile.read(size)
+        if len(data) < size:  # the client closed (its sending side) early
+            raise _HttpError(HTTPStatus.BAD_REQUEST, "request body shorter than announced")
+        return data
+
+    def _read_line(self, what: str) -> bytes:
+        line = self.rfile.readline(MAX_LINE + 1)
+        if len(line) > MAX_LINE:
+            raise _HttpError(HTTPStatus.BAD_REQUEST, f"{what} too long")
+        if not line.endswith(b"\n"):
+            raise _HttpError(HTTPStatus.BAD_REQUEST, "request body shorter than announced")
+        return line
+
+    def _read_chunked(self) -> bytes:
         chunks: list[bytes] = []
         total = 0
         while True:
-            line = self.rfile.readline(65537)
-            try:
-                size = int(line.split(b";", 1)[0].strip(), 16)
-            except ValueError:
-                self._send_json(400, {"error": "bad chunked encoding"}, close=True)
-                return None
+            size_text = self._read_line("chunk size line").split(b";", 1)[0].strip()
+            if not _HEX.fullmatch(size_text):  # no sign, no 0x, no underscores: int(..., 16) allows those
+                raise _HttpError(HTTPStatus.BAD_REQUEST, "bad chunked encoding: chunk size is not hexadecimal")
+            size = int(size_text, 16)
             if size == 0:
-                while self.rfile.readline(65537).strip():  # trailers
-                    pass
-                return b"".join(chunks)
+                break
             total += size
             if total > MAX_BODY:
-                self._send_json(413, {"error": "request body too large"}, close=True)
-                return None
-            chunks.append(self.rfile.read(size))
-            self.rfile.readline(65537)
+                raise _HttpError(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, "request body too large")
+            chunks.append(self._read_exactly(size))
+            if self.rfile.readline(3) not in (b"\r\n", b"\n"):
+                raise _HttpError(HTTPStatus.BAD_REQUEST, "bad chunked encoding: chunk data not followed by CRLF")
+        for _ in range(MAX_TRAILERS + 1):
+            if not self._read_line("trailer line").strip():
+                return b"".join(chunks)
+        raise _HttpError(HTTPStatus.BAD_REQUEST, "too many trailer lines")
 
     def _send_json(self, code: int, value: Any, *, close: bool = False) -> None:
-        data = json.dumps(value, ensure_ascii=False).encode("utf-8")
+        try:
+            data = json.dumps(value, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError:  # a lone surrogate ("\\ud800") from a request body: keep it escaped
+            data = json.dumps(value).encode("ascii")
         try:
             self.send_response(code)
             self.send_header("Content-Type", "application/json;charset=UTF-8")
@@ -191,15 +265,27 @@ class _Handler(BaseHTTPRequestHandler):
                 self.send_header("Connection", "close")
                 self.close_connection = True
             self.end_headers()
-            self.wfile.write(data)
+            if getattr(self, "command", None) != "HEAD":
+                self.wfile.write(data)
         except OSError:  # the client went away (e.g. it gave up on a slow answer)
             self.close_connection = True
 
     def _dispatch(self, method: str) -> None:
-        path = urlsplit(self.path).path
+        try:
+            self._answer(method)
+        except _HttpError as exc:
+            self._send_json(exc.status, {"error": exc.message}, close=True)
+        except TimeoutError:  # the client went silent in the middle of its body
+            self._send_json(HTTPStatus.REQUEST_TIMEOUT, {"error": "request body not received in time"}, close=True)
+        except Exception as exc:  # a bug must not cost the client its answer, nor the server its thread
+            self._send_json(HTTPStatus.INTERNAL_SERVER_ERROR, {"error": exc.__class__.__name__}, close=True)
+
+    def _answer(self, method: str) -> None:
+        try:
+            path = urlsplit(self.path).path
+        except ValueError:  # e.g. an absolute-form target with a broken IPv6 literal
+            raise _HttpError(HTTPStatus.BAD_REQUEST, "malformed request target") from None
         raw = self._read_body()
-        if raw is None:
-            return
         if path.startswith("/wa/"):
             self._handle_api(method, path, raw)
         elif path.startswith("/sandbox/") or path == "/sandbox":
@@ -276,6 +362,8 @@ class Sandbox:
     :param business_phones: The account's business phones (digits), all CONNECTED (status 7) at start.
     :param balance: Messages that can be sent (each accepted message costs 1); None = unlimited.
     :param latency: Seconds added to every ``/wa/`` response.
+    :param idle_timeout: Seconds a connection may stay silent (idle between requests, or stalled in the middle of
+        one) before the sandbox closes it; a stalled body is answered 408 first.
     :param waba_id: The WhatsApp Business Account id reported by ``queryBusinessPhoneInfo``.
     :param clock: Returns the server's Unix time (default ``time.time``); tests can freeze it.
     :param on_request: Called (in the handler thread) with each request-log entry; the CLI prints them.
@@ -292,6 +380,7 @@ class Sandbox:
         business_phones: Iterable[str] = DEFAULT_BUSINESS_PHONES,
         balance: int | None = None,
         latency: float = 0.0,
+        idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
         waba_id: str = "sandbox-waba",
         clock: Callable[[], float] | None = None,
         on_request: RequestCallback | None = None,
@@ -304,6 +393,10 @@ class Sandbox:
                 raise ValueError(f"a business phone must be digits only, got {phone!r}")
         _check_balance(balance)
         _check_latency(latency)
+        if isinstance(idle_timeout, bool) or not isinstance(idle_timeout, int | float) or not idle_timeout > 0:
+            raise ValueError(f"idle_timeout must be a number of seconds > 0, got {idle_timeout!r}")
+        if not math.isfinite(idle_timeout):
+            raise ValueError(f"idle_timeout must be finite, got {idle_timeout!r}")
         self.config = SandboxConfig(
             host=host,
             port=port,
@@ -313,6 +406,7 @@ class Sandbox:
             business_phones=phones,
             balance=balance,
             latency=float(latency),
+            idle_timeout=float(idle_timeout),
         )
         self._account = api.Account(api_key=api_key, api_secret=api_secret, app_id=app_id, waba_id=waba_id)
         self._state = SandboxState.create(phones, balance, float(latency))
@@ -325,7 +419,7 @@ class Sandbox:
     # -- lifecycle -----------------------------------------------------------------------------------
 
     def start(self) -> Sandbox:
-        """Bind and serve in a daemon thread; returns ``self``. Does nothing when already started."""
+        """Bind and serve in a daemon thread, and return ``self``. Do nothing when already started."""
         if self._server is not None:
             return self
         server_class = _Server6 if ":" in self.config.host else _Server
@@ -406,7 +500,7 @@ class Sandbox:
 
     def auth_headers(self, timestamp: int | None = None) -> dict[str, str]:
         """
-        Valid request headers for this sandbox (a convenience for raw HTTP tests).
+        Return valid request headers for this sandbox (a convenience for raw HTTP tests).
 
         :param timestamp: The ``Timestamp`` to sign; the sandbox clock by default.
         """
@@ -421,15 +515,15 @@ class Sandbox:
     # -- inspection ----------------------------------------------------------------------------------
 
     def messages(self) -> list[dict[str, Any]]:
-        """Every accepted message, in order: ``{"messageId", "path", "body", "timestamp", "headers"}``."""
+        """Return every accepted message, in order: ``{"messageId", "path", "body", "timestamp", "headers"}``."""
         return self._state.snapshot_messages()
 
     def requests(self) -> list[dict[str, Any]]:
-        """Every ``/wa/`` request received, accepted or not, in order: ``{"path", "status", "body", ...}``."""
+        """Return every ``/wa/`` request received, accepted or not, in order: ``{"path", "status", "body", ...}``."""
         return self._state.snapshot_requests()
 
     def settings(self) -> dict[str, Any]:
-        """Current balance, latency, phone statuses and pending faults."""
+        """Return the current balance, latency, phone statuses and pending faults."""
         return self._state.config()
 
     # -- steering ------------------------------------------------------------------------------------
@@ -528,7 +622,7 @@ class Sandbox:
     # -- Airflow connection --------------------------------------------------------------------------
 
     def conn_json(self) -> str:
-        """The Airflow connection for this sandbox, in Airflow's JSON form (``conn_type`` ``itnio``)."""
+        """Return the Airflow connection for this sandbox, in Airflow's JSON form (``conn_type`` ``itnio``)."""
         return json.dumps(
             {
                 "conn_type": "itnio",
@@ -540,13 +634,17 @@ class Sandbox:
         )
 
     def conn_uri(self) -> str:
-        """The Airflow connection as a URI: ``itnio://KEY:SECRET@HOST:PORT/?app_id=..&business_phone=..&scheme=http``."""
+        """
+        Return the Airflow connection as a URI.
+
+        ``itnio://KEY:SECRET@HOST:PORT/?app_id=..&business_phone=..&scheme=http``
+        """
         netloc = urlsplit(self.base_url).netloc
         query = urlencode({"app_id": self.app_id, "business_phone": self.business_phone, "scheme": "http"})
         return f"itnio://{quote(self.api_key, safe='')}:{quote(self.api_secret, safe='')}@{netloc}/?{query}"
 
     def env_line(self) -> str:
-        """``AIRFLOW_CONN_ITNIO_DEFAULT='<conn_json>'``, shell-quoted, ready to ``export``."""
+        """Return ``AIRFLOW_CONN_ITNIO_DEFAULT='<conn_json>'``, shell-quoted, ready to ``export``."""
         return f"AIRFLOW_CONN_ITNIO_DEFAULT={shlex.quote(self.conn_json())}"
 
     # -- internals -----------------------------------------------------------------------------------

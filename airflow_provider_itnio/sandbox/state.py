@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 
 def display_phone_number(phone: str) -> str:
     """
-    A human-readable form of a business phone, e.g. ``15550001111`` -> ``+1 555-000-1111``.
+    Return a human-readable form of a business phone, e.g. ``15550001111`` -> ``+1 555-000-1111``.
 
     :param phone: The phone's digits.
     """
@@ -49,7 +49,7 @@ class PhoneInfo:
             self.display_phone_number = display_phone_number(self.phone_number)
 
     def to_json(self) -> dict[str, Any]:
-        """The vendor's ``dataList`` entry for this phone."""
+        """Return the vendor's ``dataList`` entry for this phone."""
         return {
             "phoneNumber": self.phone_number,
             "displayPhoneNumber": self.display_phone_number,
@@ -80,13 +80,8 @@ class Fault:
     drop: bool = False
     slow: float | None = None
 
-    @property
-    def blocks_processing(self) -> bool:
-        """True when the request must not be processed (and so never recorded as accepted)."""
-        return self.drop or self.http_status is not None or self.api_status is not None
-
     def describe(self) -> str:
-        """A short name of the fault, for the request log."""
+        """Return a short name of the fault, for the request log."""
         parts = []
         if self.http_status is not None:
             parts.append(f"http_status={self.http_status}")
@@ -131,7 +126,7 @@ class SandboxState:
     @classmethod
     def create(cls, phones: Iterable[str], balance: int | None, latency: float) -> SandboxState:
         """
-        A fresh state.
+        Create a fresh state.
 
         :param phones: The business phones' digits (all CONNECTED).
         :param balance: Messages left, None = unlimited.
@@ -142,7 +137,7 @@ class SandboxState:
     # -- reads ---------------------------------------------------------------------------------------
 
     def phone_statuses(self) -> dict[str, int]:
-        """A snapshot ``{phone: status}``."""
+        """Return a snapshot ``{phone: status}``."""
         with self.lock:
             return {p: info.status for p, info in self.phones.items()}
 
@@ -156,17 +151,17 @@ class SandboxState:
             return [info.to_json() for p, info in self.phones.items() if numbers is None or p in numbers]
 
     def snapshot_messages(self) -> list[dict[str, Any]]:
-        """A deep copy of the accepted messages, in order."""
+        """Return a deep copy of the accepted messages, in order."""
         with self.lock:
             return copy.deepcopy(self.messages)
 
     def snapshot_requests(self) -> list[dict[str, Any]]:
-        """A deep copy of the request log, in order."""
+        """Return a deep copy of the request log, in order."""
         with self.lock:
             return copy.deepcopy(self.requests)
 
     def config(self) -> dict[str, Any]:
-        """The current settings, as ``GET /sandbox/config`` returns them."""
+        """Return the current settings, as ``GET /sandbox/config`` returns them."""
         with self.lock:
             return {
                 "balance": self.balance,
@@ -178,7 +173,7 @@ class SandboxState:
     # -- writes --------------------------------------------------------------------------------------
 
     def take_fault(self) -> Fault | None:
-        """The fault that applies to the request being handled now (consuming one use of it), if any."""
+        """Return the fault that applies to the request being handled now (consuming one use of it), if any."""
         with self.lock:
             if not self.faults:
                 return None
@@ -282,6 +277,6 @@ class SandboxState:
                 info.status = status
 
     def get_latency(self) -> float:
-        """The current latency."""
+        """Return the current latency."""
         with self.lock:
             return self.latency

@@ -30,7 +30,7 @@ _shared_lock = threading.Lock()
 
 
 def shared_sandbox() -> Sandbox:
-    """The process-wide sandbox used by the fixture (started on first call, stopped at exit)."""
+    """Return the process-wide sandbox used by the fixture (started on first call, stopped at exit)."""
     global _shared
     with _shared_lock:
         if _shared is None or not _shared.running:
@@ -41,7 +41,7 @@ def shared_sandbox() -> Sandbox:
 
 @pytest.fixture(name="sandbox")
 def sandbox_fixture() -> Iterator[Sandbox]:
-    """A started sandbox with default credentials, reset before and after the test."""
+    """Yield a started sandbox with default credentials, reset before and after the test."""
     sb = shared_sandbox()
     sb.reset()
     yield sb

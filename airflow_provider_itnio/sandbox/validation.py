@@ -6,7 +6,7 @@ Only the status-code *texts* are shared (``errors.STATUS_CODES``).
 
 Each ``check_*`` function returns ``None`` when the body is acceptable and raises :class:`Rejected` with the
 vendor status code otherwise. Codes follow the spec; where the spec names none: ``-134`` for a wrong JSON
-type, a wrong shape, too long or too many, and ``-135`` for a missing or empty required value.
+type, a wrong shape, too long, too many or nested too deep, and ``-135`` for a missing or empty required value.
 """
 
 from __future__ import annotations
@@ -19,9 +19,13 @@ from urllib.parse import urlsplit
 from airflow_provider_itnio.errors import STATUS_CODES
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Iterable, Iterator, Mapping
 
 CONNECTED = 7
+
+#: Deepest nesting of arrays/objects accepted in a request body (the spec's bodies nest at most 7 deep);
+#: deeper bodies are answered ``-134`` instead of exhausting the recursion limit when copied or encoded.
+MAX_JSON_DEPTH = 32
 
 WRONG_TYPE = "-134"
 EMPTY = "-135"
@@ -97,16 +101,75 @@ class Rejected(Exception):
 # --------------------------------------------------------------------------------------------- helpers
 
 
+class JsonTooDeep(ValueError):
+    """JSON that nests arrays/objects deeper than :data:`MAX_JSON_DEPTH`."""
+
+    def __init__(self) -> None:
+        super().__init__(f"JSON nested deeper than {MAX_JSON_DEPTH} levels")
+
+
+def load_json(raw: bytes | str) -> Any:
+    """
+    Parse JSON text, refusing what would break the sandbox later (its log copies and re-encodes every body).
+
+    :param raw: The JSON text (UTF-8 bytes or a string).
+    :raises ValueError: When it is not UTF-8 or not JSON.
+    :raises JsonTooDeep: When it nests deeper than :data:`MAX_JSON_DEPTH`.
+    """
+    try:
+        data = json.loads(raw.decode("utf-8") if isinstance(raw, bytes) else raw)
+    except RecursionError:  # the decoder's own recursion limit: far deeper than MAX_JSON_DEPTH
+        raise JsonTooDeep from None
+    if json_depth(data) > MAX_JSON_DEPTH:
+        raise JsonTooDeep
+    return data
+
+
+def json_depth(value: Any) -> int:
+    """
+    Return how deeply a parsed JSON value nests arrays and objects (a scalar is 0, ``[]`` and ``{}`` are 1).
+
+    The walk is iterative and keeps one iterator per level, so neither the recursion limit nor memory is at
+    risk; it stops as soon as the depth passes :data:`MAX_JSON_DEPTH` (and returns that depth).
+
+    :param value: A value returned by :func:`json.loads`.
+    """
+    if not isinstance(value, dict | list):
+        return 0
+    open_levels: list[Iterator[Any]] = [iter(_children(value))]
+    deepest = 1
+    while open_levels:
+        child = next(open_levels[-1], _END)
+        if child is _END:
+            open_levels.pop()
+        elif isinstance(child, dict | list):
+            open_levels.append(iter(_children(child)))
+            deepest = max(deepest, len(open_levels))
+            if deepest > MAX_JSON_DEPTH:
+                break
+    return deepest
+
+
+_END = object()
+
+
+def _children(container: dict[str, Any] | list[Any]) -> Iterable[Any]:
+    return container.values() if isinstance(container, dict) else container
+
+
 def parse_json_object(raw: bytes) -> dict[str, Any]:
     """
     Parse a request body that must be a JSON object.
 
     :param raw: The raw request body.
-    :raises Rejected: ``-134`` when it is not UTF-8 JSON or not an object.
+    :raises Rejected: ``-134`` when it is not UTF-8 JSON, not an object, or nested deeper than
+        :data:`MAX_JSON_DEPTH`.
     """
     try:
-        data = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as exc:
+        data = load_json(raw)
+    except JsonTooDeep as exc:
+        raise Rejected(WRONG_TYPE, f"request body is {exc}") from None
+    except ValueError as exc:  # UnicodeDecodeError and json.JSONDecodeError are ValueErrors
         raise Rejected(WRONG_TYPE, f"request body is not JSON ({exc.__class__.__name__})") from None
     if not isinstance(data, dict):
         raise Rejected(WRONG_TYPE, "request body must be a JSON object")
@@ -118,7 +181,7 @@ def _is_str(value: object) -> bool:
 
 
 def _required_str(obj: Mapping[str, Any], key: str, path: str, *, empty: str = EMPTY) -> str:
-    """A required string field: missing/None/"" -> ``empty`` code, not a string -> -134."""
+    """Return a required string field: missing/None/"" -> ``empty`` code, not a string -> -134."""
     value = obj.get(key)
     if value is None or value == "":
         raise Rejected(empty, f"{path} is required")
@@ -144,7 +207,7 @@ def _max_len(value: str, limit: int, path: str) -> None:
 
 
 def _object(obj: Mapping[str, Any], key: str, path: str, *, empty: str = EMPTY) -> dict[str, Any]:
-    """A required JSON object: missing/None/{} -> ``empty`` code, not an object -> -134."""
+    """Return a required JSON object: missing/None/{} -> ``empty`` code, not an object -> -134."""
     value = obj.get(key)
     if value is None or value == {}:
         raise Rejected(empty, f"{path} is required and must not be empty")
@@ -163,7 +226,7 @@ def _optional_object(obj: Mapping[str, Any], key: str, path: str) -> dict[str, A
 
 
 def _list(obj: Mapping[str, Any], key: str, path: str) -> list[Any]:
-    """A required non-empty JSON array: missing/None/[] -> -135, not an array -> -134."""
+    """Return a required non-empty JSON array: missing/None/[] -> -135, not an array -> -134."""
     value = obj.get(key)
     if value is None or value == []:
         raise Rejected(EMPTY, f"{path} is required and must not be empty")
@@ -188,13 +251,18 @@ def _item_object(item: object, path: str) -> dict[str, Any]:
 
 
 def _check_link(link: str, path: str) -> None:
-    parts = urlsplit(link)
-    if parts.scheme.lower() not in ("http", "https") or not parts.netloc or any(c.isspace() for c in link):
-        raise Rejected("-133", f"{path} must be an http(s) URL, got {link!r}")
+    problem = f"{path} must be an http(s) URL, got {link!r}"
+    try:
+        parts = urlsplit(link)
+        _ = parts.port  # raises ValueError for a port that is not a number in 0-65535
+    except ValueError:  # e.g. a broken IPv6 literal "http://[::1/x.png"
+        raise Rejected("-133", problem) from None
+    if parts.scheme.lower() not in ("http", "https") or not parts.hostname or any(c.isspace() for c in link):
+        raise Rejected("-133", problem)
 
 
 def _check_phone(body: Mapping[str, Any], key: str, codes: tuple[str, str, str]) -> str:
-    """A phone field: a string of 7-14 digits. ``codes`` = (too long, too short, not digits)."""
+    """Return a phone field: a string of 7-14 digits. ``codes`` = (too long, too short, not digits)."""
     too_long, too_short, not_digits = codes
     value = body.get(key)
     if value is None or value == "":
