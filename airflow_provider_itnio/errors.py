@@ -10,10 +10,11 @@ The hierarchy::
      +-- ItnioValidationError        bad input, caught before any request is sent       (permanent)
      +-- ItnioConfigError            the connection lacks a key, secret or app_id         (permanent)
      +-- ItnioApiError               the API answered with a non-"0" status             (permanent or not)
-     +-- ItnioTransportError         nothing reached the API (refused, DNS, connect timeout) after
-     |                               the hook's own bounded retries                     (retryable)
-     +-- ItnioDeliveryUnknownError   the request may have reached the API (read timeout, connection
-                                     dropped after sending, 5xx): never re-sent          (permanent by default)
+     +-- ItnioTransportError         no byte of the request was written (refused, DNS, connect or TLS
+     |                               handshake failure) after the hook's own bounded retries  (retryable)
+     +-- ItnioDeliveryUnknownError   the request was written and may have reached the API (read timeout,
+                                     connection or TLS dropped after sending, 5xx): never re-sent
+                                                                                         (permanent by default)
 """
 
 from __future__ import annotations
@@ -102,6 +103,28 @@ class ItnioValidationError(ItnioError, ValueError):
         super().__init__(message)
 
 
+def _explain(status: str, reason: str) -> str:
+    """
+    Return the vendor's ``reason`` with the documented meaning of ``status`` added, each phrase said once.
+
+    ``-1`` answered ``"authentication error"`` gives ``"authentication error (unknown Api-Key or wrong Sign)"``:
+    when the reason already holds the meaning's phrase, only the meaning's detail is added.
+
+    :param status: The vendor's status code.
+    :param reason: The vendor's ``reason`` text.
+    """
+    known = STATUS_CODES.get(status)
+    said = reason.strip()
+    if not known or known.lower() in said.lower():
+        return said
+    if not said:
+        return known
+    phrase, parenthesis, detail = known.partition(" (")
+    if parenthesis and phrase.lower() in said.lower():
+        return f"{said} ({detail}"
+    return f"{said} ({known})"
+
+
 class ItnioApiError(ItnioError):
     """
     The API answered with a status other than ``"0"``.
@@ -115,10 +138,7 @@ class ItnioApiError(ItnioError):
         self.status = str(status)
         self.reason = reason
         self.http_status = http_status
-        known = STATUS_CODES.get(self.status)
-        text = f"itniotech API error {self.status}: {reason}"
-        if known and known.lower() != str(reason).lower():
-            text += f" ({known})"
+        text = f"itniotech API error {self.status}: {_explain(self.status, str(reason))}"
         if self.permanent:
             text += " [permanent: retrying cannot help]"
         super().__init__(text)
@@ -143,14 +163,21 @@ class ItnioConfigError(ItnioError, ValueError):
 
 
 class ItnioTransportError(ItnioError):
-    """Nothing reached the API (connection refused, DNS failure, connect timeout), even after the hook's retries."""
+    """
+    Nothing reached the API, even after the hook's retries.
+
+    The request failed before any byte of it was written to the API's connection: connection refused, DNS
+    failure, connect timeout, a proxy that refused the tunnel, a TLS handshake that failed or never completed.
+    """
 
 
 class ItnioDeliveryUnknownError(ItnioError):
     """
-    The request may have reached the API, but no answer came back (read timeout, connection dropped after the
-    request was sent, or a 5xx from a gateway). The hook never re-sends it, because the message may already
-    have been delivered.
+    The request may have reached the API, but no usable answer came back.
+
+    The request was written to the API's connection, then the answer timed out, the connection dropped or
+    its TLS layer broke; or a gateway answered 5xx; or the API said success without a readable
+    ``messageId``. The hook never re-sends it, because the message may already have been delivered.
     """
 
     permanent = True
@@ -167,7 +194,7 @@ class ItnioDeliveryUnknownError(ItnioError):
 
 
 def error_payload(error: BaseException) -> dict[str, Any]:
-    """A JSON-safe summary of an error (used in batch results): ``{"status": ..., "reason": ...}``."""
+    """Return a JSON-safe summary of an error (used in batch results): ``{"status": ..., "reason": ...}``."""
     if isinstance(error, ItnioApiError):
         return {"status": error.status, "reason": error.reason}
     if isinstance(error, ItnioValidationError):

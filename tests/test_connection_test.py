@@ -97,6 +97,40 @@ def test_bad_credentials_fail_with_the_vendors_code_and_reason(
     assert [r["status"] for r in sandbox.requests()] == ["-1"]
 
 
+def test_a_wrong_secret_says_each_phrase_once(sandbox: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    from airflow_provider_itnio.errors import STATUS_CODES
+
+    ok, message = _test(monkeypatch, _conn(sandbox, password=WRONG_SECRET))
+    assert ok is False
+    phrase, _, detail = STATUS_CODES["-1"].partition(" (")
+    assert message.count(phrase) == 1, message
+    assert message.count(detail) == 1, message
+
+
+@pytest.mark.parametrize("written", ["+1 555 000 1111", "+1 (555) 000-1111", "1-555-000-1111", 15550001111])
+def test_a_business_phone_with_formatting_is_found_like_sends_find_it(
+    sandbox: Any, monkeypatch: pytest.MonkeyPatch, written: str | int
+) -> None:
+    """The form saves the number as typed; sends normalise it, so the test must too."""
+    ok, message = _test(monkeypatch, _conn(sandbox, extra={"business_phone": written}))
+    assert ok is True, message
+    assert "business phone 15550001111 (+1 555-000-1111) is CONNECTED" in message
+    [request] = sandbox.requests()
+    assert request["body"]["params"]["phoneNumbers"] == ["15550001111"]
+    # and a send with the same connection uses the same number
+    ItnioHook(itnio_conn_id=CONN_ID).send_text("15550100200", "hi")
+    assert sandbox.messages()[0]["body"]["businessPhone"] == "15550001111"
+
+
+def test_a_business_phone_that_is_no_number_fails_before_any_request(
+    sandbox: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ok, message = _test(monkeypatch, _conn(sandbox, extra={"business_phone": "call me"}))
+    assert ok is False
+    assert message.startswith("The 'business_phone' extra is not a phone number the API accepts: businessPhone")
+    assert sandbox.requests() == []
+
+
 def test_an_unknown_app_id_fails_with_the_vendors_code(sandbox: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     ok, message = _test(monkeypatch, _conn(sandbox, extra={"app_id": "NoSuchApp"}))
     assert ok is False

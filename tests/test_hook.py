@@ -68,10 +68,43 @@ def test_headers_carry_key_timestamp_and_sign_never_the_secret(session_sandbox: 
         ("127.0.0.1", 8080, "http", "http://127.0.0.1:8080"),
         ("http://127.0.0.1:8080/wa/", None, None, "http://127.0.0.1:8080"),
         ("http://127.0.0.1", 8080, None, "http://127.0.0.1:8080"),
+        ("http://127.0.0.1:9000", 8080, None, "http://127.0.0.1:9000"),  # the host's own port wins
+        ("api.itniotech.com", 0, None, "https://api.itniotech.com"),  # the UI's "no port"
+        ("HTTPS://api.itniotech.com/", None, None, "https://api.itniotech.com"),
+        ("[::1]", 8080, "http", "http://[::1]:8080"),
+        ("::1", 8080, "http", "http://[::1]:8080"),
+        ("http://[::1]", 8080, None, "http://[::1]:8080"),
+        ("http://[::1]:9000/wa", None, None, "http://[::1]:9000"),
+        ("[2001:db8::7]/itnio/wa/", 443, None, "https://[2001:db8::7]:443/itnio"),
+        ("https://gw.example.com/itnio", 8443, None, "https://gw.example.com:8443/itnio"),
+        ("gw.example.com/itnio/wa/", 8443, None, "https://gw.example.com:8443/itnio"),
+        ("http://gw.example.com:8080/itnio/", None, None, "http://gw.example.com:8080/itnio"),
     ],
 )
 def test_base_url_forms(host: str | None, port: int | None, scheme: str | None, expected: str) -> None:
     assert _normalise_base_url(host, port, scheme) == expected
+
+
+def test_base_url_with_a_port_that_is_no_number_is_a_config_error() -> None:
+    with pytest.raises(ItnioConfigError, match="invalid port"):
+        _normalise_base_url("http://127.0.0.1:http", None, None)
+
+
+def test_a_sandbox_on_ipv6_is_reached_through_host_and_port(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The host and port fields as a user fills them in for a sandbox on ``[::1]``."""
+    from airflow_provider_itnio.sandbox import Sandbox
+
+    try:
+        sandbox = Sandbox(host="::1").start()
+    except OSError:
+        pytest.skip("no IPv6 loopback on this machine")
+    try:
+        conn = {**json.loads(sandbox.conn_json()), "host": "[::1]", "port": sandbox.port}
+        conn["extra"]["scheme"] = "http"
+        result = _set_conn(monkeypatch, "itnio_ipv6", conn).send_text("15550100200", "hi")
+        assert [m["messageId"] for m in sandbox.messages()] == [result.message_id]
+    finally:
+        sandbox.stop()
 
 
 def test_connection_from_json_env_var(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -240,6 +273,55 @@ def test_http_503_is_retried_by_the_hook_and_sent_once(sandbox: Any) -> None:
     result = ItnioHook(retry_wait_max=0).send_text("15550100200", "hi")
     assert len(sandbox.requests()) == 3
     assert [m["messageId"] for m in sandbox.messages()] == [result.message_id]
+
+
+def test_the_same_hook_still_retries_sends_after_test_connection(sandbox: Any) -> None:
+    hook = ItnioHook(retry_wait_max=0)
+    ok, _ = hook.test_connection()  # one try only, for the test
+    assert ok
+    sandbox.clear()
+    sandbox.fail_next(1, http_status=503)
+    result = hook.send_text("15550100200", "hi")  # the send gets its retries back
+    assert len(sandbox.requests()) == 2  # the 503, then the send
+    assert [m["messageId"] for m in sandbox.messages()] == [result.message_id]
+
+
+def test_the_same_hook_still_retries_a_refused_send_after_test_connection(
+    monkeypatch: pytest.MonkeyPatch, mocker: Any
+) -> None:
+    port = _closed_port()
+    hook = _set_conn(
+        monkeypatch,
+        "itnio_refused_after_test",
+        {
+            "conn_type": "itnio",
+            "login": "K",
+            "password": "S",
+            "host": f"http://127.0.0.1:{port}",
+            "extra": {"app_id": "A", "business_phone": "15550001111"},
+        },
+    )
+    hook.retry_wait_max = 0
+    ok, message = hook.test_connection()
+    assert not ok and "never reached the API" in message
+    spy = mocker.spy(hook.http, "request")
+    with pytest.raises(ItnioTransportError, match="never reached the API"):
+        hook.send_text("15550100200", "hi")
+    assert spy.call_count == hook.connect_retries == 3
+
+
+def test_the_vendors_meaning_of_a_status_is_said_once() -> None:
+    """The sandbox answers -1 with the reason "authentication error", which is also how the table starts."""
+    from airflow_provider_itnio.errors import STATUS_CODES
+
+    phrase, _, detail = STATUS_CODES["-1"].partition(" (")
+    text = str(ItnioApiError("-1", phrase))
+    assert text.count(phrase) == 1
+    assert text == f"itniotech API error -1: {STATUS_CODES['-1']}"
+    assert str(ItnioApiError("-1", "")).count(phrase) == 1
+    # a reason that says something else keeps the table's meaning in parentheses
+    assert str(ItnioApiError("-1", "Sign mismatch")) == f"itniotech API error -1: Sign mismatch ({STATUS_CODES['-1']})"
+    assert detail.rstrip(")") in str(ItnioApiError("-1", "Authentication Error: bad Sign"))
 
 
 def test_dropped_connection_is_never_resent(sandbox: Any) -> None:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import ipaddress
 import json
 import logging
 import os
+import threading
 import urllib.parse
 import urllib.request
 from dataclasses import dataclass
@@ -16,7 +19,9 @@ import pendulum
 import tenacity
 import urllib3
 from airflow.providers.common.compat.sdk import BaseHook
-from urllib3.exceptions import ConnectTimeoutError, HTTPError, ProxyError, SSLError
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+from urllib3.exceptions import HTTPError
 
 from airflow_provider_itnio import connection_fields
 from airflow_provider_itnio.errors import (
@@ -25,8 +30,9 @@ from airflow_provider_itnio.errors import (
     ItnioDeliveryUnknownError,
     ItnioError,
     ItnioTransportError,
+    ItnioValidationError,
 )
-from airflow_provider_itnio.messages import Text, build_request_body
+from airflow_provider_itnio.messages import Text, build_request_body, normalize_phone
 
 if TYPE_CHECKING:
     from airflow_provider_itnio.messages import Message
@@ -57,7 +63,7 @@ PHONE_STATUS_NAMES = {
 
 def sign(api_key: str, api_secret: str, timestamp: str) -> str:
     """
-    The ``Sign`` header: lowercase hex ``md5(api_key + api_secret + timestamp)``.
+    Return the ``Sign`` header: lowercase hex ``md5(api_key + api_secret + timestamp)``.
 
     :param api_key: The account's API key.
     :param api_secret: The account's API secret (never sent itself).
@@ -96,6 +102,26 @@ class _ConnConfig:
         return f"_ConnConfig(api_key={self.api_key!r}, base_url={self.base_url!r}, app_id={self.app_id!r})"
 
 
+def _whole(number: float) -> int:
+    """
+    Return ``number`` as an ``int`` when it is a whole number; raise ``ValueError`` otherwise.
+
+    :param number: The number.
+    """
+    if not number.is_integer():
+        raise ValueError(number)
+    return int(number)
+
+
+def _stop_after_attempts(state: tenacity.RetryCallState) -> bool:
+    """
+    Return whether a call has been tried as often as its ``attempts`` keyword argument allows.
+
+    :param state: tenacity's state of the call.
+    """
+    return bool(state.attempt_number >= state.kwargs["attempts"])
+
+
 class _NotSent(Exception):
     """Internal: the request certainly did not reach the API, so it may be sent again."""
 
@@ -105,15 +131,46 @@ class _NotSent(Exception):
 
 
 def _normalise_base_url(host: str | None, port: int | None, scheme: str | None) -> str:
-    url = (host or "").strip() or DEFAULT_BASE_URL
-    if "://" not in url:
-        url = f"{scheme or 'https'}://{url}"
-    url = url.rstrip("/")
-    if url.endswith("/wa"):
-        url = url[: -len("/wa")]
-    if port and url.count(":") == 1:  # no port in the host yet
-        url = f"{url}:{port}"
-    return url
+    """
+    Return the API's base URL from a connection's host, port and ``scheme`` extra.
+
+    The host may be a bare name or address (``api.itniotech.com``, ``127.0.0.1``, ``::1``, ``[::1]``) or a
+    URL, with or without a path; a trailing ``/`` and ``/wa`` are dropped. ``port`` is used when the host
+    names none, and goes after the host (never after the path).
+
+    :param host: The connection's host field.
+    :param port: The connection's port field (``None`` or ``0`` for none).
+    :param scheme: The ``scheme`` extra, for a host without one (default ``https``).
+    """
+    text = (host or "").strip() or DEFAULT_BASE_URL
+    if "://" not in text:
+        address, slash, path = text.partition("/")
+        if _is_ipv6(address):  # a bare IPv6 address gets the brackets a URL needs
+            text = f"[{address}]{slash}{path}"
+        text = f"{scheme or 'https'}://{text}"
+    parts = urllib.parse.urlsplit(text)
+    try:
+        has_port = parts.port is not None
+    except ValueError:
+        raise ItnioConfigError(f"The connection's host {host!r} has an invalid port.") from None
+    netloc = parts.netloc if has_port or not port else f"{parts.netloc}:{int(port)}"
+    path = parts.path.rstrip("/")
+    if path.endswith("/wa"):
+        path = path[: -len("/wa")]
+    return urllib.parse.urlunsplit((parts.scheme.lower(), netloc, path, "", ""))
+
+
+def _is_ipv6(text: str) -> bool:
+    """
+    Return whether ``text`` is an IPv6 address without brackets (``::1``, ``fe80::1%eth0``).
+
+    :param text: A host.
+    """
+    try:
+        ipaddress.IPv6Address(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _as_verify(value: Any) -> bool | str:
@@ -129,18 +186,92 @@ def _as_verify(value: Any) -> bool | str:
     return text  # a CA bundle path
 
 
-def _never_sent(error: HTTPError) -> bool:
-    r"""
-    True when the request failed before any byte of it could reach the server: connection refused, DNS
-    failure (``NewConnectionError`` and ``NameResolutionError`` are ``ConnectTimeoutError``\s in urllib3 2), a
-    connect timeout, the proxy or the TLS handshake. A read timeout or a connection dropped after sending
-    (``ReadTimeoutError``, ``ProtocolError``) may have reached it.
+#: Whether the request now being made by this thread has written any byte of itself to the API's socket. The
+#: hook clears it before each request; the connections below set it. Thread-local because the batch sends
+#: from many threads over one hook (each request runs entirely in its caller's thread).
+_request_state = threading.local()
+
+
+class _WriteTracking(HTTPConnection):
     """
-    return isinstance(error, ConnectTimeoutError | ProxyError | SSLError)
+    Record in :data:`_request_state` that a request's bytes went out to the socket.
+
+    Only bytes of the request itself count: a proxy's ``CONNECT`` (``http.client`` sends it with
+    :meth:`send` too) and the TLS handshake happen inside :meth:`connect`, and are not request bytes. A
+    failure before the flag is set is therefore one where the API cannot have seen the request (refused,
+    DNS, connect or handshake timeout, TLS or proxy failure); after it, the API may have received it.
+    """
+
+    _connecting = False
+
+    def connect(self) -> None:
+        """Open the socket (through the proxy's tunnel, with the TLS handshake), marked as not request bytes."""
+        outer, self._connecting = self._connecting, True
+        try:
+            super().connect()
+        finally:
+            self._connecting = outer
+
+    def send(self, data: Any) -> None:
+        """
+        Connect first if needed, then note that request bytes are being written, and write them.
+
+        :param data: What ``http.client`` writes (bytes, a file or an iterable of bytes).
+        """
+        if not self._connecting:
+            if self.sock is None:
+                self.connect()
+            _request_state.written = True
+        super().send(data)
+
+
+class _TrackedHTTPConnection(_WriteTracking, HTTPConnection):
+    """An ``http`` connection that records whether a request's bytes were written."""
+
+
+class _TrackedHTTPSConnection(_WriteTracking, HTTPSConnection):
+    """An ``https`` connection that records whether a request's bytes were written."""
+
+
+class _TrackedHTTPPool(HTTPConnectionPool):
+    """A pool of :class:`_TrackedHTTPConnection`."""
+
+    ConnectionCls = _TrackedHTTPConnection
+
+
+class _TrackedHTTPSPool(HTTPSConnectionPool):
+    """A pool of :class:`_TrackedHTTPSConnection`."""
+
+    ConnectionCls = _TrackedHTTPSConnection
+
+
+_TRACKED_POOLS: dict[str, type[HTTPConnectionPool]] = {"http": _TrackedHTTPPool, "https": _TrackedHTTPSPool}
+
+
+def _split_proxy(proxy: str) -> tuple[str, dict[str, str]]:
+    """
+    Return the proxy URL without its ``user:password@`` part, and the ``Proxy-Authorization`` header it implies.
+
+    urllib3's ``ProxyManager`` ignores credentials in the URL (requests sends them); they are sent here as
+    HTTP Basic (percent-decoded, UTF-8), and kept out of the URL so that no error message shows them.
+
+    :param proxy: The proxy URL, e.g. ``http://user:p%40ss@proxy:3128``.
+    """
+    if "://" not in proxy:
+        proxy = f"http://{proxy}"
+    parts = urllib.parse.urlsplit(proxy)
+    if parts.username is None and parts.password is None:
+        return proxy, {}
+    user = urllib.parse.unquote(parts.username or "")
+    password = urllib.parse.unquote(parts.password or "")
+    netloc = parts.netloc.rpartition("@")[2]
+    raw = f"{user}:{password}".encode()  # UTF-8, as RFC 7617 proposes and curl and browsers send
+    header = {"Proxy-Authorization": "Basic " + base64.b64encode(raw).decode("ascii")}
+    return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment)), header
 
 
 def _ca_bundle(verify: bool | str) -> str | None:
-    """The CA bundle for ``verify``: its path, else the one requests users set in the environment, else certifi's."""
+    """Return the CA bundle for ``verify``: its path, else the environment's (as for requests), else certifi's."""
     if isinstance(verify, str):
         return verify
     env = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
@@ -154,7 +285,7 @@ def _ca_bundle(verify: bool | str) -> str | None:
 
 
 def _env_proxy(url: str) -> str | None:
-    """The proxy the environment (``HTTPS_PROXY``, ``NO_PROXY``...) sets for ``url``, as requests would use."""
+    """Return the proxy the environment (``HTTPS_PROXY``, ``NO_PROXY``...) sets for ``url``, as requests would use."""
     proxies = urllib.request.getproxies()
     if not proxies:
         return None
@@ -173,10 +304,12 @@ class ItnioHook(BaseHook):
     default sender), ``timeout`` (seconds, default 30), ``verify`` (true/false or a CA-bundle path) and
     ``proxy``.
 
-    Failures where nothing reached the API (connection refused, DNS, connect timeout, HTTP 429/503) are
-    retried here with bounded exponential backoff. A failure where the request may have reached the API
-    (read timeout, connection dropped after sending, other 5xx) raises
-    :class:`~airflow_provider_itnio.errors.ItnioDeliveryUnknownError` and is never sent again.
+    Failures before any byte of the request was written to the API's connection (connection refused, DNS,
+    connect timeout, proxy, a TLS handshake that failed or timed out) and HTTP 429/503 are retried here with
+    bounded exponential backoff. A failure after the request was written (read timeout, connection or TLS
+    dropped while waiting for the answer, other 5xx) raises
+    :class:`~airflow_provider_itnio.errors.ItnioDeliveryUnknownError` and is never sent again. A ``user:password@``
+    in the proxy URL is sent as ``Proxy-Authorization``.
 
     :param itnio_conn_id: The Airflow connection id.
     :param connect_retries: How many times a request that never reached the API is tried in all.
@@ -192,7 +325,7 @@ class ItnioHook(BaseHook):
     @classmethod
     def get_connection_form_widgets(cls) -> dict[str, Any]:
         """
-        The extra fields of the connection form, as WTForms fields (Airflow 2.x's web UI asks for them).
+        Return the extra fields of the connection form, as WTForms fields (Airflow 2.x's web UI asks for them).
 
         Airflow 3.1+ reads the same fields from ``get_provider_info()``'s ``conn-fields`` instead; both come
         from :mod:`airflow_provider_itnio.connection_fields`.
@@ -201,7 +334,7 @@ class ItnioHook(BaseHook):
 
     @classmethod
     def get_ui_field_behaviour(cls) -> dict[str, Any]:
-        """Hidden, relabelled and placeholder-filled standard fields of the connection form (Airflow 2.x)."""
+        """Return the hidden, relabelled and placeholder-filled standard fields of the connection form (Airflow 2.x)."""
         return connection_fields.ui_field_behaviour()
 
     def __init__(
@@ -222,7 +355,7 @@ class ItnioHook(BaseHook):
 
     @cached_property
     def config(self) -> _ConnConfig:
-        """The connection's settings, read once and checked (raises ItnioConfigError naming what is missing)."""
+        """Return the connection's settings, read once and checked (raises ItnioConfigError naming what is missing)."""
         conn = self.get_connection(self.itnio_conn_id)
         extra = conn.extra_dejson or {}
         where = f"Airflow connection {self.itnio_conn_id!r}"
@@ -255,12 +388,13 @@ class ItnioHook(BaseHook):
     @cached_property
     def http(self) -> urllib3.PoolManager:
         """
-        One thread-safe pool of keep-alive connections per hook instance (urllib3, the transport under
+        Return one thread-safe pool of keep-alive connections per hook instance (urllib3, the transport under
         requests, used directly: a send costs a fraction of ``requests.Session.post``'s overhead).
 
         TLS is verified against the connection's ``verify`` CA bundle, else ``REQUESTS_CA_BUNDLE`` /
         ``CURL_CA_BUNDLE``, else certifi's, unless ``verify`` is false. The proxy is the connection's
-        ``proxy`` extra, else the environment's (``HTTPS_PROXY``, ``NO_PROXY``), as with requests.
+        ``proxy`` extra, else the environment's (``HTTPS_PROXY``, ``NO_PROXY``), as with requests; a
+        ``user:password@`` in its URL is sent as ``Proxy-Authorization`` (HTTP Basic).
         """
         cfg = self.config
         options: dict[str, Any] = {"num_pools": 4, "maxsize": self.pool_maxsize, "retries": False}
@@ -270,12 +404,17 @@ class ItnioHook(BaseHook):
             options["cert_reqs"] = "CERT_REQUIRED"
             options["ca_certs"] = _ca_bundle(cfg.verify)
         proxy = cfg.proxy or _env_proxy(cfg.base_url)
+        manager: urllib3.PoolManager
         if proxy:
-            return urllib3.ProxyManager(proxy, **options)
-        return urllib3.PoolManager(**options)
+            proxy_url, proxy_headers = _split_proxy(proxy)
+            manager = urllib3.ProxyManager(proxy_url, proxy_headers=proxy_headers, **options)
+        else:
+            manager = urllib3.PoolManager(**options)
+        manager.pool_classes_by_scheme = _TRACKED_POOLS  # see _WriteTracking: what was sent decides a retry
+        return manager
 
     def get_conn(self) -> urllib3.PoolManager:
-        """The hook's keep-alive connection pool (:class:`urllib3.PoolManager`)."""
+        """Return the hook's keep-alive connection pool (:class:`urllib3.PoolManager`)."""
         return self.http
 
     def close(self) -> None:
@@ -296,16 +435,25 @@ class ItnioHook(BaseHook):
             "Sign": sign(cfg.api_key, cfg.api_secret, timestamp),
         }
 
-    def _post_once(self, path: str, data: bytes, recipient: str | None) -> dict[str, Any]:
+    def _post_once(self, path: str, data: bytes, recipient: str | None, *, attempts: int) -> dict[str, Any]:
+        """
+        POST once; raise :class:`_NotSent` for a failure that certainly did not reach the API.
+
+        :param path: The endpoint path.
+        :param data: The JSON body, encoded.
+        :param recipient: Only used to word errors.
+        :param attempts: How many tries in all (read by :class:`_StopAfter`, unused here).
+        """
         cfg = self.config
         url = cfg.base_url + path
+        _request_state.written = False
         try:
             response = self.http.request(
                 "POST", url, body=data, headers=self._headers(), timeout=cfg.timeout, retries=False
             )
         except HTTPError as err:
             detail = f"{type(err).__name__} calling {url}: {err}"
-            if _never_sent(err):
+            if not getattr(_request_state, "written", True):  # failed before any request byte went out
                 raise _NotSent(ItnioTransportError(f"The request never reached the API ({detail}).")) from err
             raise ItnioDeliveryUnknownError(detail, recipient=recipient) from err
         status_code = response.status
@@ -328,26 +476,36 @@ class ItnioHook(BaseHook):
             raise ItnioApiError(status, str(answer.get("reason", "")), status_code)
         return answer
 
-    def post(self, path: str, body: dict[str, Any], *, recipient: str | None = None) -> dict[str, Any]:
+    def post(
+        self, path: str, body: dict[str, Any], *, recipient: str | None = None, attempts: int | None = None
+    ) -> dict[str, Any]:
         """
         Sign and POST ``body`` as UTF-8 JSON to ``path``; return the parsed answer when its status is ``"0"``.
 
         :param path: The endpoint path, e.g. ``/wa/custom/sendMsg``.
         :param body: The JSON body.
         :param recipient: Only used to word errors.
+        :param attempts: How many times a request that never reached the API is tried in all; defaults to
+            the hook's ``connect_retries``.
         """
         data = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+        tries = self.connect_retries if attempts is None else max(1, attempts)
         try:
-            return self._retrying(self._post_once, path, data, recipient)
+            return self._retrying(self._post_once, path, data, recipient, attempts=tries)
         except _NotSent as not_sent:
             raise not_sent.error from not_sent.__cause__
 
     @cached_property
     def _retrying(self) -> tenacity.Retrying:
-        """Retries a request only while it never reached the API; built once (its per-call state is thread-local)."""
+        """
+        Return the retry policy: retry a request only while it never reached the API.
+
+        Built once; its per-call state is thread-local, and the number of tries is read from each call's
+        ``attempts`` argument, so that a one-try call (:meth:`test_connection`) changes no other call.
+        """
         return tenacity.Retrying(
             retry=tenacity.retry_if_exception_type(_NotSent),
-            stop=tenacity.stop_after_attempt(self.connect_retries),
+            stop=_stop_after_attempts,
             wait=tenacity.wait_exponential(multiplier=0.5, max=self.retry_wait_max),
             before_sleep=self._log_retry,
             reraise=True,
@@ -358,7 +516,7 @@ class ItnioHook(BaseHook):
         self.log.warning(
             "Attempt %d of %d did not reach the itniotech API (%s); trying again.",
             state.attempt_number,
-            self.connect_retries,
+            state.kwargs["attempts"],
             error,
         )
 
@@ -388,23 +546,63 @@ class ItnioHook(BaseHook):
             reply_to=reply_to,
         )
         answer = self.post(message.endpoint, body, recipient=body["recipient"])
-        data = answer.get("data") or {}
-        message_id = data.get("messageId")
-        if not message_id:
+        return self._send_result(answer, body["recipient"], type(message).__name__)
+
+    def _send_result(self, answer: dict[str, Any], recipient: str, kind: str) -> SendResult:
+        """
+        Return the :class:`SendResult` of an accepted send (status ``"0"``).
+
+        With a ``messageId`` the message was sent: a malformed optional field (``timestamp``,
+        ``channelType``) is logged and replaced, never raised. Without a readable ``messageId`` it may have
+        been sent, and that is an :class:`~airflow_provider_itnio.errors.ItnioDeliveryUnknownError`.
+
+        :param answer: The parsed answer.
+        :param recipient: The recipient's digits, for messages.
+        :param kind: The message model's name, for the log.
+        """
+        data = answer.get("data")
+        message_id = data.get("messageId") if isinstance(data, dict) else None
+        if isinstance(message_id, bool) or not isinstance(message_id, str | int) or message_id == "":
             raise ItnioDeliveryUnknownError(
-                f"the API answered success without a messageId: {answer!r}", recipient=body["recipient"]
+                f"the API answered success without a readable messageId: {answer!r}", recipient=recipient
             )
-        self.log.debug("itniotech accepted %s for %s: %s", type(message).__name__, body["recipient"], message_id)
+        message_id = str(message_id)
+        self.log.debug("itniotech accepted %s for %s: %s", kind, recipient, message_id)
+        assert isinstance(data, dict)  # for mypy: a messageId came from it
         timestamp = data.get("timestamp")
-        return SendResult(
-            message_id=str(message_id),
-            timestamp=int(timestamp) if timestamp is not None else None,
-            channel_type=int(data.get("channelType", 0) or 0),
+        if type(timestamp) is not int and timestamp is not None:
+            timestamp = self._optional_int(timestamp, "timestamp", message_id, None)
+        channel_type = data.get("channelType", 0)
+        if type(channel_type) is not int:
+            channel_type = self._optional_int(channel_type, "channelType", message_id, 0)
+        return SendResult(message_id=message_id, timestamp=timestamp, channel_type=channel_type)
+
+    def _optional_int(self, value: Any, name: str, message_id: str, default: int | None) -> int | None:
+        """
+        Return an optional integer field of an accepted send's answer that is not an integer, and log it.
+
+        A whole number in another form (``"1693813991"``, ``"1693813991.0"``, ``7.0``) is read as that
+        number; anything else gives ``default``. Either way a warning names the field: the send succeeded.
+
+        :param value: The field's value as answered (not an ``int``, not ``None``).
+        :param name: The field's name, for the log.
+        :param message_id: The accepted message, for the log.
+        :param default: What to return for a value that is no whole number.
+        """
+        number: int | None = default
+        if not isinstance(value, bool):
+            try:
+                number = int(value) if isinstance(value, str) and value.strip().isdigit() else _whole(float(value))
+            except (TypeError, ValueError, OverflowError):
+                number = default
+        self.log.warning(
+            "itniotech accepted message %s, but its %s is malformed: %r (read as %r).", message_id, name, value, number
         )
+        return number
 
     def business_phone_for(self, business_phone: str | int | None = None) -> str | int:
         """
-        The sender number to use: ``business_phone`` if given, else the connection's ``business_phone`` extra.
+        Return the sender number to use: ``business_phone`` if given, else the connection's ``business_phone`` extra.
 
         :param business_phone: An explicit sender number (an operator's ``business_phone`` argument).
         """
@@ -428,35 +626,42 @@ class ItnioHook(BaseHook):
 
     def query_business_phone_info(self, phone_numbers: list[str] | None = None) -> list[dict[str, Any]]:
         """
-        The read-only account check: the business phones of the connection's app, with their state.
+        Return the business phones of the connection's app, with their state (the read-only account check).
 
         :param phone_numbers: Restrict to these numbers; defaults to the connection's business phone, if any.
         """
+        return self._query_business_phone_info(phone_numbers, attempts=self.connect_retries)
+
+    def _query_business_phone_info(self, phone_numbers: list[str] | None, *, attempts: int) -> list[dict[str, Any]]:
         cfg = self.config
         if phone_numbers is None:
-            phone_numbers = [cfg.business_phone] if cfg.business_phone else []
+            phone_numbers = [self._business_phone_digits()] if cfg.business_phone else []
         body = {"current": 1, "size": 10, "params": {"appIds": [cfg.app_id], "phoneNumbers": phone_numbers}}
-        answer = self.post(QUERY_PHONE_INFO_PATH, body)
-        records = (answer.get("data") or {}).get("records") or []
-        return [item for record in records for item in (record.get("dataList") or [])]
+        answer = self.post(QUERY_PHONE_INFO_PATH, body, attempts=attempts)
+        data = answer.get("data")
+        records = (data.get("records") if isinstance(data, dict) else None) or []
+        return [item for record in records if isinstance(record, dict) for item in (record.get("dataList") or [])]
+
+    def _business_phone_digits(self) -> str:
+        """Return the connection's ``business_phone`` extra as sends put it in a request (digits only)."""
+        return normalize_phone(self.config.business_phone, "businessPhone")
 
     def test_connection(self) -> tuple[bool, str]:
         """
         Check the key, secret, app id and business phone with a call that sends nothing and costs nothing.
 
         Airflow calls it for the connection form's *Test* button and ``airflow connections test`` (both need
-        ``[core] test_connection = Enabled``). One try only: a test must answer quickly, not retry.
+        ``[core] test_connection = Enabled``). One try only: a test must answer quickly, not retry. The
+        hook's own settings are left as they were, so the same hook retries its sends as before.
 
         :return: ``(True, "Connected ... business phone ... CONNECTED, messaging tier ..., quality rating ...")``
             when the API accepted the credentials and knows the app and the business phone (a phone whose
             status is not CONNECTED is reported, with a warning that it cannot send); ``(False, reason)``
             otherwise, with the vendor's status code and reason when the API answered. Never the secret.
         """
-        retries, self.connect_retries = self.connect_retries, 1
         try:
             ok, message = self._test_connection()
         finally:
-            self.connect_retries = retries
             self.close()
         secret = self.__dict__["config"].api_secret if "config" in self.__dict__ else ""
         if secret:
@@ -467,20 +672,23 @@ class ItnioHook(BaseHook):
     def _test_connection(self) -> tuple[bool, str]:
         try:
             cfg = self.config
-            phones = self.query_business_phone_info()
+            business_phone = self._business_phone_digits() if cfg.business_phone else None
+            phones = self._query_business_phone_info(None, attempts=1)
         except ItnioApiError as err:
             hint = _TEST_HINTS.get(err.status, "")
             return False, f"The itniotech API refused the check: {err}{hint}"
+        except ItnioValidationError as err:
+            return False, f"The 'business_phone' extra is not a phone number the API accepts: {err}"
         except ItnioError as err:
             return False, str(err)
         except Exception as err:
             return False, f"{type(err).__name__}: {err}"
         where = f"{cfg.base_url}, app {cfg.app_id}"
-        if cfg.business_phone:
-            phones = [p for p in phones if str(p.get("phoneNumber")) == cfg.business_phone]
+        if business_phone:
+            phones = [p for p in phones if str(p.get("phoneNumber")) == business_phone]
             if not phones:
                 return False, (
-                    f"Signed in to {where}, but the app has no business phone {cfg.business_phone} "
+                    f"Signed in to {where}, but the app has no business phone {business_phone} "
                     "(the API would answer -96 to a send); check the 'business_phone' extra."
                 )
         elif not phones:
@@ -515,7 +723,7 @@ _TEST_HINTS = {
 
 
 def _phone_status_name(status: Any) -> str:
-    """The name of a ``queryBusinessPhoneInfo`` phone status (``7`` -> ``CONNECTED``); unknown codes as sent."""
+    """Return the name of a ``queryBusinessPhoneInfo`` phone status (``7`` -> ``CONNECTED``); unknown codes as sent."""
     try:
         return PHONE_STATUS_NAMES[int(status)]
     except (TypeError, ValueError, KeyError):
