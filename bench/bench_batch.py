@@ -38,7 +38,7 @@ MEMORY_ROWS = 100_000
 
 def run_engine(rows: list[Any], concurrency: int, *, stub: bool = False) -> tuple[float, Any]:
     """
-    Send ``rows`` with the batch engine; (seconds, outcome).
+    Send ``rows`` with the batch engine and return (seconds, outcome).
 
     :param rows: The rows.
     :param concurrency: Worker threads.
@@ -69,7 +69,7 @@ def run_engine(rows: list[Any], concurrency: int, *, stub: bool = False) -> tupl
 
 
 def run_bare(sandbox: SandboxProcess, n: int, concurrency: int) -> float:
-    """Seconds for ``n`` precomputed posts by ``concurrency`` threads over one session."""
+    """Return the seconds that ``concurrency`` threads over one session take for ``n`` precomputed posts."""
     import requests
     from requests.adapters import HTTPAdapter
 
@@ -96,7 +96,7 @@ def run_bare(sandbox: SandboxProcess, n: int, concurrency: int) -> float:
 
 
 def memory_child() -> None:
-    """(In a fresh process.) Peak RSS growth of a 100,000-row batch."""
+    """Print the peak RSS growth of a 100,000-row batch (run in a fresh process)."""
     import gc
 
     run_engine([{"recipient": r, "name": "A"} for r in recipients(100, start=9_000_000)], CONCURRENCY, stub=True)
@@ -123,7 +123,7 @@ def memory_child() -> None:
 
 
 def main() -> None:
-    """Throughput against the bare loop, then memory in a child process."""
+    """Measure throughput against the bare loop, then memory in a child process."""
     with SandboxProcess(latency=LATENCY) as sandbox:
         sandbox.use_as_default_connection()
         run_engine([{"recipient": r, "name": "A"} for r in recipients(200, start=9_000_000)], CONCURRENCY)  # warm

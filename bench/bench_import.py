@@ -38,7 +38,7 @@ MARK = "--bench-mark--"
 
 def import_ms(module: str, env: dict[str, str]) -> float:
     """
-    Milliseconds spent importing ``module`` (and what it pulls in) after ``airflow.sdk``, in a fresh process.
+    Return the milliseconds spent importing ``module`` (and what it pulls in) after ``airflow.sdk``, in a fresh process.
 
     :param module: The dotted module name.
     :param env: The process environment.

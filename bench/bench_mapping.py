@@ -1,6 +1,7 @@
 """
-4. Batch operator against dynamic task mapping, both run by real Airflow (``dag.test()``, temporary
-``AIRFLOW_HOME`` with SQLite, sandbox in its own process): 200 recipients as
+4. Batch operator against dynamic task mapping, both run by real Airflow.
+
+Both run through ``dag.test()`` (temporary ``AIRFLOW_HOME`` with SQLite, sandbox in its own process): 200 recipients as
 ``ItnioSendTextOperator.partial(...).expand(recipient=...)`` (200 task instances) against one
 ``ItnioBatchSendOperator``. Wall time of each ``dag.test()`` (DAG-run setup included), mapped run first.
 

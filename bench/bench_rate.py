@@ -1,8 +1,9 @@
 """
-5. Rate limit: ``max_per_second=50`` over 1,000 rows (concurrency 8, sandbox without latency in its own
-process). The send start times are taken on the client (``time.monotonic()`` as each send begins, after the
-limiter's grant); the largest count in any one-second window must be at most 50, and the total time within
-10% of the ideal 999 / 50 = 19.98 s.
+5. Rate limit: ``max_per_second=50`` over 1,000 rows.
+
+Concurrency 8, sandbox without latency in its own process. The send start times are taken on the client
+(``time.monotonic()`` as each send begins, after the limiter's grant); the largest count in any one-second
+window must be at most 50, and the total time within 10% of the ideal 999 / 50 = 19.98 s.
 
     .venv/bin/python -m bench.bench_rate
 """
@@ -21,7 +22,7 @@ RATE = 50
 
 def max_in_window(times: list[float], width: float = 1.0) -> int:
     """
-    The largest number of ``times`` in any half-open window ``[t, t + width)``.
+    Return the largest number of ``times`` in any half-open window ``[t, t + width)``.
 
     :param times: Sorted times, seconds.
     :param width: The window, seconds.

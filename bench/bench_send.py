@@ -35,14 +35,14 @@ PATH = "/wa/custom/sendMsg"
 
 
 def signed_headers() -> dict[str, str]:
-    """Fresh ``Api-Key``/``Timestamp``/``Sign`` headers."""
+    """Return fresh ``Api-Key``/``Timestamp``/``Sign`` headers."""
     ts = str(int(time.time()))
     sign = hashlib.md5((DEFAULT_API_KEY + DEFAULT_API_SECRET + ts).encode(), usedforsecurity=False).hexdigest()
     return {"Content-Type": "application/json;charset=UTF-8", "Api-Key": DEFAULT_API_KEY, "Timestamp": ts, "Sign": sign}
 
 
 def body_bytes() -> bytes:
-    """The request body of the benchmark's text message."""
+    """Return the request body of the benchmark's text message."""
     body = {
         "appId": DEFAULT_APP_ID,
         "businessPhone": SENDER,

@@ -24,7 +24,7 @@ RESULT_PREFIX = "BENCH_RESULT "
 
 class SandboxProcess:
     """
-    ``python -m airflow_provider_itnio.sandbox`` in a separate process (its CPU does not share our GIL).
+    Run ``python -m airflow_provider_itnio.sandbox`` in a separate process (its CPU does not share our GIL).
 
     :param latency: Seconds the sandbox adds to every API answer.
     """
@@ -64,11 +64,11 @@ class SandboxProcess:
 
     @property
     def base_url(self) -> str:
-        """``http://127.0.0.1:PORT``."""
+        """Return ``http://127.0.0.1:PORT``."""
         return f"http://127.0.0.1:{self.port}"
 
     def conn_json(self) -> str:
-        """The ``itnio_default`` connection for this sandbox, as Airflow's JSON form."""
+        """Return the ``itnio_default`` connection for this sandbox, as Airflow's JSON form."""
         return json.dumps(
             {
                 "conn_type": "itnio",
@@ -90,7 +90,7 @@ class SandboxProcess:
         requests.delete(f"{self.base_url}/sandbox/messages", timeout=10).raise_for_status()
 
     def messages(self) -> list[dict[str, Any]]:
-        """The accepted messages."""
+        """Return the accepted messages."""
         import requests
 
         response = requests.get(f"{self.base_url}/sandbox/messages", timeout=60)
@@ -100,7 +100,7 @@ class SandboxProcess:
 
 
 def recipients(n: int, start: int = 0) -> list[str]:
-    """``n`` distinct valid recipient numbers."""
+    """Return ``n`` distinct valid recipient numbers."""
     return [f"861380{i:07d}" for i in range(start, start + n)]
 
 

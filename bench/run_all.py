@@ -44,7 +44,7 @@ BENCHES = [
 
 
 def machine() -> list[str]:
-    """Lines describing the machine and the software."""
+    """Return lines describing the machine and the software."""
     cpu = platform.processor() or platform.machine()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -53,12 +53,21 @@ def machine() -> list[str]:
                 break
     except OSError:
         pass
+    from importlib import metadata
+
     import airflow
 
     load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
+    prefix = "apache-airflow-providers-"
+    providers = sorted(
+        f"{d.metadata['Name'][len(prefix) :]} {d.version}"
+        for d in metadata.distributions()
+        if d.metadata["Name"].startswith(prefix)
+    )
     return [
         f"- Machine: {platform.node()}, {cpu}, {os.cpu_count()} cores, {platform.system()} {platform.release()}",
         f"- Python {platform.python_version()}, Apache Airflow {airflow.__version__}",
+        f"- Airflow providers installed (`make bench` adds the peers): {', '.join(providers)}",
         f"- Load average when the run started: {load} (other work was running on the machine: see the spread)",
         f"- Date: {datetime.datetime.now(datetime.UTC).strftime('%Y-%m-%d %H:%M UTC')}",
     ]
