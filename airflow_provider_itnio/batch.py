@@ -6,12 +6,14 @@ Pieces, each usable (and tested) on its own:
 * :class:`MessagePlan` - the message in the API's dict form, its ``{{ row.<field> }}`` templates compiled once
   in Jinja's *immutable sandboxed* environment, rendered and validated per row.
 * :class:`RateLimiter` - never more than ``max_per_second`` send starts in any one-second window.
-* :class:`ProgressStore` - ``{recipient: messageId}`` of a task's earlier tries, kept outside XCom (which
-  Airflow clears at the start of every try) in Airflow Variables, so a retry never sends twice.
+* :class:`ProgressStore` - the ledger: ``{recipient: messageId}`` of a task's tries, kept outside XCom (which
+  Airflow clears at the start of every try) in a key-value store, with a lease (one try sends at a time),
+  write retries, a bound on sends without a durable record and a completion marker.
 * :class:`BatchSender` - reads rows lazily, hands them to ``concurrency`` worker threads through a bounded
   queue, stops at the first account-level error and flushes progress at least every ``flush_interval``.
 
-Nothing here imports Airflow at module level; the Variable-backed store imports it when it is used.
+Nothing here imports Airflow: the Airflow Variable backend and the task's glue live in
+:mod:`airflow_provider_itnio.operators._batch_task`.
 """
 
 from __future__ import annotations
@@ -19,11 +21,15 @@ from __future__ import annotations
 import collections
 import hashlib
 import json
+import os
 import queue
+import socket
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from jinja2 import StrictUndefined, Template
@@ -46,6 +52,16 @@ PROGRESS_PREFIX = "itnio_batch_progress"
 MAX_KEY_LENGTH = 230
 #: Recipients per Variable (about 50 bytes each: ~100 KB per Variable, so a flush stays cheap).
 SHARD_SIZE = 2000
+#: Seconds a try's lease on a ledger lasts without renewal (renewed at every flush, about once a second).
+LEASE_TTL = 60.0
+#: Seconds a try waits after writing its claim before it re-reads the lease (see :meth:`ProgressStore.claim`).
+LEASE_SETTLE = 0.5
+#: Seconds before its lease expires (by its own clock) that a try stops starting sends: allows for clock skew.
+LEASE_SAFETY = 10.0
+#: Most sends that may lack a durable record at any moment (in flight, or accepted and not yet written).
+MAX_UNFLUSHED = 1000
+#: Seconds a failing ledger write is retried (with exponential backoff) before the batch stops.
+WRITE_RETRY_SECONDS = 30.0
 
 # ------------------------------------------------------------------------------------------- templates
 
@@ -65,7 +81,7 @@ class RowTemplateError(ItnioError):
         super().__init__(f"{type(error).__name__}: {error}")
 
     def payload(self) -> dict[str, Any]:
-        """``{"status": "template", "reason": "<ExceptionName>: <message>"}``."""
+        """Return ``{"status": "template", "reason": "<ExceptionName>: <message>"}``."""
         return {"status": "template", "reason": str(self)}
 
 
@@ -110,7 +126,7 @@ class MessagePlan:
 
     def render(self, row: Any, recipient: str) -> dict[str, Any]:
         """
-        The message dict for one row (strings rendered; nothing validated).
+        Return the message dict for one row (strings rendered; nothing validated).
 
         :param row: The row: a dict, a list/tuple, or ``{recipient_field: value}`` for a bare recipient.
         :param recipient: The row's normalised recipient (available as ``{{ recipient }}``).
@@ -124,7 +140,7 @@ class MessagePlan:
 
     def build(self, row: Any, recipient: str) -> m.Message:
         """
-        The validated message model for one row.
+        Return the validated message model for one row.
 
         :param row: The row, as for :meth:`render`.
         :param recipient: The row's normalised recipient.
@@ -202,7 +218,7 @@ class KeyValueBackend(Protocol):
     """Where a :class:`ProgressStore` keeps its text values."""
 
     def get(self, key: str) -> str | None:
-        """The value, or None when there is none."""
+        """Return the value, or None when there is none."""
 
     def set(self, key: str, value: str) -> None:
         """Write the value."""
@@ -220,7 +236,7 @@ class MemoryBackend:
         self._lock = threading.Lock()
 
     def get(self, key: str) -> str | None:
-        """The value, or None."""
+        """Return the value, or None."""
         with self._lock:
             return self.values.get(key)
 
@@ -236,37 +252,12 @@ class MemoryBackend:
             self.values.pop(key, None)
 
 
-class VariableBackend:
-    """
-    Airflow Variables (through the execution API in Airflow 3, the metadata database in Airflow 2).
-
-    :param description: Stored with every Variable written (shown in Admin > Variables).
-    """
-
-    def __init__(self, description: str = "") -> None:
-        from airflow.providers.common.compat.sdk import Variable
-
-        self._variable = Variable
-        self.description = description
-
-    def get(self, key: str) -> str | None:
-        """The Variable's raw text, or None (read as text: no JSON decoding and masking of every entry)."""
-        value = self._variable.get(key, None)  # positional: Airflow 2 names it default_var, 3 default
-        return None if value is None else str(value)
-
-    def set(self, key: str, value: str) -> None:
-        """Write the Variable."""
-        self._variable.set(key, value, description=self.description)
-
-    def delete(self, key: str) -> None:
-        """Delete the Variable."""
-        self._variable.delete(key)
-
-
 def progress_key(dag_id: str, run_id: str, task_id: str, map_index: int | None) -> str:
     """
-    ``itnio_batch_progress__<dag_id>__<run_id>__<task_id>__<map_index>``; when that is longer than
-    :data:`MAX_KEY_LENGTH`, its end is replaced by a hash of the whole (so it stays unique and fits).
+    Return ``itnio_batch_progress__<dag_id>__<run_id>__<task_id>__<map_index>``, shortened when too long.
+
+    When the key is longer than :data:`MAX_KEY_LENGTH`, its end is replaced by a hash of the whole (so it stays
+    unique and fits).
 
     :param dag_id: The DAG id.
     :param run_id: The DAG run id.
@@ -281,48 +272,270 @@ def progress_key(dag_id: str, run_id: str, task_id: str, map_index: int | None) 
     return f"{key[: MAX_KEY_LENGTH - len(digest) - 2]}__{digest}"
 
 
+def lease_owner(try_number: int | None = None) -> str:
+    """
+    Return a new lease owner id, ``try<n>@<host>:<pid>:<random>``: unique per try and per process.
+
+    :param try_number: The Airflow try number (None when unknown).
+    """
+    number = "?" if try_number is None else try_number
+    return f"try{number}@{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def _utc(seconds: float) -> str:
+    return datetime.fromtimestamp(seconds, UTC).isoformat(timespec="seconds")
+
+
+class LedgerError(ItnioError):
+    """The batch's ledger cannot be used safely, so the batch sends nothing more (base class)."""
+
+
+class LeaseHeldError(LedgerError):
+    """
+    Another live try holds the batch's lease, so this try sends nothing.
+
+    :param holder: The lease's owner id (try number, host, pid, random part).
+    :param expires: When the lease expires unless its holder renews it, in seconds since the epoch.
+    """
+
+    def __init__(self, holder: str, expires: float) -> None:
+        self.holder = holder
+        self.expires = expires
+        super().__init__(
+            f"Another try is sending this batch: its ledger's lease is held by {holder} until {_utc(expires)} "
+            "(renewed about once a second while that try runs). This try sent nothing; a retry proceeds once "
+            "that try has ended or its lease has expired."
+        )
+
+
+class LeaseLostError(LedgerError):
+    """This try could not keep its lease (not renewed in time, or taken over), so it stopped sending."""
+
+
+class LedgerWriteError(LedgerError):
+    """The ledger could not be read or written, even after retries, so the batch stopped sending."""
+
+
 class ProgressStore:
     """
-    The recipients a task's tries got a ``messageId`` for (and those that *may* have got the message).
+    The ledger of a batch task: the recipients its tries got a ``messageId`` for (or that *may* have got it).
 
     Kept as compact JSON objects ``{recipient: messageId}`` (``null`` = maybe sent: the request may have
     reached the API but no answer came back) in ``key``, ``key__part1``, ``key__part2``... with at most
     ``shard_size`` recipients each: a flush rewrites only the part still filling up and parts completed since
     the last flush, so its cost does not grow with the batch. Parts are written in order, so a reader that
-    stops at the first missing part never misses a completed one.
+    stops at the first missing part never misses a completed one. ``key__head`` holds the lease (``owner``,
+    ``expires``), the completion marker (``done``: the result of the try that completed the batch) and
+    ``task`` (whose ledger it is).
 
-    :meth:`record` is thread-safe and only touches memory; :meth:`flush` writes (call it from one thread).
+    With an ``owner``, one try at a time may send (see :meth:`claim`); the lease is renewed at every
+    :meth:`flush` and a try stops starting sends :data:`LEASE_SAFETY` seconds before its lease would expire.
+    Writes that fail are retried with exponential backoff for ``write_retry_seconds``; while a write fails,
+    :meth:`start_send` holds new sends back. At most ``max_unflushed`` sends lack a durable record at any moment.
+
+    :meth:`start_send`, :meth:`record` and :meth:`end_send` are thread-safe and only touch memory; :meth:`flush`
+    writes (call it from one thread).
 
     :param backend: Where the values live (Airflow Variables in a task).
     :param key: The first part's key (see :func:`progress_key`).
     :param shard_size: Recipients per part.
+    :param owner: This try's lease owner id (see :func:`lease_owner`); None = no lease (a single process).
+    :param task: Stored in the head: which task instance the ledger belongs to (for clean-ups).
+    :param lease_ttl: Seconds a lease lasts without renewal.
+    :param settle: Seconds :meth:`claim` waits between writing its claim and reading it back.
+    :param safety: Seconds before the lease's expiry that sending stops (allows for clock skew between hosts).
+    :param max_unflushed: Most sends without a durable record at any moment (in flight or not yet written).
+    :param write_retry_seconds: How long a failing read or write is retried.
+    :param log: Logger for retried writes.
+    :param clock: Wall-clock seconds since the epoch (lease expiry, shared between hosts).
+    :param monotonic: Monotonic seconds (local deadlines).
+    :param sleep: Sleeps a number of seconds.
     """
 
-    def __init__(self, backend: KeyValueBackend, key: str, *, shard_size: int = SHARD_SIZE) -> None:
+    def __init__(
+        self,
+        backend: KeyValueBackend,
+        key: str,
+        *,
+        shard_size: int = SHARD_SIZE,
+        owner: str | None = None,
+        task: Mapping[str, Any] | None = None,
+        lease_ttl: float = LEASE_TTL,
+        settle: float = LEASE_SETTLE,
+        safety: float = LEASE_SAFETY,
+        max_unflushed: int = MAX_UNFLUSHED,
+        write_retry_seconds: float = WRITE_RETRY_SECONDS,
+        log: Any = None,
+        clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        if max_unflushed < 1:
+            raise ValueError(f"max_unflushed must be at least 1, got {max_unflushed!r}")
         self.backend = backend
         self.key = key
         self.shard_size = shard_size
-        self._lock = threading.Lock()
+        self.owner = owner
+        self.task = dict(task) if task else None
+        self.lease_ttl = lease_ttl
+        self.settle = settle
+        self.safety = min(safety, lease_ttl / 2)
+        self.max_unflushed = max_unflushed
+        self.write_retry_seconds = write_retry_seconds
+        self.log = log
+        self._clock = clock
+        self._monotonic = monotonic
+        self._sleep = sleep
+        self._lock = threading.Condition()
         self._next_part = 0  # index of the part now filling up
         self._open: dict[str, str | None] = {}
         self._full: list[tuple[int, dict[str, str | None]]] = []  # completed, not yet written
-        self._dirty = False
         self._written_parts = 0  # parts that exist in the backend (loaded or written)
+        self._in_flight = 0  # reserved sends not yet recorded or released
+        self._unwritten = 0  # records not yet written
+        self._healthy = True  # False while a write fails
+        self._waiting = 0  # threads waiting in start_send
+        self._fence: float | None = None  # monotonic time after which no send may start (lease)
+        self._head: dict[str, Any] = {}
+        #: The error that stopped sending (a lost lease, a ledger that cannot be written), if any.
+        self.failure: LedgerError | None = None
+        #: Reads and writes that failed and were retried.
+        self.failed_attempts = 0
+
+    # -- keys and raw access ------------------------------------------------------------------------
 
     def part_key(self, index: int) -> str:
         """
-        The key of part ``index``.
+        Return the key of part ``index``.
 
         :param index: 0 for the first part.
         """
         return self.key if index == 0 else f"{self.key}__part{index}"
 
+    @property
+    def head_key(self) -> str:
+        """Return the key of the head (lease, completion marker)."""
+        return f"{self.key}__head"
+
+    def _retrying(self, action: Callable[[], Any], what: str) -> Any:
+        """Run a backend call, retrying failures with exponential backoff for ``write_retry_seconds``."""
+        delay = 0.05
+        deadline = self._monotonic() + self.write_retry_seconds
+        while True:
+            try:
+                value = action()
+            except Exception as err:
+                with self._lock:
+                    self._healthy = False  # hold new sends back while the store fails
+                    self.failed_attempts += 1
+                if self._monotonic() + delay > deadline:
+                    raise LedgerWriteError(
+                        f"Could not {what} for {self.write_retry_seconds:g} s ({type(err).__name__}: {err}); "
+                        "the batch stopped sending, since a send without a durable record could be repeated "
+                        "by a later try"
+                    ) from err
+                if self.log is not None:
+                    self.log.warning("Could not %s (%s: %s); retrying in %.2f s", what, type(err).__name__, err, delay)
+                self._sleep(delay)
+                delay = min(delay * 2, 2.0)
+            else:
+                with self._lock:
+                    if not self._healthy:
+                        self._healthy = True
+                        self._lock.notify_all()
+                return value
+
+    def _get(self, key: str) -> str | None:
+        return self._retrying(lambda: self.backend.get(key), f"read the ledger {key!r}")  # type: ignore[no-any-return]
+
+    def _set(self, key: str, value: Any) -> None:
+        text = json.dumps(value, separators=(",", ":"))
+        self._retrying(lambda: self.backend.set(key, text), f"write the ledger {key!r}")
+
+    def read_head(self) -> dict[str, Any]:
+        """Return the head: ``{"owner", "expires", "done", "task"}`` (empty when there is none)."""
+        text = self._get(self.head_key)
+        return json.loads(text) if text else {}
+
+    # -- the lease ----------------------------------------------------------------------------------
+
+    def _refuse_if_held(self, head: Mapping[str, Any]) -> None:
+        holder = head.get("owner")
+        expires = float(head.get("expires") or 0)
+        if holder and holder != self.owner and expires > self._clock():
+            raise LeaseHeldError(holder, expires)
+
+    def claim(self) -> dict[str, Any] | None:
+        """
+        Take the lease for this try; return the completion marker instead when the batch was completed.
+
+        Variables have no compare-and-swap, so: read the head; refuse when another try's lease has not
+        expired; write this try's claim; wait ``settle`` seconds; read it back and go on only when it is still
+        this try's. A claim whose read-to-write took ``settle`` or longer starts over. Two tries that claim at
+        once cannot both go on: the later writer's read came before the earlier writer's write, so the earlier
+        writer's read-back (``settle`` after its write) sees the later claim, unless the later writer's
+        read-to-write took longer than ``settle``, which it refuses.
+
+        :raises LeaseHeldError: When another try holds a lease that has not expired.
+        :raises LedgerWriteError: When the head cannot be read or written.
+        """
+        if self.owner is None:
+            self._head = self.read_head()
+            return self._head.get("done")
+        for _ in range(5):
+            started = self._monotonic()
+            head = self.read_head()
+            if head.get("done") is not None:
+                self._head = head
+                return head["done"]  # type: ignore[no-any-return]
+            self._refuse_if_held(head)
+            previous = head.get("owner")
+            head.update(owner=self.owner, expires=self._clock() + self.lease_ttl)
+            if self.task is not None:
+                head["task"] = self.task
+            self._set(self.head_key, head)
+            if self._monotonic() - started >= self.settle:
+                continue  # too slow: another try may have read the old head meanwhile
+            self._sleep(self.settle)
+            head = self.read_head()
+            if head.get("owner") != self.owner:
+                self._refuse_if_held(head)
+                continue
+            self._head = head
+            self._fence = started + self.lease_ttl - self.safety
+            if previous and previous != self.owner and self.log is not None:
+                self.log.warning("Took over the batch's expired lease from %s", previous)
+            return None
+        raise LedgerWriteError("Could not take the batch's lease after 5 attempts (the ledger's store is too slow)")
+
+    def release_lease(self) -> None:
+        """Give up the lease (when this try still holds it), so that a retry need not wait for it to expire."""
+        if self.owner is None or self._fence is None:
+            return
+        self._fence = None
+        head = self.read_head()
+        if head.get("owner") == self.owner:
+            head.update(owner=None, expires=0)
+            self._set(self.head_key, head)
+
+    def _check_lease(self) -> dict[str, Any]:
+        head = self.read_head()
+        if head.get("owner") != self.owner:
+            holder = head.get("owner") or "nobody"
+            raise LeaseLostError(
+                f"This try's lease on the batch was taken over (now held by {holder}): it stopped sending. "
+                f"It was not renewed for more than {self.lease_ttl:g} s (a stalled process or a store outage)."
+            )
+        return head
+
+    # -- recording ----------------------------------------------------------------------------------
+
     def load(self) -> dict[str, str | None]:
-        """What earlier tries recorded: ``{recipient: messageId or None}``. New parts go after these."""
+        """Return what earlier tries recorded, ``{recipient: messageId or None}``; new parts go after these."""
         found: dict[str, str | None] = {}
         index = 0
         while True:
-            text = self.backend.get(self.part_key(index))
+            text = self._get(self.part_key(index))
             if text is None:
                 break
             found.update(json.loads(text))
@@ -330,6 +543,48 @@ class ProgressStore:
         with self._lock:
             self._next_part = self._written_parts = index
         return found
+
+    def _check_fence(self) -> None:
+        """Raise (and stop sending) when this try's lease may have expired; call with the lock held."""
+        if self._fence is not None and self._monotonic() >= self._fence:
+            if self.failure is None:
+                self.failure = LeaseLostError(
+                    f"This try's lease on the batch was not renewed for {self.lease_ttl - self.safety:g} s "
+                    "(the ledger could not be written): it stopped sending before the lease could expire."
+                )
+            self._lock.notify_all()
+            raise self.failure
+
+    def start_send(self) -> bool:
+        """
+        Wait until one more send may start without exceeding ``max_unflushed``; return False when none may.
+
+        Sends are held back while a write fails, and refused once the store has stopped (:attr:`failure`) or
+        the lease is about to expire without renewal. Pair each True with one :meth:`end_send`.
+        """
+        with self._lock:
+            while True:
+                if self.failure is not None:
+                    return False
+                try:
+                    self._check_fence()
+                except LedgerError:
+                    return False
+                if self._healthy and self._in_flight + self._unwritten < self.max_unflushed:
+                    self._in_flight += 1
+                    return True
+                self._waiting += 1
+                try:
+                    self._lock.wait(0.1)
+                finally:
+                    self._waiting -= 1
+
+    def end_send(self) -> None:
+        """Mark a send started with :meth:`start_send` as over (after :meth:`record` when it was recorded)."""
+        with self._lock:
+            self._in_flight -= 1
+            if self._waiting:
+                self._lock.notify_all()
 
     def record(self, recipient: str, message_id: str | None) -> None:
         """
@@ -340,47 +595,100 @@ class ProgressStore:
         """
         with self._lock:
             self._open[recipient] = message_id
-            self._dirty = True
+            self._unwritten += 1
             if len(self._open) >= self.shard_size:
                 self._full.append((self._next_part, self._open))
                 self._next_part += 1
                 self._open = {}
 
     @property
-    def dirty(self) -> bool:
-        """True when something was recorded since the last flush."""
-        return self._dirty
+    def unwritten(self) -> int:
+        """Return how many records are not written yet."""
+        return self._unwritten
+
+    @property
+    def wants_flush(self) -> bool:
+        """Return True when half of ``max_unflushed`` is used up by records not written yet."""
+        return self._unwritten * 2 >= self.max_unflushed
+
+    def stop(self, error: LedgerError) -> None:
+        """
+        Refuse every further send (:meth:`start_send` returns False).
+
+        :param error: Why.
+        """
+        with self._lock:
+            if self.failure is None:
+                self.failure = error
+            self._lock.notify_all()
 
     def flush(self) -> None:
-        """Write the parts completed since the last flush, then the part filling up (when not empty)."""
+        """
+        Write the parts completed since the last flush and the part filling up, then renew the lease.
+
+        With a lease, the head is read first: a try that lost its lease writes nothing (:class:`LeaseLostError`).
+
+        :raises LeaseLostError: When another try holds the lease now.
+        :raises LedgerWriteError: When a write still fails after ``write_retry_seconds``.
+        """
+        started = self._monotonic()
+        head = self._check_lease() if self.owner is not None and self._fence is not None else None
         with self._lock:
-            if not self._dirty:
-                return
+            self._check_fence()
             full, self._full = self._full, []
             open_index, open_part = self._next_part, dict(self._open)
-            self._dirty = False
+            count = self._unwritten
         try:
             for index, part in full:
                 self._write(index, part)
-            if open_part:
+            if count and open_part:
                 self._write(open_index, open_part)
         except BaseException:
             with self._lock:  # write them again next time
                 self._full[:0] = full
-                self._dirty = True
             raise
+        with self._lock:
+            self._unwritten -= count
+            self._lock.notify_all()
+        if head is not None:
+            with self._lock:
+                self._check_fence()  # a lease that may have expired meanwhile is never written over
+            head["expires"] = self._clock() + self.lease_ttl
+            self._set(self.head_key, head)
+            self._head = head
+            self._fence = started + self.lease_ttl - self.safety
 
     def _write(self, index: int, part: dict[str, str | None]) -> None:
-        self.backend.set(self.part_key(index), json.dumps(part, separators=(",", ":")))
+        self._set(self.part_key(index), part)
         self._written_parts = max(self._written_parts, index + 1)
 
+    def complete(self, result: Mapping[str, Any]) -> None:
+        """
+        Flush, then write the completion marker (a later try of the task sends nothing) and give up the lease.
+
+        :param result: The batch's result without ``message_ids`` (those are in the parts).
+        """
+        self.flush()
+        head = self._check_lease() if self.owner is not None and self._fence is not None else self.read_head()
+        done = {key: value for key, value in result.items() if key != "message_ids"}
+        head.update(done={**done, "completed_at": _utc(self._clock()), "by": self.owner}, owner=None, expires=0)
+        if self.task is not None:
+            head["task"] = self.task
+        self._set(self.head_key, head)
+        self._head = head
+        self._fence = None
+
     def delete(self) -> None:
-        """Remove every part (after the task succeeded)."""
-        with self._lock:
-            count = max(self._written_parts, self._next_part + 1)
-            self._open, self._full, self._dirty = {}, [], False
-        for index in range(count):
+        """Remove every part, then the head (a ledger half deleted keeps its completion marker)."""
+        count = 0
+        while self._get(self.part_key(count)) is not None:
+            count += 1
+        for index in reversed(range(count)):
             self.backend.delete(self.part_key(index))
+        self.backend.delete(self.head_key)
+        with self._lock:
+            self._open, self._full, self._unwritten = {}, [], 0
+            self._next_part = self._written_parts = 0
 
 
 # ------------------------------------------------------------------------------------------------ sender
@@ -388,21 +696,29 @@ class ProgressStore:
 #: Sends one message; returns its ``messageId``. Raises the hook's exceptions.
 SendFunction = Callable[[str, m.Message], str]
 
+#: The counters of a batch's result; they add up to the number of rows.
+COUNTERS = ("sent", "failed", "skipped_already_sent", "duplicates", "not_attempted")
+
 
 @dataclass
 class BatchOutcome:
     """
-    What a batch did. :meth:`result` is the operator's XCom.
+    What a batch did; :meth:`result` is the operator's XCom.
+
+    Every row is counted exactly once: ``sent + failed + skipped_already_sent + duplicates + not_attempted``
+    is the number of rows.
 
     :param sent: Messages accepted by the API in this try.
-    :param failed: Rows that failed (invalid, rejected, maybe delivered); see ``errors``.
+    :param failed: Rows that failed (invalid, rejected, maybe delivered); each has an entry in ``errors``.
     :param skipped_already_sent: Rows an earlier try already got a ``messageId`` for (not sent again).
     :param duplicates: Rows whose (normalised) recipient appeared earlier in the batch (sent once).
-    :param not_attempted: Rows never tried because the batch was aborted.
+    :param not_attempted: Rows never tried because the batch stopped.
     :param message_ids: ``{recipient: messageId}``, this try's and earlier tries'.
-    :param errors: ``{recipient: {"status", "reason"}}``.
-    :param aborted: The account-level error (or unexpected exception) that stopped the batch, if any.
+    :param errors: ``{recipient or "rows[<index>]": {"status", "reason"}}``, one entry per failed row.
+    :param aborted: The error that stopped the batch (account-level, ledger, unexpected), if any.
     :param retryable: True when some failure may go away on a retry (transport trouble, an unknown status).
+    :param unrecorded: Sends accepted in this try that the ledger could not record (a later try repeats them).
+    :param completed_earlier: The completion marker when an earlier try completed the batch (nothing was sent).
     """
 
     sent: int = 0
@@ -414,30 +730,57 @@ class BatchOutcome:
     errors: dict[str, dict[str, Any]] = field(default_factory=dict)
     aborted: BaseException | None = None
     retryable: bool = False
+    unrecorded: int = 0
+    completed_earlier: dict[str, Any] | None = None
+
+    @property
+    def rows(self) -> int:
+        """Return the number of rows counted."""
+        return sum(getattr(self, name) for name in COUNTERS)
 
     def result(self) -> dict[str, Any]:
-        """``{"sent", "failed", "skipped_already_sent", "duplicates", "message_ids", "errors"}``."""
+        """Return the XCom: the :data:`COUNTERS`, ``message_ids`` and ``errors``."""
         return {
-            "sent": self.sent,
-            "failed": self.failed,
-            "skipped_already_sent": self.skipped_already_sent,
-            "duplicates": self.duplicates,
+            **{name: getattr(self, name) for name in COUNTERS},
             "message_ids": self.message_ids,
             "errors": self.errors,
         }
 
+    @classmethod
+    def replay(cls, done: Mapping[str, Any], recorded: Mapping[str, str | None]) -> BatchOutcome:
+        """
+        Return the outcome an earlier try recorded in its completion marker.
+
+        :param done: The completion marker (the result without ``message_ids``).
+        :param recorded: The ledger's ``{recipient: messageId or None}``.
+        """
+        outcome = cls()
+        for name in COUNTERS:
+            setattr(outcome, name, int(done.get(name, 0)))
+        outcome.errors = dict(done.get("errors") or {})
+        outcome.message_ids = {recipient: mid for recipient, mid in recorded.items() if mid}
+        outcome.completed_earlier = dict(done)
+        return outcome
+
     def summary(self, limit: int = 5) -> str:
         """
-        One paragraph for the log / the task's failure message.
+        Return one paragraph for the log / the task's failure message.
 
         :param limit: How many errors to quote.
         """
         text = (
             f"sent {self.sent}, failed {self.failed}, skipped (already sent by an earlier try) "
-            f"{self.skipped_already_sent}, duplicates {self.duplicates}"
+            f"{self.skipped_already_sent}, duplicates {self.duplicates}, not attempted {self.not_attempted}"
         )
+        if self.completed_earlier is not None:
+            text += (
+                f" (the result recorded when {self.completed_earlier.get('by') or 'an earlier try'} completed the "
+                f"batch at {self.completed_earlier.get('completed_at')}; nothing was sent again)"
+            )
         if self.aborted is not None:
-            text += f"; ABORTED after an account-level error, {self.not_attempted} row(s) not attempted: {self.aborted}"
+            text += f"; STOPPED: {self.aborted}"
+        if self.unrecorded:
+            text += f"; {self.unrecorded} accepted send(s) could not be recorded: a later try may repeat them"
         if self.errors:
             quoted = "; ".join(
                 f"{who}: {err['status']} {err['reason']}" for who, err in list(self.errors.items())[:limit]
@@ -452,21 +795,22 @@ _DONE = object()
 
 class BatchSender:
     """
-    Sends one message per row with ``concurrency`` threads, never faster than the rate limiter allows.
+    Send one message per row with ``concurrency`` threads, never faster than the rate limiter allows.
 
     Rows are read lazily; a bounded queue (``2 * concurrency``) sits in front of the workers, so memory does
     not grow with the number of rows beyond the result. Per row: the recipient is taken and normalised,
     duplicates and recipients an earlier try already reached are skipped, the message is rendered and
     validated, then a worker sends it. Row-level failures are recorded and the others go on; an
-    account-level :class:`~airflow_provider_itnio.errors.ItnioApiError` (or a config error, or an
-    unexpected exception) stops the batch: no new send starts, sends in flight finish and are recorded.
+    account-level :class:`~airflow_provider_itnio.errors.ItnioApiError`, a config error, a ledger that cannot
+    be kept (:class:`LedgerError`) or an unexpected exception stops the batch: no new send starts, sends in
+    flight finish and are recorded.
 
     :param send: Sends one message to a normalised recipient and returns its ``messageId``.
     :param plan: The message, compiled.
     :param recipient_field: Key of the recipient in a dict row (or index in a list/tuple row).
     :param concurrency: Worker threads (sends in flight at once).
     :param max_per_second: Most send starts in any one-second window (None = no limit).
-    :param progress: Where progress survives the try (None = not kept).
+    :param progress: The ledger (None = not kept); :meth:`run` claims it and honours its completion marker.
     :param flush_interval: Longest time between two progress flushes, seconds.
     :param log: Logger for progress lines.
     :param limiter: A ready rate limiter (overrides ``max_per_second``; tests pass one with a fake clock).
@@ -502,7 +846,7 @@ class BatchSender:
     # -- rows ---------------------------------------------------------------------------------------
 
     def _recipient_of(self, row: Any, index: int) -> tuple[Any, Any]:
-        """``(raw recipient, template row)``; raises ItnioValidationError for a row without one."""
+        """Return ``(raw recipient, template row)``; raise ItnioValidationError for a row without one."""
         field_name = self.recipient_field
         if isinstance(row, str | int) and not isinstance(row, bool):
             return row, {field_name: row}
@@ -523,16 +867,21 @@ class BatchSender:
         )
 
     def _fail_row(self, who: str, payload: dict[str, Any], *, retryable: bool = False) -> None:
+        """Count one failed row; ``who`` is unique per row (a recipient sent once, or ``rows[<index>]``)."""
         with self._lock:
             outcome = self._outcome
-            if who not in outcome.errors:
-                outcome.failed += 1
-            outcome.errors[who] = payload
+            outcome.failed += 1
+            key, copy = who, 1
+            while key in outcome.errors:  # never overwrite another row's error
+                copy += 1
+                key = f"{who} #{copy}"
+            outcome.errors[key] = payload
             outcome.retryable = outcome.retryable or retryable
 
     # -- workers ------------------------------------------------------------------------------------
 
     def _worker(self, work: queue.Queue[Any]) -> None:
+        progress = self.progress
         while True:
             item = work.get()
             if item is _DONE:
@@ -541,35 +890,46 @@ class BatchSender:
             if self._abort.is_set():
                 self._skip_not_attempted()
                 continue
-            if self.limiter is not None:
-                self.limiter.acquire()
-                if self._abort.is_set():
-                    self._skip_not_attempted()
-                    continue
+            if progress is not None and not progress.start_send():
+                self._stop(progress.failure or LedgerError("the ledger stopped"))
+                self._skip_not_attempted()
+                continue
             try:
-                message_id = self.send(recipient, message)
-            except ItnioDeliveryUnknownError as err:
-                if self.progress is not None:
-                    self.progress.record(recipient, None)
-                self._fail_row(recipient, error_payload(err))
-            except ItnioApiError as err:
-                self._fail_row(recipient, error_payload(err), retryable=not err.permanent)
-                if err.account_level:
-                    self._stop(err)
-            except ItnioConfigError as err:
-                self._fail_row(recipient, error_payload(err))
+                self._send_one(recipient, message)
+            finally:
+                if progress is not None:
+                    progress.end_send()
+
+    def _send_one(self, recipient: str, message: m.Message) -> None:
+        if self.limiter is not None:
+            self.limiter.acquire()
+            if self._abort.is_set():
+                self._skip_not_attempted()
+                return
+        try:
+            message_id = self.send(recipient, message)
+        except ItnioDeliveryUnknownError as err:
+            if self.progress is not None:
+                self.progress.record(recipient, None)
+            self._fail_row(recipient, error_payload(err))
+        except ItnioApiError as err:
+            self._fail_row(recipient, error_payload(err), retryable=not err.permanent)
+            if err.account_level:
                 self._stop(err)
-            except ItnioError as err:  # validation (permanent), transport (retryable)
-                self._fail_row(recipient, error_payload(err), retryable=not err.permanent)
-            except BaseException as err:  # a bug or an interruption: stop everything, re-raised by run()
-                self._fail_row(recipient, {"status": "error", "reason": f"{type(err).__name__}: {err}"})
-                self._stop(err)
-            else:
-                if self.progress is not None:
-                    self.progress.record(recipient, message_id)
-                with self._lock:
-                    self._outcome.sent += 1
-                    self._outcome.message_ids[recipient] = message_id
+        except ItnioConfigError as err:
+            self._fail_row(recipient, error_payload(err))
+            self._stop(err)
+        except ItnioError as err:  # validation (permanent), transport (retryable)
+            self._fail_row(recipient, error_payload(err), retryable=not err.permanent)
+        except BaseException as err:  # a bug or an interruption: stop everything, re-raised by the caller
+            self._fail_row(recipient, {"status": "error", "reason": f"{type(err).__name__}: {err}"})
+            self._stop(err)
+        else:
+            if self.progress is not None:
+                self.progress.record(recipient, message_id)
+            with self._lock:
+                self._outcome.sent += 1
+                self._outcome.message_ids[recipient] = message_id
 
     def _skip_not_attempted(self) -> None:
         with self._lock:
@@ -584,21 +944,42 @@ class BatchSender:
     # -- run ----------------------------------------------------------------------------------------
 
     def _maybe_flush(self, last: list[float], *, force: bool = False) -> None:
-        if self.progress is None:
+        progress = self.progress
+        if progress is None or last[0] < 0:  # no ledger, or it can no longer be written
             return
         now = time.monotonic()
-        if force or now - last[0] >= self.flush_interval:
+        if force or now - last[0] >= self.flush_interval or progress.wants_flush:
             last[0] = now
-            self.progress.flush()
+            try:
+                progress.flush()
+            except LedgerError as err:
+                progress.stop(err)
+                self._stop(err)
+                if isinstance(err, LeaseLostError):
+                    last[0] = -1.0  # another try owns the ledger now: write nothing more
+            except BaseException as err:
+                progress.stop(LedgerWriteError(f"{type(err).__name__}: {err}"))
+                self._stop(err)
+                last[0] = -1.0
 
     def run(self, rows: Iterable[Any]) -> BatchOutcome:
         """
-        Send to every row; return the outcome (raises only what is not a row's or the account's error).
+        Send to every row and return the outcome (raise only what is not a row's, the account's or the ledger's).
+
+        With a ledger, first claim it (:meth:`ProgressStore.claim`): when an earlier try completed the batch,
+        return the outcome it recorded and send nothing.
 
         :param rows: Recipients, or dicts (lists/tuples) holding one at ``recipient_field``.
+        :raises LeaseHeldError: When another live try holds the ledger.
         """
         outcome = self._outcome
-        earlier = self.progress.load() if self.progress is not None else {}
+        earlier: Mapping[str, str | None] = {}
+        if self.progress is not None:
+            done = self.progress.claim()
+            earlier = self.progress.load()
+            if done is not None:
+                self._outcome = BatchOutcome.replay(done, earlier)
+                return self._outcome
         if earlier and self.log is not None:
             self.log.info("%d recipient(s) recorded by earlier tries will not be sent again.", len(earlier))
         seen: set[str] = set()
@@ -636,21 +1017,22 @@ class BatchSender:
                     worker.join(timeout=min(0.2, self.flush_interval))
                     self._maybe_flush(last_flush)
             self._maybe_flush(last_flush, force=True)
+            if self.progress is not None:
+                outcome.unrecorded = self.progress.unwritten
         return outcome
 
     def _prepare(self, row: Any, index: int, seen: set[str], earlier: Mapping[str, str | None]) -> Any:
-        """The ``(recipient, message)`` work item for a row, or None when the row is skipped or failed."""
+        """Return the ``(recipient, message)`` work item for a row, or None when the row is skipped or failed."""
         outcome = self._outcome
-        raw: Any = None
         try:
             raw, template_row = self._recipient_of(row, index)
             recipient = m.normalize_phone(raw, "recipient")
         except ItnioValidationError as err:
-            who = f"rows[{index}]" if raw is None else str(raw)
-            self._fail_row(who, error_payload(err))
+            self._fail_row(f"rows[{index}]", error_payload(err))  # keyed by position: repeated values count
             return None
         if recipient in seen:
-            outcome.duplicates += 1
+            with self._lock:
+                outcome.duplicates += 1
             return None
         seen.add(recipient)
         if recipient in earlier:
@@ -678,100 +1060,3 @@ class BatchSender:
             self._fail_row(recipient, error_payload(err))
             return None
         return recipient, message
-
-
-# ------------------------------------------------------------------------------------------ the task
-
-
-def execute_batch(
-    *,
-    rows: Any,
-    message: Any,
-    recipient_field: str | int,
-    business_phone: Any,
-    itnio_conn_id: str,
-    concurrency: int,
-    max_per_second: float | None,
-    fail_on_errors: bool,
-    context: Mapping[str, Any],
-    log: Any,
-    flush_interval: float = 1.0,
-) -> dict[str, Any]:
-    """
-    The body of ``ItnioBatchSendOperator.execute()`` (see the operator for the arguments and the policy).
-
-    :param rows: The rendered rows.
-    :param message: The rendered message dict.
-    :param recipient_field: Key (or index) of the recipient in a row.
-    :param business_phone: The sender number, or None for the connection's.
-    :param itnio_conn_id: The connection id.
-    :param concurrency: Worker threads.
-    :param max_per_second: Rate limit, or None.
-    :param fail_on_errors: Fail the task when a row failed.
-    :param context: The task's context (its ``ti`` names the progress Variable).
-    :param log: The operator's logger.
-    :param flush_interval: Seconds between progress flushes.
-    :return: The XCom result.
-    """
-    from airflow.providers.common.compat.sdk import AirflowException, AirflowFailException
-
-    from airflow_provider_itnio.hooks.itnio import ItnioHook
-
-    if isinstance(rows, str | bytes | Mapping) or not isinstance(rows, Iterable):
-        raise AirflowFailException(
-            f"rows must be a list of recipients or of dicts, got {type(rows).__name__}. Pass an XComArg "
-            "(upstream_task.output) or set render_template_as_native_obj=True on the DAG for a Jinja string."
-        )
-    try:
-        plan = MessagePlan(message)
-    except ItnioError as err:
-        raise AirflowFailException(f"The message is invalid, no row can be sent: {err}") from err
-    hook = ItnioHook(itnio_conn_id=itnio_conn_id, pool_maxsize=max(64, concurrency))  # a connection per worker
-    try:
-        sender = m.normalize_phone(hook.business_phone_for(business_phone), "businessPhone")
-    except ItnioError as err:
-        raise AirflowFailException(str(err)) from err
-
-    ti = context["ti"]
-    store = ProgressStore(
-        VariableBackend(f"Progress of the ItnioBatchSendOperator task {ti.task_id}; deleted when it succeeds."),
-        progress_key(ti.dag_id, ti.run_id, ti.task_id, getattr(ti, "map_index", -1)),
-    )
-
-    def send(recipient: str, msg: m.Message) -> str:
-        return hook.send(recipient, msg, business_phone=sender).message_id
-
-    engine = BatchSender(
-        send,
-        plan,
-        recipient_field=recipient_field,
-        concurrency=concurrency,
-        max_per_second=max_per_second,
-        progress=store,
-        flush_interval=flush_interval,
-        log=log,
-    )
-    try:
-        outcome = engine.run(rows)
-    finally:
-        hook.close()
-    summary = outcome.summary()
-    log.info("Batch done: %s", summary)
-    aborted = outcome.aborted
-    if aborted is not None:
-        if not isinstance(aborted, ItnioError):
-            raise aborted
-        if isinstance(aborted, ItnioConfigError):
-            raise AirflowFailException(f"Batch stopped: {summary}") from aborted
-        raise AirflowException(
-            f"Batch stopped by an account-level error; a retry sends only to the rows not reached yet: {summary}"
-        ) from aborted
-    if outcome.failed and fail_on_errors:
-        if outcome.retryable:
-            raise AirflowException(f"Batch finished with errors, some may pass on a retry: {summary}")
-        raise AirflowFailException(f"Batch finished with errors that a retry cannot fix: {summary}")
-    try:
-        store.delete()
-    except Exception:
-        log.warning("Could not delete the progress Variable %s", store.key, exc_info=True)
-    return outcome.result()

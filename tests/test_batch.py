@@ -18,7 +18,7 @@ from airflow_provider_itnio import batch, templating
 from airflow_provider_itnio.errors import ItnioApiError, ItnioDeliveryUnknownError, ItnioTransportError
 from airflow_provider_itnio.messages import Message, Text
 from tests.airflow_runs import run_dag, task_states, xcom_value
-from tests.dags.itnio_batch import BALANCE_ROWS, PARTIAL_ROWS, RENDER_ROWS
+from tests.dags.itnio_batch import AFTER_EXECUTE_ROWS, BALANCE_ROWS, PARTIAL_ROWS, RENDER_ROWS
 
 # ------------------------------------------------------------------------------------------- helpers
 
@@ -28,7 +28,7 @@ def _recipients(sandbox: Any) -> list[str]:
 
 
 def _progress(dag_id: str) -> dict[str, str | None]:
-    """Every progress entry stored (in the metadata DB) for ``dag_id``'s batch tasks."""
+    """Return every progress entry stored (in the metadata DB) for the batch tasks of ``dag_id``."""
     from airflow.models.variable import Variable
     from airflow.utils.session import create_session
 
@@ -36,17 +36,19 @@ def _progress(dag_id: str) -> dict[str, str | None]:
     with create_session() as session:
         rows = session.query(Variable).filter(Variable.key.like(f"{batch.PROGRESS_PREFIX}__{dag_id}__%")).all()
         for row in rows:
-            found.update(json.loads(row.val))
+            if not row.key.endswith("__head"):
+                found.update(json.loads(row.val))
     return found
 
 
-def _progress_keys(dag_id: str) -> list[str]:
+def _heads(dag_id: str) -> dict[str, dict[str, Any]]:
+    """Return ``{ledger key: head}`` of the batch ledgers of ``dag_id`` (lease and completion marker)."""
     from airflow.models.variable import Variable
     from airflow.utils.session import create_session
 
     with create_session() as session:
-        rows = session.query(Variable).filter(Variable.key.like(f"{batch.PROGRESS_PREFIX}__{dag_id}__%")).all()
-        return [row.key for row in rows]
+        rows = session.query(Variable).filter(Variable.key.like(f"{batch.PROGRESS_PREFIX}__{dag_id}__%__head")).all()
+        return {row.key.removesuffix("__head"): json.loads(row.val) for row in rows}
 
 
 def _clear_progress(dag_id: str) -> None:
@@ -60,7 +62,7 @@ def _clear_progress(dag_id: str) -> None:
 
 
 def _run_at(dag_id: str, logical_date: Any) -> Any:
-    """dag.test() for one logical date: a second call clears and re-runs the same DAG run."""
+    """Run dag.test() for one logical date: a second call clears and re-runs the same DAG run."""
     return run_dag(dag_id, logical_date=logical_date)
 
 
@@ -95,9 +97,13 @@ def test_partial_failure_is_reported_and_the_task_succeeds_when_errors_are_allow
     assert result["skipped_already_sent"] == 0
     assert result["message_ids"] == {m["body"]["recipient"]: m["messageId"] for m in airflow_sandbox.messages()}
     assert result["errors"][rejected] == {"status": "-71", "reason": "recipient too short"}
-    assert result["errors"]["123"]["status"] == "-71"  # found before sending: client-side validation
-    assert "at least 7 digits" in result["errors"]["123"]["reason"]
-    assert _progress_keys("itnio_batch_partial_lenient") == []  # removed on success
+    bad = f"rows[{PARTIAL_ROWS.index({'recipient': '123', 'name': 'short'})}]"
+    assert result["errors"][bad]["status"] == "-71"  # found before sending: client-side validation
+    assert "at least 7 digits" in result["errors"][bad]["reason"]
+    # kept, with a completion marker, until a later run finds this one's success recorded
+    [head] = _heads("itnio_batch_partial_lenient").values()
+    assert head["done"]["sent"] == 4 and head["owner"] is None
+    _clear_progress("itnio_batch_partial_lenient")
 
 
 def test_an_account_error_stops_the_batch_at_once(airflow_sandbox: Any) -> None:
@@ -130,7 +136,8 @@ def test_a_retry_sends_only_to_rows_the_first_try_did_not_reach(airflow_sandbox:
     assert result["sent"] == len(BALANCE_ROWS) - 12
     assert result["failed"] == 0
     assert result["message_ids"] == {m["body"]["recipient"]: m["messageId"] for m in airflow_sandbox.messages()}
-    assert _progress_keys("itnio_batch_retry") == []  # removed on success
+    assert [head["done"]["sent"] for head in _heads("itnio_batch_retry").values()] == [len(BALANCE_ROWS) - 12]
+    _clear_progress("itnio_batch_retry")
 
 
 def test_clear_and_rerun_of_a_failed_task_skips_what_was_sent(airflow_sandbox: Any) -> None:
@@ -147,7 +154,8 @@ def test_clear_and_rerun_of_a_failed_task_skips_what_was_sent(airflow_sandbox: A
     assert len(recipients) == len(set(recipients)) == len(BALANCE_ROWS)
     result = xcom_value(second, "send")
     assert (result["skipped_already_sent"], result["sent"]) == (7, len(BALANCE_ROWS) - 7)
-    assert _progress_keys("itnio_batch_abort") == []
+    assert [head["done"]["sent"] for head in _heads("itnio_batch_abort").values()] == [len(BALANCE_ROWS) - 7]
+    _clear_progress("itnio_batch_abort")
 
 
 def test_rows_are_rendered_per_row_next_to_airflow_templates(airflow_sandbox: Any) -> None:
@@ -183,6 +191,42 @@ def test_duplicate_recipients_are_sent_once(airflow_sandbox: Any) -> None:
     result = xcom_value(dag_run, "send")
     assert sorted(_recipients(airflow_sandbox)) == ["15550400001", "15550400002", "15550400003"]
     assert (result["sent"], result["duplicates"], result["failed"]) == (3, 2, 0)
+
+
+def test_a_try_failing_after_execute_returned_leaves_the_ledger_and_the_retry_sends_nothing(
+    airflow_sandbox: Any,
+) -> None:
+    dag_run = run_dag("itnio_batch_after_execute")  # post_execute raises on try 1, after the batch completed
+    assert task_states(dag_run)["send"] == ("success", 2)
+    recipients = [r["body"]["recipient"] for r in airflow_sandbox.requests()]
+    assert sorted(recipients) == sorted(AFTER_EXECUTE_ROWS)  # each exactly once, across both tries
+    result = xcom_value(dag_run, "send")  # try 2 returns what try 1 recorded when it completed the batch
+    assert (result["sent"], result["failed"], result["not_attempted"]) == (len(AFTER_EXECUTE_ROWS), 0, 0)
+    assert result["message_ids"] == {m["body"]["recipient"]: m["messageId"] for m in airflow_sandbox.messages()}
+    [head] = _heads("itnio_batch_after_execute").values()
+    assert head["done"]["by"].startswith("try1@")
+    _clear_progress("itnio_batch_after_execute")
+
+
+def test_completed_ledgers_are_deleted_by_a_later_run_once_their_success_is_recorded(airflow_sandbox: Any) -> None:
+    _clear_progress("itnio_batch_ledgers")
+    first_date = pendulum.datetime(2026, 4, 1, tz="UTC")
+    first = _run_at("itnio_batch_ledgers", first_date)
+    assert task_states(first)["send"] == ("success", 1)
+    [first_key] = _heads("itnio_batch_ledgers")
+    assert first.run_id in first_key
+    # clearing the succeeded task re-runs it: the completion marker makes that try send nothing again
+    again = _run_at("itnio_batch_ledgers", first_date)
+    assert task_states(again)["send"][0] == "success"
+    assert len(airflow_sandbox.requests()) == 3
+    assert xcom_value(again, "send")["sent"] == 3
+    # a later run finds the first run's success recorded and deletes its ledger, parts and head
+    second = _run_at("itnio_batch_ledgers", pendulum.datetime(2026, 4, 2, tz="UTC"))
+    assert task_states(second)["send"] == ("success", 1)
+    [second_key] = _heads("itnio_batch_ledgers")
+    assert second.run_id in second_key and second_key != first_key
+    assert set(_progress("itnio_batch_ledgers")) == {m["body"]["recipient"] for m in airflow_sandbox.messages()}
+    _clear_progress("itnio_batch_ledgers")
 
 
 # ----------------------------------------------------------------------------------------- the engine
@@ -418,7 +462,7 @@ def test_batch_send_starts_respect_max_per_second() -> None:
 
 
 def _max_in_any_window(times: list[float], width: float = 1.0) -> int:
-    """The largest number of ``times`` (sorted) in any half-open window ``[t, t + width)``."""
+    """Return the largest number of ``times`` (sorted) in any half-open window ``[t, t + width)``."""
     best, left = 0, 0
     for right, t in enumerate(times):
         while t - times[left] >= width - 1e-9:

@@ -15,10 +15,11 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from airflow.providers.common.compat.sdk import AirflowFailException, BaseOperator
+from airflow.providers.common.compat.sdk import BaseOperator
 
 from airflow_provider_itnio import messages as m
-from airflow_provider_itnio.errors import ItnioDeliveryUnknownError, ItnioError, ItnioValidationError
+from airflow_provider_itnio.errors import ItnioError, ItnioValidationError
+from airflow_provider_itnio.operators._airflow_errors import task_failure
 from airflow_provider_itnio.templating import is_static, protect_row_expressions
 
 if TYPE_CHECKING:
@@ -62,7 +63,7 @@ class ItnioBaseOperator(BaseOperator):
         self.retry_on_unknown_delivery = retry_on_unknown_delivery
 
     def build_message(self) -> m.Message:
-        """The message model built from the operator's (rendered) arguments."""
+        """Return the message model built from the operator's (rendered) arguments."""
         if self.model is None:
             raise NotImplementedError(f"{type(self).__name__} must set `model` or override build_message()")
         return self.model(**{name: getattr(self, name) for name in self.message_fields})
@@ -89,11 +90,10 @@ class ItnioBaseOperator(BaseOperator):
                 reply_to=self.reply_to or None,
             )
         except ItnioError as err:
-            if isinstance(err, ItnioDeliveryUnknownError) and self.retry_on_unknown_delivery:
+            failure = task_failure(err, retry_on_unknown_delivery=self.retry_on_unknown_delivery)
+            if failure is err:
                 raise
-            if err.permanent:
-                raise AirflowFailException(str(err)) from err
-            raise
+            raise failure from err
         finally:
             hook.close()
         self.log.info("Sent %s message to %s: messageId %s", type(message).__name__, self.recipient, result.message_id)
@@ -412,24 +412,14 @@ class ItnioBatchSendOperator(BaseOperator):
     """
     Send one message per row (a campaign) with a pool of workers over one keep-alive connection pool.
 
-    The message's strings may use ``{{ row.<field> }}`` (and ``{{ recipient }}``, the row's normalised number):
-    they are rendered per row in Jinja's *sandboxed* environment (a row, or a template, cannot reach Python
-    internals: ``{{ row.__class__ }}`` fails that row with a ``SecurityError``), then validated. Airflow's own
-    templating of ``message`` still works for everything else (``{{ params.x }}``, ``{{ ds }}``...): the
-    operator keeps every ``{{ ... }}`` expression that names ``row`` out of Airflow's rendering, so no
-    ``{% raw %}`` is needed. Per-row values are strings; ``{% if row... %}`` blocks are not per-row (write
-    ``{{ 'VIP' if row.vip else '' }}`` instead).
+    The message's strings may use ``{{ row.<field> }}`` and ``{{ recipient }}``, rendered per row in Jinja's
+    sandboxed environment; every other template is rendered by Airflow. Invalid or rejected rows are reported
+    and the others go on; an account-level error stops the batch. A ledger in Airflow Variables makes sure
+    that no try sends a row an earlier try sent, and that only one try sends at a time. The policy (result,
+    retries, ledger, lease, bounds) is in the README's "Campaigns" section.
 
     .. code-block:: python
 
-        from airflow.providers.common.sql.operators.sql import SQLExecuteQueryOperator
-
-        from airflow_provider_itnio.messages import Template
-        from airflow_provider_itnio.operators import ItnioBatchSendOperator
-
-        customers = SQLExecuteQueryOperator(
-            task_id="customers", conn_id="crm", sql="SELECT phone, first_name FROM customers WHERE opted_in"
-        )
         ItnioBatchSendOperator(
             task_id="campaign",
             rows=customers.output,  # [[phone, first_name], ...]
@@ -438,30 +428,9 @@ class ItnioBatchSendOperator(BaseOperator):
             max_per_second=50,
         )
 
-    Result (XCom ``return_value``): ``{"sent", "failed", "skipped_already_sent", "duplicates", "message_ids":
-    {recipient: messageId}, "errors": {recipient: {"status", "reason"}}}``. A row that is invalid (bad number,
-    template error, message breaking a rule) or rejected for itself (e.g. -71, -69) is reported and the others
-    go on. A recipient that appears twice (after normalisation) is sent once. An *account-level* error (-1/-2
-    credentials, -16 clock, -68 balance, -96/-97 business phone) stops the batch at once: no new send starts,
-    sends in flight finish and are recorded, and the task fails *with* retries, because a retry resumes where
-    the batch stopped (top up the balance, fix the phone, then let it retry or clear it).
-
-    **No double sends across tries.** Progress ``{recipient: messageId}`` is kept in Airflow Variables named
-    ``itnio_batch_progress__<dag_id>__<run_id>__<task_id>__<map_index>`` (``...__part1``, ``...__part2`` for
-    every further 2,000 recipients), written at least once a second and when the try ends, and deleted when
-    the task succeeds. A retry, or a clear-and-rerun of the failed task, sends only to the rows no earlier try
-    got a ``messageId`` for (counted as ``skipped_already_sent``; their ids are in ``message_ids``). A send
-    whose outcome is unknown (read timeout, connection dropped, 5xx) is recorded as *maybe sent* (``null``):
-    it fails as ``unknown_delivery`` and is never sent again, by this try or a later one; delete its entry (or
-    the Variables) to send it anyway. After a hard kill (SIGKILL, OOM) the last second of progress may be lost:
-    at most ``concurrency`` messages in flight plus the messages accepted during one flush interval (1 s, i.e.
-    up to ``max_per_second`` or the batch's throughput) can be sent again by the next try.
-
-    **Retries.** With ``fail_on_errors`` the task fails after the batch when a row failed: with
-    ``AirflowFailException`` (no retries burned) when every failure is permanent (invalid rows, permanent API
-    statuses, unknown delivery), with a retryable ``AirflowException`` when some failure may pass on a retry
-    (the API unreachable after the hook's own retries, an unknown status, HTTP 429/503); the retry re-sends
-    only the rows that did not get a ``messageId``.
+    Result (XCom ``return_value``): ``{"sent", "failed", "skipped_already_sent", "duplicates",
+    "not_attempted", "message_ids": {recipient: messageId}, "errors": {recipient or "rows[<i>]": {"status",
+    "reason"}}}``; the five counters add up to the number of rows.
 
     :param rows: Recipients (strings/integers), or dicts holding one at ``recipient_field`` (or lists/tuples
         with an integer ``recipient_field``), typically an upstream task's XCom (templated).
@@ -512,9 +481,9 @@ class ItnioBatchSendOperator(BaseOperator):
         self.fail_on_errors = fail_on_errors
 
     def execute(self, context: Context) -> dict[str, Any]:
-        from airflow_provider_itnio.batch import execute_batch
+        from airflow_provider_itnio.operators._batch_task import run_batch
 
-        return execute_batch(
+        return run_batch(
             rows=self.rows,
             message=self.message,
             recipient_field=self.recipient_field,

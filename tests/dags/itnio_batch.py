@@ -108,3 +108,21 @@ with DAG("itnio_batch_duplicates", schedule=None, start_date=_START, default_arg
         rows=["+1 555-040-0001", "15550400001", "1 (555) 040 0002", "15550400002", "15550400003"],
         message=Text(body="Once each"),
     )
+
+#: Rows of the DAGs whose try fails after ``execute()`` returned.
+AFTER_EXECUTE_ROWS = phones(20, start=500)
+
+
+class _FailsAfterExecuteOnTry1(ItnioBatchSendOperator):
+    """Stands in for whatever fails a try after execute() returned (post_execute, the XCom push, a kill)."""
+
+    def post_execute(self, context: Any, result: Any = None) -> None:
+        if context["ti"].try_number == 1:
+            raise RuntimeError("try 1 fails after execute() returned")
+
+
+with DAG("itnio_batch_after_execute", schedule=None, start_date=_START, default_args=_RETRY_ONCE, tags=["test"]):
+    _FailsAfterExecuteOnTry1(task_id="send", rows=AFTER_EXECUTE_ROWS, message=Text(body="Once"), concurrency=4)
+
+with DAG("itnio_batch_ledgers", schedule=None, start_date=_START, default_args=_NO_RETRY, tags=["test"]):
+    ItnioBatchSendOperator(task_id="send", rows=phones(3, start=600), message=Text(body="Daily"))

@@ -1,0 +1,255 @@
+"""
+The Airflow side of :class:`~airflow_provider_itnio.operators.itnio.ItnioBatchSendOperator`.
+
+:mod:`airflow_provider_itnio.batch` is the engine and imports no Airflow; this module gives it a ledger in
+Airflow Variables, runs it for one task instance, turns its outcome into the task's result or failure (through
+:func:`~airflow_provider_itnio.operators._airflow_errors.task_failure`) and cleans up the ledgers of earlier
+runs once their task instance's success is recorded.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from airflow_provider_itnio import messages as m
+from airflow_provider_itnio.batch import (
+    MAX_KEY_LENGTH,
+    PROGRESS_PREFIX,
+    BatchSender,
+    MessagePlan,
+    ProgressStore,
+    lease_owner,
+    progress_key,
+)
+from airflow_provider_itnio.errors import ItnioApiError, ItnioError
+from airflow_provider_itnio.operators._airflow_errors import task_failure
+
+_HEAD_SUFFIX = "__head"
+
+
+class VariableBackend:
+    """
+    Airflow Variables (through the execution API in Airflow 3, the metadata database in Airflow 2).
+
+    :param description: Stored with every Variable written (shown in Admin > Variables).
+    """
+
+    def __init__(self, description: str = "") -> None:
+        from airflow.providers.common.compat.sdk import Variable
+
+        self._variable = Variable
+        self.description = description
+
+    def get(self, key: str) -> str | None:
+        """Return the Variable's raw text, or None (read as text: no JSON decoding, no masking of entries)."""
+        value = self._variable.get(key, None)  # positional: Airflow 2 names it default_var, 3 default
+        return None if value is None else str(value)
+
+    def set(self, key: str, value: str) -> None:
+        """Write the Variable."""
+        self._variable.set(key, value, description=self.description)
+
+    def delete(self, key: str) -> None:
+        """Delete the Variable."""
+        self._variable.delete(key)
+
+
+def _variable_keys(prefix: str) -> list[str]:
+    """Return the keys of the Variables (in the metadata database) that start with ``prefix``."""
+    try:
+        from airflow.sdk import Variable
+    except ImportError:  # Airflow 2: tasks reach the metadata database
+        Variable = None  # type: ignore[assignment,misc]
+    if Variable is not None:
+        keys = getattr(Variable, "keys", None)
+        return list(keys(prefix=prefix)) if keys is not None else []  # Variable.keys: Airflow 3.3+
+    from airflow.models.variable import Variable as VariableModel
+    from airflow.utils.session import create_session
+
+    pattern = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+    with create_session() as session:
+        return [key for (key,) in session.query(VariableModel.key).filter(VariableModel.key.like(pattern, escape="\\"))]
+
+
+def _succeeded(ti: Any, task: Mapping[str, Any]) -> bool:
+    """Return True when the metadata database records the task instance ``task`` names as successful."""
+    if hasattr(ti, "get_ti_count"):  # Airflow 3: ask the API server
+        count = ti.get_ti_count(
+            dag_id=task["dag_id"],
+            task_ids=[task["task_id"]],
+            run_ids=[task["run_id"]],
+            map_index=task.get("map_index", -1),
+            states=["success"],
+        )
+        return bool(count)
+    from airflow.models.taskinstance import TaskInstance
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        state = (
+            session.query(TaskInstance.state)
+            .filter_by(
+                dag_id=task["dag_id"],
+                task_id=task["task_id"],
+                run_id=task["run_id"],
+                map_index=task.get("map_index", -1),
+            )
+            .scalar()
+        )
+    return str(state) in ("success", "TaskInstanceState.SUCCESS")
+
+
+def sweep_completed_ledgers(ti: Any, backend: Any, keep: str, log: Any) -> list[str]:
+    """
+    Delete the ledgers of this task's other runs that hold a completion marker and whose success is recorded.
+
+    A ledger is never deleted by the try that completes it: that try's success is not recorded yet, and a
+    retry after a failure in Airflow's own bookkeeping must still find it. The next run of the task deletes it.
+
+    :param ti: The running task instance.
+    :param backend: The Variable backend.
+    :param keep: The running try's own ledger key (never deleted here).
+    :param log: Logger.
+    :return: The keys of the ledgers deleted.
+    """
+    prefix = f"{PROGRESS_PREFIX}__{ti.dag_id}__"[: MAX_KEY_LENGTH - 26]  # long keys end in a hash
+    deleted: list[str] = []
+    for head_key in _variable_keys(prefix):
+        if not head_key.endswith(_HEAD_SUFFIX) or head_key == keep + _HEAD_SUFFIX:
+            continue
+        head = json.loads(backend.get(head_key) or "{}")
+        task = head.get("task") or {}
+        if head.get("done") is None or (task.get("dag_id"), task.get("task_id")) != (ti.dag_id, ti.task_id):
+            continue
+        if not _succeeded(ti, task):
+            continue
+        key = head_key[: -len(_HEAD_SUFFIX)]
+        ProgressStore(backend, key).delete()
+        deleted.append(key)
+        log.info("Deleted the ledger of the completed, successful batch %s", key)
+    return deleted
+
+
+def run_batch(
+    *,
+    rows: Any,
+    message: Any,
+    recipient_field: str | int,
+    business_phone: Any,
+    itnio_conn_id: str,
+    concurrency: int,
+    max_per_second: float | None,
+    fail_on_errors: bool,
+    context: Mapping[str, Any],
+    log: Any,
+    flush_interval: float = 1.0,
+    store_options: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """
+    Run ``ItnioBatchSendOperator.execute()``: send the batch, keep its ledger, return the XCom result.
+
+    :param rows: The rendered rows.
+    :param message: The rendered message dict.
+    :param recipient_field: Key (or index) of the recipient in a row.
+    :param business_phone: The sender number, or None for the connection's.
+    :param itnio_conn_id: The connection id.
+    :param concurrency: Worker threads.
+    :param max_per_second: Rate limit, or None.
+    :param fail_on_errors: Fail the task when a row failed.
+    :param context: The task's context (its ``ti`` names the ledger).
+    :param log: The operator's logger.
+    :param flush_interval: Seconds between progress flushes.
+    :param store_options: Extra keyword arguments of :class:`~airflow_provider_itnio.batch.ProgressStore`
+        (lease and write-retry timings).
+    """
+    from airflow_provider_itnio.hooks.itnio import ItnioHook
+
+    if isinstance(rows, str | bytes | Mapping) or not isinstance(rows, Iterable):
+        raise task_failure(
+            None,
+            retry=False,
+            message=f"rows must be a list of recipients or of dicts, got {type(rows).__name__}. Pass an XComArg "
+            "(upstream_task.output) or set render_template_as_native_obj=True on the DAG for a Jinja string.",
+        )
+    try:
+        plan = MessagePlan(message)
+    except ItnioError as err:
+        raise task_failure(err, message=f"The message is invalid, no row can be sent: {err}") from err
+
+    ti = context["ti"]
+    map_index = getattr(ti, "map_index", -1)
+    key = progress_key(ti.dag_id, ti.run_id, ti.task_id, map_index)
+    backend = VariableBackend(f"Ledger of the ItnioBatchSendOperator task {ti.task_id} (see the provider's README).")
+    try:
+        sweep_completed_ledgers(ti, backend, key, log)
+    except Exception:
+        log.warning("Could not clean up the ledgers of earlier runs", exc_info=True)
+    store = ProgressStore(
+        backend,
+        key,
+        owner=lease_owner(getattr(ti, "try_number", None)),
+        task={"dag_id": ti.dag_id, "run_id": ti.run_id, "task_id": ti.task_id, "map_index": map_index},
+        log=log,
+        **(store_options or {}),
+    )
+
+    hook = ItnioHook(itnio_conn_id=itnio_conn_id, pool_maxsize=max(64, concurrency))  # a connection per worker
+    completed = False
+    try:
+        try:
+            sender = m.normalize_phone(hook.business_phone_for(business_phone), "businessPhone")
+        except ItnioError as err:
+            raise task_failure(err, message=str(err)) from err
+
+        def send(recipient: str, msg: m.Message) -> str:
+            return hook.send(recipient, msg, business_phone=sender).message_id
+
+        engine = BatchSender(
+            send,
+            plan,
+            recipient_field=recipient_field,
+            concurrency=concurrency,
+            max_per_second=max_per_second,
+            progress=store,
+            flush_interval=flush_interval,
+            log=log,
+        )
+        try:
+            outcome = engine.run(rows)
+        except ItnioError as err:  # the ledger is held by another try, or cannot be read
+            raise task_failure(err, message=f"Batch not started: {err}") from err
+        summary = outcome.summary()
+        if outcome.completed_earlier is not None:
+            completed = True
+            log.info("Batch already completed, nothing sent: %s", summary)
+            return outcome.result()
+        log.info("Batch done: %s", summary)
+        aborted = outcome.aborted
+        if aborted is not None:
+            text = f"Batch stopped: {summary}"
+            if isinstance(aborted, ItnioApiError) and aborted.account_level:
+                text = f"Batch stopped by an account-level error; a retry sends only to rows not reached yet: {summary}"
+            raise task_failure(aborted, message=text, resumable=True)
+        if outcome.failed and fail_on_errors:
+            if outcome.retryable:
+                raise task_failure(
+                    None, retry=True, message=f"Batch finished with errors, some may pass on a retry: {summary}"
+                )
+            raise task_failure(
+                None, retry=False, message=f"Batch finished with errors that a retry cannot fix: {summary}"
+            )
+        try:
+            store.complete(outcome.result())
+        except ItnioError as err:
+            raise task_failure(err, message=f"Batch sent, but its completion could not be recorded: {err}") from err
+        completed = True
+        return outcome.result()
+    finally:
+        hook.close()
+        if not completed:
+            try:
+                store.release_lease()
+            except Exception:
+                log.warning("Could not release the lease on the ledger %s", key, exc_info=True)

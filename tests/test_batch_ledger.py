@@ -1,0 +1,370 @@
+"""
+The batch's ledger under fire: counts that add up, one try at a time (the lease), and a store that fails.
+
+The lease tests run two real engines at once against the sandbox; the store-outage tests use a backend whose
+writes fail for a while (a Variable store outage cannot be produced for real in-process).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import threading
+import time
+from typing import Any
+
+import pytest
+
+from airflow_provider_itnio import batch
+from airflow_provider_itnio.errors import (
+    ItnioApiError,
+    ItnioDeliveryUnknownError,
+    ItnioError,
+    ItnioTransportError,
+)
+from airflow_provider_itnio.messages import Message, Text, normalize_phone
+
+
+class FakeApi:
+    """A send function: scripted errors per recipient, records every call (and whether the store was down)."""
+
+    def __init__(self, errors: dict[str, Exception] | None = None, delay: float = 0.0, store: Any = None) -> None:
+        self.errors = errors or {}
+        self.delay = delay
+        self.store = store
+        self.calls: list[str] = []
+        self.calls_while_down = 0
+        self.lock = threading.Lock()
+
+    def __call__(self, recipient: str, message: Message) -> str:
+        with self.lock:
+            self.calls.append(recipient)
+            if self.store is not None and self.store.down:
+                self.calls_while_down += 1
+        error = self.errors.get(recipient)
+        if error is not None:
+            raise error
+        if self.delay:
+            time.sleep(self.delay)
+        return f"id-{recipient}"
+
+
+class OutageBackend(batch.MemoryBackend):
+    """A MemoryBackend whose reads and writes raise while ``down`` is set; counts the failures."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.down = False
+        self.failures = 0
+        self.down_at_first_part = False
+        self.on_first_failure: Any = None
+
+    def _check(self) -> None:
+        if self.down:
+            if self.failures == 0 and self.on_first_failure is not None:
+                self.on_first_failure()
+            self.failures += 1
+            raise ConnectionError("the Variable store is unreachable")
+
+    def get(self, key: str) -> str | None:
+        self._check()
+        return super().get(key)
+
+    def set(self, key: str, value: str) -> None:
+        if self.down_at_first_part and not key.endswith("__head"):
+            self.down, self.down_at_first_part = True, False
+        self._check()
+        super().set(key, value)
+
+
+class StealingBackend(batch.MemoryBackend):
+    """A MemoryBackend where another try takes the lease over just before the ``steal_at``-th read of the head."""
+
+    def __init__(self, steal_at: int) -> None:
+        super().__init__()
+        self.steal_at = steal_at
+        self.head_reads = 0
+        self.writes_at_steal: int | None = None
+
+    def get(self, key: str) -> str | None:
+        if key.endswith("__head"):
+            self.head_reads += 1
+            if self.head_reads == self.steal_at:
+                head = json.loads(self.values[key])
+                self.set(key, json.dumps({**head, "owner": "try2@elsewhere", "expires": time.time() + 60}))
+                self.writes_at_steal = self.writes
+        return super().get(key)
+
+
+def _rows(n: int, start: int = 0) -> list[dict[str, str]]:
+    return [{"recipient": f"1555080{i:04d}", "name": f"N{i}"} for i in range(start, start + n)]
+
+
+def _engine(send: Any, **kwargs: Any) -> batch.BatchSender:
+    return batch.BatchSender(send, batch.MessagePlan(Text(body="Hi {{ recipient }}").to_payload()), **kwargs)
+
+
+def _store(backend: Any, owner: str | None = None, **kwargs: Any) -> batch.ProgressStore:
+    options: dict[str, Any] = {"settle": 0.05, "write_retry_seconds": 0.5}
+    options.update(kwargs)
+    return batch.ProgressStore(backend, "k", owner=owner, **options)
+
+
+def _assert_counts_add_up(outcome: batch.BatchOutcome, rows: int) -> None:
+    result = outcome.result()
+    assert sum(result[name] for name in batch.COUNTERS) == rows, result
+    assert result["failed"] == len(result["errors"])
+
+
+# ---------------------------------------------------------------------------------------------- counts
+
+
+def test_repeated_invalid_rows_each_count_and_keep_their_own_error() -> None:
+    rows: list[Any] = ["15550800001", "15550800002", "123", "15550800003", "123", "15550800004", "12"]
+    rows += ["+1 555 080 0001", "123", {"name": "no recipient"}]
+    outcome = _engine(FakeApi(), concurrency=2).run(rows)
+    invalid = [i for i, row in enumerate(rows) if not isinstance(row, str) or row in ("123", "12")]
+    assert (outcome.sent, outcome.duplicates, outcome.failed) == (4, 1, len(invalid))
+    assert sorted(outcome.errors) == sorted(f"rows[{i}]" for i in invalid)  # one entry per row, none overwritten
+    assert outcome.result()["not_attempted"] == 0
+    _assert_counts_add_up(outcome, len(rows))
+
+
+def _mix(rng: random.Random, size: int) -> tuple[list[Any], dict[str, Exception]]:
+    """Rows of every kind (valid, reformatted duplicates, invalid, repeated invalid, no recipient) and API errors."""
+    pool = [f"1555081{i:04d}" for i in range(size)]
+    rows: list[Any] = []
+    errors: dict[str, Exception] = {}
+    for _ in range(size):
+        kind = rng.random()
+        if kind < 0.55:
+            rows.append({"recipient": rng.choice(pool), "name": "x"})
+        elif kind < 0.65:
+            number = rng.choice(pool)
+            rows.append({"recipient": f"+{number[0]} {number[1:4]} {number[4:]}", "name": "x"})
+        elif kind < 0.8:
+            rows.append({"recipient": rng.choice(["123", "12", "abc"]), "name": "x"})
+        elif kind < 0.85:
+            rows.append({"name": "no recipient"})
+        else:
+            rows.append(rng.choice(pool))
+    for number in rng.sample(pool, size // 6):
+        errors[number] = rng.choice(
+            [
+                ItnioApiError("-71", "too short"),
+                ItnioTransportError("refused"),
+                ItnioDeliveryUnknownError("read timeout", recipient=number),
+            ]
+        )
+    if rng.random() < 0.5:
+        errors[rng.choice(pool)] = ItnioApiError("-68", "insufficient balance")  # account-level: aborts
+    return rows, errors
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_counts_add_up_on_partial_failure_abort_and_retry(seed: int) -> None:
+    rng = random.Random(seed)
+    rows, errors = _mix(rng, rng.randint(1, 60))
+    backend = batch.MemoryBackend()
+    first_api = FakeApi(errors)
+    first_store = _store(backend, "a")
+    first = _engine(first_api, concurrency=rng.randint(1, 4), progress=first_store).run(rows)
+    first_store.release_lease()  # what the task does when a try ends without completing the batch
+    _assert_counts_add_up(first, len(rows))
+    assert len(first_api.calls) == len(set(first_api.calls))
+    # the retry: no account error this time, same ledger
+    second_api = FakeApi({r: e for r, e in errors.items() if not getattr(e, "account_level", False)})
+    second = _engine(second_api, concurrency=rng.randint(1, 4), progress=_store(backend, "b")).run(rows)
+    _assert_counts_add_up(second, len(rows))
+    assert second.aborted is None and second.not_attempted == 0
+    assert not set(first.message_ids) & set(second_api.calls)  # nothing accepted in try 1 is sent again
+    maybe = {r for r, e in errors.items() if isinstance(e, ItnioDeliveryUnknownError)} & set(first_api.calls)
+    assert not maybe & set(second_api.calls)  # "maybe delivered" is never sent again
+    assert second.skipped_already_sent == len(first.message_ids)
+
+
+# ----------------------------------------------------------------------------------------------- lease
+
+
+def _sandbox_send(sandbox: Any) -> tuple[Any, Any]:
+    from airflow_provider_itnio.hooks.itnio import ItnioHook
+
+    hook = ItnioHook()
+
+    def send(recipient: str, message: Message) -> str:
+        return hook.send(recipient, message).message_id
+
+    return hook, send
+
+
+def test_a_second_try_refuses_to_send_while_a_live_try_holds_the_batch(sandbox: Any) -> None:
+    sandbox.set_latency(0.05)
+    backend = batch.MemoryBackend()
+    rows = _rows(60)
+    hook, send = _sandbox_send(sandbox)
+    first_owner, second_owner = batch.lease_owner(1), batch.lease_owner(2)
+    first = _engine(send, concurrency=2, progress=_store(backend, first_owner), flush_interval=0.1)
+    outcome: dict[str, batch.BatchOutcome] = {}
+    runner = threading.Thread(target=lambda: outcome.update(first=first.run(rows)))
+    runner.start()
+    try:
+        while not sandbox.messages():  # try 1 is sending
+            time.sleep(0.01)
+        second = _engine(send, concurrency=2, progress=_store(backend, second_owner))
+        with pytest.raises(batch.LeaseHeldError) as refused:
+            second.run(rows)
+    finally:
+        runner.join(30)
+        hook.close()
+    head = json.loads(backend.values["k__head"])
+    assert refused.value.holder == first_owner
+    assert first_owner in str(refused.value)
+    assert batch._utc(refused.value.expires) in str(refused.value)  # the expiry, readable
+    assert head["owner"] == first_owner  # the refused try did not touch the lease
+    recipients = [m["body"]["recipient"] for m in sandbox.requests()]
+    assert sorted(recipients) == sorted(r["recipient"] for r in rows)  # every row exactly once
+    assert outcome["first"].sent == len(rows)
+
+
+def test_claims_made_at_the_same_moment_let_exactly_one_try_send() -> None:
+    for _ in range(5):
+        backend = batch.MemoryBackend()
+        barrier = threading.Barrier(4)
+        results: list[str] = []
+
+        def claim(
+            store: batch.ProgressStore, barrier: threading.Barrier = barrier, results: list[str] = results
+        ) -> None:
+            barrier.wait()
+            try:
+                store.claim()
+                results.append("won")
+            except batch.LeaseHeldError:
+                results.append("refused")
+
+        stores = [_store(backend, batch.lease_owner(n), settle=0.2) for n in range(4)]
+        threads = [threading.Thread(target=claim, args=(store,)) for store in stores]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert sorted(results) == ["refused"] * 3 + ["won"]
+
+
+def test_an_expired_lease_of_a_killed_try_is_taken_over(sandbox: Any) -> None:
+    backend = batch.MemoryBackend()
+    rows = _rows(30)
+    hook, send = _sandbox_send(sandbox)
+    # try 1 claims, sends 10 rows, flushes, then is "killed": it never renews nor releases its lease
+    killed = _store(backend, batch.lease_owner(1), lease_ttl=1.0, safety=0.3)
+    assert killed.claim() is None
+    killed.load()
+    for row in rows[:10]:
+        recipient = normalize_phone(row["recipient"], "recipient")
+        assert killed.start_send()
+        killed.record(recipient, send(recipient, Text(body="x")))
+        killed.end_send()
+    killed.flush()
+    try:
+        with pytest.raises(batch.LeaseHeldError):
+            _engine(send, progress=_store(backend, batch.lease_owner(2))).run(rows)
+        while time.time() < json.loads(backend.values["k__head"])["expires"]:
+            time.sleep(0.05)
+        second = _engine(send, progress=_store(backend, batch.lease_owner(2))).run(rows)
+    finally:
+        hook.close()
+    assert (second.skipped_already_sent, second.sent) == (10, 20)
+    recipients = [m["body"]["recipient"] for m in sandbox.requests()]
+    assert sorted(recipients) == sorted(r["recipient"] for r in rows)
+    # had the killed try only stalled, it would refuse to send by now: its own deadline passed before expiry
+    assert not killed.start_send()
+    assert isinstance(killed.failure, batch.LeaseLostError)
+
+
+def test_a_try_that_lost_its_lease_stops_at_its_next_flush_and_writes_nothing() -> None:
+    backend = StealingBackend(steal_at=6)  # the claim reads the head twice, each flush once
+    rows = _rows(300)
+    api = FakeApi(delay=0.002)
+    engine = _engine(api, concurrency=2, progress=_store(backend, batch.lease_owner(1)), flush_interval=0.02)
+    outcome = engine.run(rows)
+    assert isinstance(outcome.aborted, batch.LeaseLostError)
+    assert "try2@elsewhere" in str(outcome.aborted)
+    assert len(api.calls) < len(rows) and outcome.not_attempted > 0
+    _assert_counts_add_up(outcome, len(rows))
+    assert backend.writes == backend.writes_at_steal  # not one write after the lease was lost
+    assert json.loads(backend.values["k__head"])["owner"] == "try2@elsewhere"
+
+
+# ------------------------------------------------------------------------------------------ store down
+
+
+def test_a_store_outage_is_retried_and_sending_pauses_until_it_ends() -> None:
+    backend = OutageBackend()
+    rows = _rows(300)
+    api = FakeApi(delay=0.002)
+    calls_at: dict[str, int] = {}
+    backend.on_first_failure = lambda: calls_at.setdefault("first_failure", len(api.calls))
+    store = _store(backend, batch.lease_owner(1), write_retry_seconds=10.0)
+    engine = _engine(api, concurrency=4, progress=store, flush_interval=0.05)
+
+    def outage() -> None:
+        while len(api.calls) < 50:
+            time.sleep(0.001)
+        backend.down = True
+        while backend.failures < 4:  # the store noticed and retried a few times
+            time.sleep(0.01)
+        calls_at["recovery"] = len(api.calls)
+        backend.down = False
+
+    breaker = threading.Thread(target=outage)
+    breaker.start()
+    outcome = engine.run(rows)
+    breaker.join()
+    assert store.failed_attempts == backend.failures >= 4  # retried, not given up
+    assert calls_at["recovery"] - calls_at["first_failure"] <= 4  # paused: only sends already started
+    assert outcome.aborted is None and outcome.sent == len(rows)
+    assert len(api.calls) == len(set(api.calls)) == len(rows)  # no row sent twice
+    assert batch.ProgressStore(backend, "k").load() == outcome.message_ids
+    _assert_counts_add_up(outcome, len(rows))
+
+
+def test_a_store_that_stays_down_stops_the_batch_and_at_most_max_unflushed_sends_repeat() -> None:
+    backend = OutageBackend()
+    backend.down_at_first_part = True  # the claim works; every read and write after the first flush fails
+    rows = _rows(100)
+    api = FakeApi(delay=0.002)
+    store = _store(backend, batch.lease_owner(1), max_unflushed=5, write_retry_seconds=0.3)
+    outcome = _engine(api, concurrency=8, progress=store, flush_interval=0.05).run(rows)
+    assert isinstance(outcome.aborted, batch.LedgerWriteError)
+    assert backend.failures > 2  # retried
+    assert 0 < len(api.calls) <= store.max_unflushed  # no send beyond the bound without a durable record
+    assert outcome.unrecorded == len(api.calls)
+    assert outcome.not_attempted > 0
+    _assert_counts_add_up(outcome, len(rows))
+    # the store comes back; the next try repeats exactly the unrecorded sends and sends every other row once
+    backend.down = False
+    store.release_lease()
+    retry_api = FakeApi()
+    retry = _engine(retry_api, progress=_store(backend, batch.lease_owner(2))).run(rows)
+    assert retry.sent == len(rows)
+    assert len(set(api.calls) & set(retry_api.calls)) == outcome.unrecorded <= store.max_unflushed
+    _assert_counts_add_up(retry, len(rows))
+
+
+def test_a_completed_batch_is_never_sent_again_by_a_later_try() -> None:
+    backend = batch.MemoryBackend()
+    rows = [*_rows(10), "123"]
+    store = _store(backend, batch.lease_owner(1))
+    first = _engine(FakeApi(), progress=store).run(rows)
+    store.complete(first.result())
+    again_api = FakeApi()
+    again = _engine(again_api, progress=_store(backend, batch.lease_owner(2))).run(rows)
+    assert again_api.calls == []
+    assert again.completed_earlier is not None
+    assert again.result() == first.result()
+    assert "nothing was sent again" in again.summary()
+
+
+def test_errors_of_the_ledger_are_retryable_item_errors() -> None:
+    assert issubclass(batch.LedgerError, ItnioError)
+    assert not batch.LeaseHeldError("x", 0).permanent
