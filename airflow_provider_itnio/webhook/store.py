@@ -1,0 +1,365 @@
+"""
+Record vendor pushes in the provider's tables, idempotently (pure SQLAlchemy; a session is passed in).
+
+The receiver calls :func:`record_push` inside one transaction per push; it commits (or rolls back) itself. The
+writes are safe under concurrent and repeated pushes (the vendor re-pushes after 1, 3 and 5 minutes, and the API
+server may run several workers):
+
+- a status push is inserted into ``itnio_status_history`` with "insert, or nothing on a conflict" on its
+  ``dedup_key``: a re-push inserts nothing and changes nothing else;
+- the message's row in ``itnio_message_status`` is inserted the same way, or else moved forward by a single
+  conditional ``UPDATE`` whose ``WHERE`` accepts only the statuses the new one advances over
+  (:func:`airflow_provider_itnio.events.advances`), so ``read`` beats ``delivered`` whatever the arrival order and
+  ``failed`` / ``deleted`` are final, even when two pushes race;
+- an inbound message is inserted with "insert, or nothing on a conflict" on ``app_id`` + ``message_id``.
+
+"Insert, or nothing on a conflict" is ``INSERT ... ON CONFLICT DO NOTHING`` on SQLite and PostgreSQL,
+``INSERT IGNORE`` on MySQL, and an insert in a savepoint that swallows the ``IntegrityError`` elsewhere.
+"""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Table, and_, delete, insert, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from airflow_provider_itnio.events import (
+    InboundEvent,
+    MessageStatus,
+    StatusEvent,
+    advances,
+    dedup_key,
+    parse_status,
+)
+from airflow_provider_itnio.webhook.models import (
+    inbound_message_table,
+    message_status_table,
+    status_history_table,
+)
+
+__all__ = [
+    "DEFAULT_RETENTION_DAYS",
+    "MessageStatusRecord",
+    "Recorded",
+    "cleanup",
+    "get_message_status",
+    "get_status_history",
+    "last_inbound_at",
+    "record_inbound",
+    "record_push",
+    "record_status",
+]
+
+#: How long pushes are kept when neither ``[itnio] webhook_retention_days`` nor ``--older-than-days`` says.
+DEFAULT_RETENTION_DAYS = 90
+
+
+@dataclass(frozen=True)
+class Recorded:
+    """
+    What recording one push did.
+
+    :param new: ``False`` when the same push was recorded before (a re-push): nothing was written.
+    :param advanced: For a status push, whether the message's status changed (``False`` for an inbound push).
+    :param status: For a status push, the message's status after recording (its furthest), else ``None``.
+    """
+
+    new: bool
+    advanced: bool = False
+    status: MessageStatus | None = None
+
+
+@dataclass(frozen=True)
+class MessageStatusRecord:
+    """
+    A message's furthest status, as stored in ``itnio_message_status``.
+
+    :param app_id: The application.
+    :param message_id: The id the send call returned.
+    :param status: The furthest status so far.
+    :param failure: Why it failed, or ``None``.
+    :param recipient: The customer's number (digits).
+    :param business_phone: The sender number (digits).
+    :param conversation_id: The vendor's conversation id, or ``None``.
+    :param status_timestamp: The vendor's time of ``status`` (Unix seconds), or ``None``.
+    :param conn_id: The connection whose address received the push that set ``status``.
+    :param created_at: When the first push for the message was recorded (UTC).
+    :param updated_at: When ``status`` last changed (UTC).
+    """
+
+    app_id: str
+    message_id: str
+    status: MessageStatus
+    failure: str | None
+    recipient: str
+    business_phone: str
+    conversation_id: str | None
+    status_timestamp: int | None
+    conn_id: str
+    created_at: datetime.datetime
+    updated_at: datetime.datetime
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the record as JSON-serialisable values (datetimes in ISO 8601)."""
+        return {
+            "app_id": self.app_id,
+            "message_id": self.message_id,
+            "status": self.status.value,
+            "failure": self.failure,
+            "recipient": self.recipient,
+            "business_phone": self.business_phone,
+            "conversation_id": self.conversation_id,
+            "status_timestamp": self.status_timestamp,
+            "conn_id": self.conn_id,
+            "created_at": self.created_at.isoformat(),
+            "updated_at": self.updated_at.isoformat(),
+        }
+
+
+def _utcnow() -> datetime.datetime:
+    return datetime.datetime.now(datetime.UTC)
+
+
+def _insert_or_nothing(session: Session, table: Table, values: Mapping[str, Any], conflict: list[str]) -> bool:
+    """Insert one row unless it conflicts on the unique columns ``conflict``; return whether it was inserted."""
+    dialect = session.get_bind().dialect.name
+    statement: Any
+    if dialect == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+        statement = sqlite_insert(table).values(**values).on_conflict_do_nothing(index_elements=conflict)
+    elif dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+
+        # SQLAlchemy adds RETURNING to PostgreSQL inserts, which leaves rowcount at -1: ask for the row instead.
+        inserted = postgresql_insert(table).values(**values).on_conflict_do_nothing(index_elements=conflict)
+        return session.execute(inserted.returning(table.c.id)).first() is not None
+    elif dialect == "mysql":
+        statement = insert(table).values(**values).prefix_with("IGNORE")
+    else:
+        try:
+            with session.begin_nested():
+                session.execute(insert(table).values(**values))
+        except IntegrityError:
+            return False
+        return True
+    result: Any = session.execute(statement)
+    return bool(result.rowcount == 1)
+
+
+def record_push(
+    session: Session, event: StatusEvent | InboundEvent, conn_id: str, *, now: datetime.datetime | None = None
+) -> Recorded:
+    """
+    Record a parsed push once (see :func:`record_status` and :func:`record_inbound`); the caller commits.
+
+    :param session: A SQLAlchemy session on the Airflow metadata database.
+    :param event: The push, from :func:`airflow_provider_itnio.events.parse_push`.
+    :param conn_id: The connection whose address received it.
+    :param now: The time of arrival (UTC; default: now).
+    """
+    if isinstance(event, StatusEvent):
+        return record_status(session, event, conn_id, now=now)
+    return record_inbound(session, event, conn_id, now=now)
+
+
+def record_status(
+    session: Session, event: StatusEvent, conn_id: str, *, now: datetime.datetime | None = None
+) -> Recorded:
+    """
+    Record a status push once in the history and move the message's status forward if it advances it.
+
+    :param session: A SQLAlchemy session on the Airflow metadata database; the caller commits.
+    :param event: The status push.
+    :param conn_id: The connection whose address received it.
+    :param now: The time of arrival (UTC; default: now).
+    """
+    now = now or _utcnow()
+    history = {
+        "dedup_key": dedup_key(event),
+        "app_id": event.app_id,
+        "message_id": event.message_id,
+        "status": event.status.value,
+        "failure": event.failure,
+        "status_timestamp": event.timestamp,
+        "conn_id": conn_id,
+        "received_at": now,
+        "raw": event.raw,
+    }
+    if not _insert_or_nothing(session, status_history_table, history, ["dedup_key"]):
+        return Recorded(new=False, status=_current_status(session, event.app_id, event.message_id))
+
+    columns = message_status_table.c
+    status_row = {
+        "app_id": event.app_id,
+        "message_id": event.message_id,
+        "status": event.status.value,
+        "failure": event.failure,
+        "recipient": event.recipient,
+        "business_phone": event.business_phone,
+        "conversation_id": event.conversation_id,
+        "status_timestamp": event.timestamp,
+        "conn_id": conn_id,
+        "created_at": now,
+        "updated_at": now,
+    }
+    if _insert_or_nothing(session, message_status_table, status_row, ["app_id", "message_id"]):
+        return Recorded(new=True, advanced=True, status=event.status)
+
+    # Only the statuses the new one advances over may be replaced: one statement, so racing pushes cannot
+    # move a message backwards.
+    replaceable = [status.value for status in MessageStatus if advances(status, event.status)]
+    changes: dict[str, Any] = {
+        "status": event.status.value,
+        "status_timestamp": event.timestamp,
+        "conn_id": conn_id,
+        "updated_at": now,
+    }
+    if event.failure is not None:
+        changes["failure"] = event.failure
+    if event.conversation_id is not None:
+        changes["conversation_id"] = event.conversation_id
+    result: Any = session.execute(
+        update(message_status_table)
+        .where(
+            and_(
+                columns.app_id == event.app_id,
+                columns.message_id == event.message_id,
+                columns.status.in_(replaceable),
+            )
+        )
+        .values(**changes)
+    )
+    advanced = result.rowcount == 1
+    current = event.status if advanced else _current_status(session, event.app_id, event.message_id)
+    return Recorded(new=True, advanced=advanced, status=current)
+
+
+def record_inbound(
+    session: Session, event: InboundEvent, conn_id: str, *, now: datetime.datetime | None = None
+) -> Recorded:
+    """
+    Record an inbound message once (unique on ``app_id`` + ``message_id``).
+
+    :param session: A SQLAlchemy session on the Airflow metadata database; the caller commits.
+    :param event: The inbound push.
+    :param conn_id: The connection whose address received it.
+    :param now: The time of arrival (UTC; default: now).
+    """
+    row = {
+        "app_id": event.app_id,
+        "message_id": event.message_id,
+        "business_phone": event.business_phone,
+        "from_phone": event.from_phone,
+        "name": event.name,
+        "type": event.type,
+        "text": event.text,
+        "reply": event.reply,
+        "location": event.location,
+        "media": event.media,
+        "message_timestamp": event.timestamp,
+        "conn_id": conn_id,
+        "received_at": now or _utcnow(),
+        "raw": event.raw,
+    }
+    return Recorded(new=_insert_or_nothing(session, inbound_message_table, row, ["app_id", "message_id"]))
+
+
+def _current_status(session: Session, app_id: str, message_id: str) -> MessageStatus | None:
+    columns = message_status_table.c
+    word = session.execute(
+        select(columns.status).where(and_(columns.app_id == app_id, columns.message_id == message_id))
+    ).scalar()
+    return parse_status(word) if word is not None else None
+
+
+def get_message_status(session: Session, message_id: str, app_id: str | None = None) -> MessageStatusRecord | None:
+    """
+    Return the furthest status recorded for a message, or ``None`` when no push for it has arrived.
+
+    :param session: A SQLAlchemy session on the Airflow metadata database.
+    :param message_id: The id the send call returned.
+    :param app_id: The application; when ``None``, any (message ids are unique in practice).
+    """
+    columns = message_status_table.c
+    query = select(message_status_table).where(columns.message_id == message_id)
+    if app_id is not None:
+        query = query.where(columns.app_id == app_id)
+    row = session.execute(query.order_by(columns.id).limit(1)).mappings().first()
+    if row is None:
+        return None
+    return MessageStatusRecord(
+        app_id=row["app_id"],
+        message_id=row["message_id"],
+        status=parse_status(row["status"]),
+        failure=row["failure"],
+        recipient=row["recipient"],
+        business_phone=row["business_phone"],
+        conversation_id=row["conversation_id"],
+        status_timestamp=row["status_timestamp"],
+        conn_id=row["conn_id"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+    )
+
+
+def get_status_history(session: Session, message_id: str, app_id: str | None = None) -> list[dict[str, Any]]:
+    """
+    Return every distinct status push of a message, in arrival order.
+
+    Each item has ``status``, ``failure``, ``status_timestamp``, ``received_at`` (UTC), ``conn_id`` and ``raw``.
+
+    :param session: A SQLAlchemy session on the Airflow metadata database.
+    :param message_id: The id the send call returned.
+    :param app_id: The application; when ``None``, any.
+    """
+    columns = status_history_table.c
+    query = select(
+        columns.status, columns.failure, columns.status_timestamp, columns.received_at, columns.conn_id, columns.raw
+    ).where(columns.message_id == message_id)
+    if app_id is not None:
+        query = query.where(columns.app_id == app_id)
+    return [dict(row) for row in session.execute(query.order_by(columns.id)).mappings()]
+
+
+def last_inbound_at(session: Session, business_phone: str, from_phone: str) -> datetime.datetime | None:
+    """
+    Return when the last message from a customer to a business number arrived (UTC), or ``None``.
+
+    :param session: A SQLAlchemy session on the Airflow metadata database.
+    :param business_phone: The business number, digits.
+    :param from_phone: The customer's number, digits.
+    """
+    columns = inbound_message_table.c
+    query = (
+        select(columns.received_at)
+        .where(and_(columns.from_phone == from_phone, columns.business_phone == business_phone))
+        .order_by(columns.received_at.desc())
+        .limit(1)
+    )
+    value: datetime.datetime | None = session.execute(query).scalar()
+    return value
+
+
+def cleanup(session: Session, older_than: datetime.datetime) -> dict[str, int]:
+    """
+    Delete what arrived before ``older_than``: history rows, inbound messages, and message statuses not updated since.
+
+    :param session: A SQLAlchemy session on the Airflow metadata database; the caller commits.
+    :param older_than: The cut-off (timezone-aware).
+    :return: The number of rows deleted, by table name.
+    """
+    deleted: dict[str, int] = {}
+    for table, column in (
+        (status_history_table, status_history_table.c.received_at),
+        (inbound_message_table, inbound_message_table.c.received_at),
+        (message_status_table, message_status_table.c.updated_at),
+    ):
+        result: Any = session.execute(delete(table).where(column < older_than))
+        deleted[table.name] = int(result.rowcount)
+    return deleted

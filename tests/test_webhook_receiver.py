@@ -1,0 +1,407 @@
+"""
+The webhook receiver through a real Airflow 3 API server (``airflow api-server`` started by this module).
+
+One server for the whole module, on the session's Airflow home (SQLite, migrated by ``airflow db migrate`` in the
+``airflow_db`` fixture, which runs the provider's DB manager). The tests push real HTTP to
+``/itnio/webhook/{conn_id}/{token}`` and check the provider's tables with SQLAlchemy. The connections the server
+reads come from environment variables (``AIRFLOW_CONN_*``) given to the server, and from the metadata database (the
+``url`` command's test). The plugin is loaded through the ``airflow.plugins`` entry point when the installed
+package has it, else from a plugins folder that imports the same class (an editable install made before the entry
+point was added).
+
+On Airflow 2 the server tests are skipped; the tests at the end check that the receiver's modules refuse to import
+there with an error saying Airflow 3.1+ is needed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+import sqlalchemy as sa
+
+from airflow_provider_itnio.events import MAX_PUSH_BYTES
+from tests.test_connection_ui import _free_port, _stop
+from tests.test_events import APP_ID, FAILED_PUSH, MESSAGES, inbound, status_push
+
+AIRFLOW_2 = metadata.version("apache-airflow").startswith("2.")
+TOKEN = secrets.token_urlsafe(32)
+OTHER_TOKEN = secrets.token_urlsafe(32)
+CONN_ID = "itnio_webhook_test"
+#: Connections the server reads from its environment: the receiver's, one of another type, one without a token.
+SERVER_CONNECTIONS = {
+    CONN_ID: {
+        "conn_type": "itnio",
+        "login": "key",
+        "password": "secret",
+        "extra": {"app_id": APP_ID, "webhook_token": TOKEN},
+    },
+    "not_itnio_webhook": {"conn_type": "http", "extra": {"app_id": APP_ID, "webhook_token": OTHER_TOKEN}},
+    "itnio_without_token": {"conn_type": "itnio", "extra": {"app_id": APP_ID}},
+}
+TABLES = ("itnio_message_status", "itnio_status_history", "itnio_inbound_message")
+
+needs_airflow_3 = pytest.mark.skipif(AIRFLOW_2, reason="the receiver needs Airflow 3.1+ (Airflow 2 has no API server)")
+
+
+class Server:
+    """The running API server: its base URL, its log file and the metadata database."""
+
+    def __init__(self, base_url: str, log_path: Path, engine: sa.engine.Engine) -> None:
+        self.base_url = base_url
+        self.log_path = log_path
+        self.engine = engine
+
+    def url(self, conn_id: str = CONN_ID, token: str = TOKEN) -> str:
+        return f"{self.base_url}/itnio/webhook/{conn_id}/{token}"
+
+    def push(self, body: Any, *, conn_id: str = CONN_ID, token: str = TOKEN, **kwargs: Any) -> requests.Response:
+        if isinstance(body, dict | list):
+            kwargs["json"] = body
+        else:
+            kwargs["data"] = body
+        return requests.post(self.url(conn_id, token), timeout=30, **kwargs)
+
+    def counts(self) -> dict[str, int]:
+        with self.engine.connect() as connection:
+            return {
+                table: int(connection.execute(sa.text(f"SELECT COUNT(*) FROM {table}")).scalar_one())
+                for table in TABLES
+            }
+
+    def rows(self, sql: str, **params: Any) -> list[dict[str, Any]]:
+        with self.engine.connect() as connection:
+            return [dict(row) for row in connection.execute(sa.text(sql), params).mappings()]
+
+
+@pytest.fixture(scope="module")
+def server(airflow_db: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """A real ``airflow api-server`` with the receiver; yields it and stops it afterwards."""
+    if AIRFLOW_2:
+        pytest.skip("the receiver needs Airflow 3.1+")
+    home = tmp_path_factory.mktemp("itnio-webhook-server")
+    plugins = home / "plugins"
+    plugins.mkdir()
+    entry_points = {ep.name for ep in metadata.entry_points(group="airflow.plugins")}
+    if "itnio_webhook" not in entry_points:  # an install older than the entry point: load the same class
+        (plugins / "itnio_webhook_plugin.py").write_text(
+            "from airflow_provider_itnio.webhook.plugin import ItnioWebhookPlugin  # noqa: F401\n"
+        )
+    port = _free_port()
+    log_path = home / "api-server.log"
+    env = {
+        **os.environ,
+        "AIRFLOW__CORE__PLUGINS_FOLDER": str(plugins),
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
+        **{f"AIRFLOW_CONN_{conn_id.upper()}": json.dumps(conn) for conn_id, conn in SERVER_CONNECTIONS.items()},
+    }
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "airflow", "api-server", "--host", "127.0.0.1", "--port", str(port)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
+        )
+    base_url = f"http://127.0.0.1:{port}"
+    engine = sa.create_engine(f"sqlite:///{airflow_db / 'airflow.db'}")
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            if process.poll() is not None:
+                pytest.fail(f"airflow api-server exited with {process.returncode}:\n{log_path.read_text()[-3000:]}")
+            try:
+                if requests.get(f"{base_url}/api/v2/monitor/health", timeout=2).status_code == 200:
+                    break
+            except requests.ConnectionError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"airflow api-server did not answer in 120 s:\n{log_path.read_text()[-3000:]}")
+            time.sleep(0.5)
+        yield Server(base_url, log_path, engine)
+    finally:
+        _stop(process)
+        engine.dispose()
+    log_text = log_path.read_text(errors="replace")
+    # The token is in every address pushed to, and in no log line.
+    assert TOKEN not in log_text
+    assert OTHER_TOKEN not in log_text
+
+
+def _failed_push(**fields: Any) -> dict[str, Any]:
+    return {**FAILED_PUSH, **fields}
+
+
+@pytest.mark.api_server
+@needs_airflow_3
+def test_airflow_db_migrate_created_the_provider_tables(server: Server) -> None:
+    """The session's ``airflow db migrate`` (fixture ``airflow_db``) ran the provider's DB manager."""
+    inspector = sa.inspect(server.engine)
+    tables = set(inspector.get_table_names())
+    assert set(TABLES) | {"alembic_version_itnio"} <= tables
+    assert {c["name"] for c in inspector.get_columns("itnio_status_history")} >= {"dedup_key", "status", "raw"}
+    assert [u["column_names"] for u in inspector.get_unique_constraints("itnio_status_history")] == [["dedup_key"]]
+    assert [u["column_names"] for u in inspector.get_unique_constraints("itnio_inbound_message")] == [
+        ["app_id", "message_id"]
+    ]
+    from airflow_provider_itnio.webhook.db_manager import ItnioDBManager
+
+    [revision] = server.rows("SELECT version_num FROM alembic_version_itnio")
+    assert revision["version_num"] == ItnioDBManager(None).get_script_object().get_current_head()
+
+
+@pytest.mark.api_server
+@needs_airflow_3
+def test_bad_pushes_get_a_clear_status_and_record_nothing(server: Server) -> None:
+    before = server.counts()
+    good = status_push(messageId="bad-input-test")
+    too_big = json.dumps({**good, "padding": "x" * MAX_PUSH_BYTES}).encode()
+    cases: list[tuple[str, requests.Response, int, str | None]] = [
+        ("not JSON", server.push(b"{not json", headers={"Content-Type": "application/json"}), 400, "body"),
+        ("not an object", server.push([good]), 400, "body"),
+        ("no messageId", server.push(status_push(messageId=None)), 400, "messageId"),
+        ("no message", server.push({**inbound(MESSAGES["text"]), "message": None}), 400, "message"),
+        ("unknown eventType", server.push({**good, "eventType": "template-status-event"}), 400, "eventType"),
+        ("integer status", server.push({**good, "status": 2}), 400, "status"),
+        ("another app", server.push({**good, "appId": "7WY0BQ7W"}), 400, "appId"),
+        ("another app, inbound", server.push(inbound(MESSAGES["text"], appId="7WY0BQ7W")), 400, "appId"),
+        ("over 1 MiB, declared", server.push(too_big), 413, "body"),
+        # A generator body is sent chunked, without Content-Length: the read stops at the limit.
+        ("over 1 MiB, chunked", server.push(iter([too_big[:65536], too_big[65536:]])), 413, "body"),
+    ]
+    for name, response, status, field in cases:
+        assert response.status_code == status, (name, response.text)
+        assert response.json()["field"] == field, name
+        assert TOKEN not in response.text
+    assert "Content-Length" not in cases[-1][1].request.headers  # the chunked case really was chunked
+    assert server.counts() == before
+
+
+@pytest.mark.api_server
+@needs_airflow_3
+def test_wrong_token_and_unknown_connection_get_the_same_404(server: Server) -> None:
+    before = server.counts()
+    push = status_push(messageId="not-found-test")
+    answers = {
+        "wrong token": server.push(push, token=OTHER_TOKEN),
+        "token of another length": server.push(push, token=TOKEN[:-1]),
+        "unknown connection": server.push(push, conn_id="itnio_nobody"),
+        "not an itnio connection": server.push(push, conn_id="not_itnio_webhook", token=OTHER_TOKEN),
+        "itnio connection without a token": server.push(push, conn_id="itnio_without_token", token=TOKEN),
+        "no token at all": requests.post(f"{server.base_url}/itnio/webhook/{CONN_ID}", json=push, timeout=30),
+        "a body that is not JSON, wrong token": server.push(b"{not json", token=OTHER_TOKEN),
+    }
+
+    def shape(response: requests.Response) -> tuple[int, bytes, dict[str, str]]:
+        headers = {k.lower(): v for k, v in response.headers.items() if k.lower() not in ("date", "x-request-id")}
+        return response.status_code, response.content, headers
+
+    expected = shape(answers["unknown connection"])
+    assert expected[0] == 404
+    assert json.loads(expected[1]) == {"detail": "Not Found"}
+    for name, response in answers.items():
+        assert shape(response) == expected, name
+    assert server.counts() == before
+
+
+@pytest.mark.api_server
+@needs_airflow_3
+def test_a_status_push_is_recorded_once_and_keeps_its_furthest_progress(server: Server) -> None:
+    message_id = "receiver-status-test"
+    sent = status_push(messageId=message_id, status="sent", vendorAddsThis={"later": 1})
+    answers = [server.push(sent) for _ in range(4)]  # the push and the vendor's three re-pushes
+    assert [a.status_code for a in answers] == [200] * 4, answers[0].text
+    assert [a.json()["duplicate"] for a in answers] == [False, True, True, True]
+
+    read = server.push(status_push(messageId=message_id, status="READ"))  # the status word in any case
+    delivered = server.push(status_push(messageId=message_id, status="delivered"))  # arrives after "read"
+    assert (read.json()["status"], delivered.json()["status"]) == ("read", "read")
+    assert delivered.json()["duplicate"] is False
+
+    [row] = server.rows("SELECT * FROM itnio_message_status WHERE message_id = :m", m=message_id)
+    assert (row["app_id"], row["status"], row["conn_id"]) == (APP_ID, "read", CONN_ID)
+    history = server.rows(
+        "SELECT status, raw FROM itnio_status_history WHERE message_id = :m ORDER BY id", m=message_id
+    )
+    assert [h["status"] for h in history] == ["sent", "read", "delivered"]
+    assert json.loads(history[0]["raw"])["vendorAddsThis"] == {"later": 1}  # unknown fields kept
+
+    failed = server.push(_failed_push(messageId=message_id))
+    sent_late = server.push(status_push(messageId=message_id, status="sent", timestamp=1))  # a re-push of "sent"
+    deleted = server.push(status_push(messageId=message_id, status="deleted"))  # a new push after a final status
+    assert failed.json()["status"] == "failed"
+    assert [(a.json()["duplicate"], a.json()["status"]) for a in (sent_late, deleted)] == [
+        (True, "failed"),
+        (False, "failed"),
+    ]
+    [row] = server.rows("SELECT status, failure FROM itnio_message_status WHERE message_id = :m", m=message_id)
+    assert (row["status"], row["failure"]) == ("failed", FAILED_PUSH["failure"])
+
+
+@pytest.mark.api_server
+@needs_airflow_3
+def test_concurrent_re_pushes_are_recorded_once(server: Server) -> None:
+    push = status_push(messageId="receiver-concurrency-test", status="delivered")
+    answers: list[requests.Response] = []
+    start = threading.Barrier(8)
+
+    def send() -> None:
+        start.wait()
+        answers.append(server.push(push))
+
+    threads = [threading.Thread(target=send) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(a.status_code for a in answers) == [200] * 8
+    assert sorted(a.json()["duplicate"] for a in answers) == [False] + [True] * 7
+    assert len(server.rows("SELECT id FROM itnio_status_history WHERE message_id = 'receiver-concurrency-test'")) == 1
+
+
+@pytest.mark.api_server
+@needs_airflow_3
+def test_an_inbound_push_is_recorded_once_with_unknown_types_and_fields_kept(server: Server) -> None:
+    tap = inbound(MESSAGES["button_reply"], messageId="wamid.receiver-tap", context={"refMessageId": "out-1"})
+    odd = inbound({"type": "reaction", "reaction": {"emoji": "+1"}}, messageId="wamid.receiver-odd", extraField=7)
+    answers = [server.push(tap) for _ in range(3)] + [server.push(odd), server.push(odd)]
+    assert [a.status_code for a in answers] == [200] * 5, answers[0].text
+    assert [a.json()["duplicate"] for a in answers] == [False, True, True, False, True]
+    assert answers[0].json()["event_type"] == "up-message-event"
+
+    rows = server.rows(
+        "SELECT message_id, type, reply, raw FROM itnio_inbound_message WHERE message_id LIKE 'wamid.receiver-%' "
+        "ORDER BY id"
+    )
+    assert [(r["message_id"], r["type"]) for r in rows] == [
+        ("wamid.receiver-tap", "interactive"),
+        ("wamid.receiver-odd", "reaction"),
+    ]
+    assert json.loads(rows[0]["reply"]) == {"id": "reschedule", "title": "Reschedule"}
+    assert json.loads(rows[0]["raw"]) == tap
+    assert json.loads(rows[1]["raw"]) == odd
+
+
+@pytest.mark.api_server
+@needs_airflow_3
+def test_the_access_log_shows_the_address_with_the_token_masked(server: Server) -> None:
+    assert server.push(status_push(messageId="access-log-test")).status_code == 200
+    deadline = time.monotonic() + 10
+    while f"/itnio/webhook/{CONN_ID}/***" not in server.log_path.read_text(errors="replace"):
+        assert time.monotonic() < deadline, server.log_path.read_text(errors="replace")[-3000:]
+        time.sleep(0.2)
+    assert TOKEN not in server.log_path.read_text(errors="replace")
+
+
+@pytest.mark.api_server
+@needs_airflow_3
+def test_the_url_command_creates_a_token_once_and_prints_a_working_address(server: Server) -> None:
+    from airflow.models.connection import Connection
+    from airflow.utils.session import create_session
+
+    conn_id = "itnio_webhook_from_db"
+    with create_session() as session:
+        session.query(Connection).filter(Connection.conn_id == conn_id).delete()
+        session.add(Connection(conn_id=conn_id, conn_type="itnio", extra=json.dumps({"app_id": APP_ID})))
+    command = [sys.executable, "-m", "airflow_provider_itnio.webhook", "url", conn_id, "--base-url", server.base_url]
+    first = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
+    assert first.returncode == 0, first.stderr[-2000:]
+    [address] = first.stdout.splitlines()
+    prefix = f"{server.base_url}/itnio/webhook/{conn_id}/"
+    assert address.startswith(prefix)
+    token = address.removeprefix(prefix)
+    assert len(token) >= 43  # token_urlsafe(32)
+    assert token not in first.stderr
+    assert "Created a new 'webhook_token' extra" in first.stderr
+
+    second = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
+    assert (second.returncode, second.stdout.strip(), second.stderr.count("Created")) == (0, address, 0)
+
+    push = status_push(messageId="url-command-test")
+    assert requests.post(address, json=push, timeout=30).json()["duplicate"] is False
+    [row] = server.rows("SELECT conn_id FROM itnio_message_status WHERE message_id = 'url-command-test'")
+    assert row["conn_id"] == conn_id
+
+
+@needs_airflow_3
+def test_the_url_command_refuses_a_connection_it_cannot_change(
+    airflow_db: Path, monkeypatch: pytest.MonkeyPatch, capsys: Any
+) -> None:
+    from airflow_provider_itnio.webhook.__main__ import main
+
+    monkeypatch.setenv("AIRFLOW_CONN_ITNIO_ENV_ONLY", json.dumps({"conn_type": "itnio", "extra": {"app_id": APP_ID}}))
+    assert main(["url", "itnio_env_only"]) == 1
+    assert "environment variable or a secrets backend" in capsys.readouterr().err
+    assert main(["url", "itnio_nobody_here"]) == 1
+    assert "There is no connection 'itnio_nobody_here'" in capsys.readouterr().err
+
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_ITNIO_ENV_TOKEN",
+        json.dumps({"conn_type": "itnio", "extra": {"app_id": APP_ID, "webhook_token": "tok/en"}}),
+    )
+    assert main(["url", "itnio_env_token", "--base-url", "https://airflow.example.com/sub/"]) == 0
+    assert capsys.readouterr().out == "https://airflow.example.com/sub/itnio/webhook/itnio_env_token/tok%2Fen\n"
+
+
+@pytest.mark.api_server
+@needs_airflow_3
+def test_the_cleanup_command_applies_the_retention(server: Server, capsys: Any) -> None:
+    from airflow_provider_itnio.webhook.__main__ import main
+
+    assert server.push(status_push(messageId="cleanup-test")).status_code == 200
+    assert main(["cleanup", "--older-than-days", "1"]) == 0
+    assert json.loads(capsys.readouterr().out)["deleted"]["itnio_status_history"] == 0
+    before = server.counts()
+    assert main(["cleanup", "--older-than-days", "0"]) == 0
+    answer = json.loads(capsys.readouterr().out)
+    assert answer == {"older_than_days": 0.0, "deleted": before}
+    assert server.counts() == dict.fromkeys(TABLES, 0)
+
+
+# -- which Airflow: the modules' import guard ------------------------------------------------------------------
+
+
+@pytest.mark.skipif(not AIRFLOW_2, reason="checks the error on Airflow 2")
+@pytest.mark.parametrize("module", ["app", "plugin", "db_manager"])
+def test_on_airflow_2_the_receiver_modules_say_airflow_3_1_is_needed(module: str) -> None:
+    result = subprocess.run(
+        [sys.executable, "-c", f"import airflow_provider_itnio.webhook.{module}"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 1
+    assert "ImportError: The itnio " in result.stderr
+    assert "needs Airflow 3.1 or later" in result.stderr
+
+
+@pytest.mark.skipif(not AIRFLOW_2, reason="checks the entry point on Airflow 2")
+def test_on_airflow_2_the_plugin_entry_point_is_skipped_silently() -> None:
+    from airflow import plugins_manager
+
+    from airflow_provider_itnio.webhook import _entry
+
+    assert _entry.ItnioWebhookPlugin is None
+    assert not plugins_manager.is_valid_plugin(_entry.ItnioWebhookPlugin)
+
+
+@needs_airflow_3
+def test_on_airflow_3_the_entry_point_is_the_plugin_serving_the_app() -> None:
+    from airflow_provider_itnio.webhook import _entry
+    from airflow_provider_itnio.webhook.app import app
+    from airflow_provider_itnio.webhook.plugin import ItnioWebhookPlugin
+
+    assert _entry.ItnioWebhookPlugin is ItnioWebhookPlugin
+    assert ItnioWebhookPlugin.fastapi_apps == [{"app": app, "url_prefix": "/itnio", "name": "itnio webhook receiver"}]
