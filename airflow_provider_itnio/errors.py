@@ -10,10 +10,11 @@ The hierarchy::
      +-- ItnioValidationError        bad input, caught before any request is sent       (permanent)
      +-- ItnioConfigError            the connection lacks a key, secret or app_id         (permanent)
      +-- ItnioApiError               the API answered with a non-"0" status             (permanent or not)
-     +-- ItnioTransportError         no byte of the request was written (refused, DNS, connect or TLS
-     |                               handshake failure) after the hook's own bounded retries  (retryable)
-     +-- ItnioDeliveryUnknownError   the request was written and may have reached the API (read timeout,
-                                     connection or TLS dropped after sending, 5xx): never re-sent
+     +-- ItnioTransportError         the request was not wholly written (refused, DNS, connect or TLS
+     |                               handshake failure, a failed write) after the hook's own bounded
+     |                               retries                                               (retryable)
+     +-- ItnioDeliveryUnknownError   the request was wholly written and may have reached the API (read
+                                     timeout, connection or TLS dropped after sending, 5xx): never re-sent
                                                                                          (permanent by default)
 """
 
@@ -166,8 +167,10 @@ class ItnioTransportError(ItnioError):
     """
     Nothing reached the API, even after the hook's retries.
 
-    The request failed before any byte of it was written to the API's connection: connection refused, DNS
-    failure, connect timeout, a proxy that refused the tunnel, a TLS handshake that failed or never completed.
+    The request failed before any byte of it was written to the API's connection (connection refused, DNS
+    failure, connect timeout, a proxy that refused the tunnel, a TLS handshake that failed or never
+    completed), or a write of it failed, so that its last bytes never left (a reused connection the server had
+    closed, a reset or timeout while the body was going out): the API cannot have the whole request.
     """
 
 
@@ -175,7 +178,7 @@ class ItnioDeliveryUnknownError(ItnioError):
     """
     The request may have reached the API, but no usable answer came back.
 
-    The request was written to the API's connection, then the answer timed out, the connection dropped or
+    The request was wholly written to the API's connection, then the answer timed out, the connection dropped or
     its TLS layer broke; or a gateway answered 5xx; or the API said success without a readable
     ``messageId``. The hook never re-sends it, because the message may already have been delivered.
     """

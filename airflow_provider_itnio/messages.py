@@ -106,6 +106,15 @@ COUNTRY_CODES: frozenset[str] = frozenset(
     )
 )
 
+#: Country codes whose national numbers may begin with ``0``: the ``0`` is part of the number, not a trunk
+#: prefix (Italy, San Marino and the Vatican keep it since 1998; Côte d'Ivoire since 2021, Benin since 2024,
+#: Gabon and the Republic of the Congo write their 8- and 9-digit numbers with it). Everywhere else a ``0`` right
+#: after the country code is a trunk prefix that was kept by mistake.
+ZERO_IN_NUMBER_CODES: frozenset[str] = frozenset({"39", "378", "379", "225", "229", "241", "242"})
+#: Country codes whose national trunk prefix is not ``0`` (NANP: 1; Russia and Kazakhstan, Belarus: 8;
+#: Hungary: 06), so that a ``(0)`` after them is not a trunk zero.
+OTHER_TRUNK_CODES: frozenset[str] = frozenset({"1", "7", "375", "36"})
+
 _EMPTY = "-135"  # parameter value empty
 _WRONG_TYPE = "-134"  # parameter of the wrong type
 _BAD_LINK = "-133"  # malformed link URL
@@ -1023,6 +1032,9 @@ def normalize_phone(value: object, field: str) -> str:
     ``0044 20 7946 0958`` and ``+44 20 7946 0958`` all give ``442079460958``. What is left must be 7-14 digits
     that do not start with ``0`` (E.164 numbers never do; a leading ``0`` is a national trunk prefix or an
     international prefix other than ``00``, such as ``011``, and which number it stands for cannot be known).
+    A ``0`` right after the country code (``+44 020 7946 0958``) is refused, being a kept trunk prefix, except
+    where numbers may start with ``0`` (:data:`ZERO_IN_NUMBER_CODES`, e.g. ``+39 06 ...``); there, and where the
+    trunk prefix is not ``0`` (:data:`OTHER_TRUNK_CODES`, e.g. ``+1``), a ``(0)`` is refused too.
 
     :param value: The number, a string or a non-negative integer.
     :param field: The request-body field it is for (``recipient`` or ``businessPhone``); it picks the vendor
@@ -1077,7 +1089,24 @@ def normalize_phone(value: object, field: str) -> str:
             f"got {len(digits)} digits: {_show(value)}",
             too_short,
         )
+    code = _country_code(digits)
+    if code and digits[len(code)] == "0" and code not in ZERO_IN_NUMBER_CODES:
+        _fail(
+            field,
+            "no 0 right after the country code (leave the trunk 0 out, or write it as '(0)')",
+            f"+{code} numbers never start with 0, so this 0 is a national trunk prefix and the digits would be "
+            f"another number: got {_show(value)}",
+        )
     return digits
+
+
+def _country_code(digits: str) -> str | None:
+    """
+    Return the country code that ``digits`` (international form, no prefix) starts with, or ``None``.
+
+    :param digits: The number's digits.
+    """
+    return next((digits[:size] for size in (1, 2, 3) if digits[:size] in COUNTRY_CODES), None)
 
 
 def _check_trunk_zero(value: object, field: str, pieces: Sequence[str], international: bool) -> None:
@@ -1096,6 +1125,19 @@ def _check_trunk_zero(value: object, field: str, pieces: Sequence[str], internat
         _fail(field, rule, f"no '+' or '00' and country code before '(0)': got {_show(value)}")
     if pieces[0] not in COUNTRY_CODES:
         _fail(field, rule, f"{pieces[0]!r} before '(0)' is not a country code: got {_show(value)}")
+    if pieces[0] in ZERO_IN_NUMBER_CODES:
+        _fail(
+            field,
+            rule,
+            f"+{pieces[0]} numbers may start with 0 (it is part of the number, not a trunk prefix), so whether "
+            f"'(0)' belongs to the number cannot be known: got {_show(value)}",
+        )
+    if pieces[0] in OTHER_TRUNK_CODES:
+        _fail(
+            field,
+            rule,
+            f"the trunk prefix after +{pieces[0]} is not 0, so '(0)' is no trunk zero: got {_show(value)}",
+        )
 
 
 _ENVELOPE = ("appId", "businessPhone", "recipient", "channelType", "context")

@@ -5,7 +5,8 @@ The API takes a number as its digits in international form (country code first, 
 are all written so, see ``tests/golden``). A person may write one number as ``+44 20 7946 0958``,
 ``+44 (0) 20 7946 0958`` or ``00 44 20 7946 0958``: all three must become the same digits, so that one subscriber
 gets one message. Forms whose number cannot be known (a leading ``0`` without a country code, ``+0...``, a ``(0)``
-anywhere but right after the country code) are refused before anything is sent.
+anywhere but right after the country code, a ``(0)`` after a country code whose numbers start with 0 or whose
+trunk prefix is not 0, a trunk 0 kept after the country code) are refused before anything is sent.
 """
 
 from __future__ import annotations
@@ -18,7 +19,14 @@ import pytest
 from airflow_provider_itnio.batch import BatchSender, MessagePlan
 from airflow_provider_itnio.errors import ItnioValidationError
 from airflow_provider_itnio.hooks.itnio import ItnioHook
-from airflow_provider_itnio.messages import COUNTRY_CODES, Message, Text, normalize_phone
+from airflow_provider_itnio.messages import (
+    COUNTRY_CODES,
+    OTHER_TRUNK_CODES,
+    ZERO_IN_NUMBER_CODES,
+    Message,
+    Text,
+    normalize_phone,
+)
 from airflow_provider_itnio.notifications.itnio import ItnioNotifier
 from tests.conftest import GOLDEN_DIR
 
@@ -39,7 +47,8 @@ FIELDS = ("recipient", "businessPhone")
         ("0044 (0) 20 7946 0958", LONDON),
         ("0086 138 0013 8000", "+86 138 0013 8000"),
         ("00353 (0)1 234 5678", "+353 1 234 5678"),  # a three-digit country code
-        ("007 (0) 495 123 45 67", "+7 495 123 45 67"),  # a one-digit country code
+        ("0049 (0)30 1234 5678", "+49 30 1234 5678"),
+        ("0039 06 1234 5678", "+39 06 1234 5678"),  # Italian numbers start with their 0: it stays
         ("+1 (415) 555-0100", "+1 415 555 0100"),  # parentheses that are not "(0)" are only formatting
     ],
 )
@@ -64,6 +73,13 @@ def test_trunk_zero_and_00_prefix_give_the_number_of_the_plus_form(field: str, s
         pytest.param("(0) 20 7946 0958", "right after the country code", "no '+' or '00'", id="no-country-code"),
         pytest.param("44 (0) 20 7946 0958", "right after the country code", "no '+' or '00'", id="no-prefix"),
         pytest.param("+44 (0) (0) 20 7946 0958", "only once", "appears 2 times", id="two-zeros"),
+        pytest.param("+39 (0)6 1234 5678", "right after the country code", "part of the number", id="italy-0"),
+        pytest.param("+1 (0) 212 555 0100", "right after the country code", "not 0", id="nanp-trunk-1"),
+        pytest.param("007 (0) 495 123 45 67", "right after the country code", "not 0", id="russia-trunk-8"),
+        pytest.param("+44 020 7946 0958", "no 0 right after the country code", "trunk prefix", id="kept-trunk"),
+        pytest.param("4402079460958", "no 0 right after the country code", "trunk prefix", id="kept-trunk-digits"),
+        pytest.param(4402079460958, "no 0 right after the country code", "trunk prefix", id="kept-trunk-int"),
+        pytest.param("0033 0 1 23 45 67 89", "no 0 right after the country code", "+33 numbers", id="kept-trunk-00"),
     ],
 )
 @pytest.mark.parametrize("field", FIELDS)
@@ -74,10 +90,28 @@ def test_forms_that_cannot_be_made_unambiguous_are_refused(field: str, value: st
     assert error.field == field
     assert rule in error.rule
     assert problem in error.problem
-    assert repr(value) in error.problem  # the value as given
+    assert repr(value) in error.problem or str(value) in error.problem  # the value as given
     # the vendor takes any 7-14 digits: it would not refuse these, it would send to another number
     assert error.status is None
     assert str(error).startswith(f"{field}: ")
+
+
+def test_a_0_after_the_country_code_stays_only_where_numbers_start_with_0() -> None:
+    """
+    ``+44 020 ...`` (a kept trunk zero) would be sent as another number than ``+44 20 ...``: refused. Where a
+    country's numbers start with 0 (``+39 06 ...``), the 0 is the number's own and is kept, and a ``(0)`` is
+    refused since it may or may not be part of the number.
+    """
+    for code in sorted(COUNTRY_CODES):
+        national = "0612345678"[: 11 - len(code)]
+        if code in ZERO_IN_NUMBER_CODES:
+            assert normalize_phone(f"+{code} {national}", "recipient") == code + national
+            with pytest.raises(ItnioValidationError, match="part of the number"):
+                normalize_phone(f"+{code} (0) {national[1:]}", "recipient")
+        else:
+            with pytest.raises(ItnioValidationError, match="trunk prefix"):
+                normalize_phone(f"+{code} {national}", "recipient")
+    assert ZERO_IN_NUMBER_CODES <= COUNTRY_CODES and OTHER_TRUNK_CODES <= COUNTRY_CODES
 
 
 def test_country_codes_are_prefix_free_and_never_start_with_0() -> None:

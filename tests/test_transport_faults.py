@@ -20,6 +20,7 @@ import logging
 import os
 import socket
 import ssl
+import struct
 import threading
 import urllib.parse
 from collections.abc import Callable, Iterator
@@ -32,7 +33,12 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from airflow_provider_itnio.errors import ItnioApiError, ItnioDeliveryUnknownError, ItnioTransportError
+from airflow_provider_itnio.errors import (
+    ItnioApiError,
+    ItnioConfigError,
+    ItnioDeliveryUnknownError,
+    ItnioTransportError,
+)
 from airflow_provider_itnio.hooks.itnio import ItnioHook, SendResult
 
 CONN_ID = "itnio_faults"
@@ -305,6 +311,104 @@ def test_tls_failures_after_the_request_stay_unknown_deliveries(
     assert len(server.received) == 1
 
 
+class HeadReader:
+    """
+    A server on 127.0.0.1 that reads each request's head only, then resets the connection (``SO_LINGER`` 0)
+    while the client is still writing the body. Its receive buffer is tiny, so a large body cannot all be
+    queued before the reset: the client's write fails, and the request's last bytes never leave.
+
+    :param tls: Wrap connections in TLS with this context; ``None`` for plain HTTP.
+    """
+
+    def __init__(self, tls: ssl.SSLContext | None = None) -> None:
+        self.tls = tls
+        self.heads: list[bytes] = []
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # inherited by accepted sockets
+        self.listener.settimeout(0.1)
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+
+    @property
+    def url(self) -> str:
+        """The server's base URL."""
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.listener.getsockname()[1]}"
+
+    def __enter__(self) -> HeadReader:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stopped.set()
+        self.thread.join(5)
+        self.listener.close()
+
+    def _serve(self) -> None:
+        while not self.stopped.is_set():
+            try:
+                conn, _ = self.listener.accept()
+            except TimeoutError:
+                continue
+            conn.settimeout(5)
+            sock = conn
+            try:
+                sock = self.tls.wrap_socket(conn, server_side=True) if self.tls else conn  # detaches conn
+                head = b""
+                while b"\r\n\r\n" not in head:
+                    chunk = sock.recv(4096)
+                    if not chunk:
+                        break
+                    head += chunk
+                self.heads.append(head)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            except OSError:
+                pass
+            finally:
+                sock.close()
+
+
+@pytest.mark.parametrize("tls", [False, True], ids=["http", "https"])
+def test_a_write_that_fails_is_never_sent_and_retried(
+    monkeypatch: pytest.MonkeyPatch, certificate: tuple[Path, Path], tls: bool
+) -> None:
+    """
+    The server resets the connection after reading the head, while the body is going out: the write fails.
+
+    urllib3 swallows the write error (to read an early answer) and then fails reading; the request was never
+    whole at the server (its ``Content-Length`` was not reached), so it is never-sent and retried, not an
+    unknown delivery that nobody would ever send.
+    """
+    body = {"filler": "x" * 8_000_000}  # far more than the loopback buffers hold
+    with HeadReader(_tls_context(certificate) if tls else None) as server:
+        hook = _hook(monkeypatch, server.url, verify=str(certificate[0]), timeout=10)
+        with pytest.raises(ItnioTransportError, match="never reached the API") as info:
+            hook.post("/wa/custom/sendMsg", body)
+    assert not info.value.permanent
+    assert len(server.heads) == hook.connect_retries  # tried again on a new connection each time
+    assert all(head.startswith(b"POST /wa/custom/sendMsg HTTP/1.1\r\n") for head in server.heads)
+
+
+def test_a_keep_alive_connection_the_server_closed_is_reopened_and_sent_once(
+    monkeypatch: pytest.MonkeyPatch, certificate: tuple[Path, Path]
+) -> None:
+    """The pooled connection of the first send was closed by the server while idle: the next send reconnects."""
+    keep_alive = json.dumps(ACCEPTED).encode()
+    closed = threading.Event()
+
+    def answer_then_close_idle(sock: socket.socket, request: bytes) -> None:
+        sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(keep_alive), keep_alive))
+        closed.set()  # the handler's finally closes the connection: idle in the client's pool, now dead
+
+    with ScriptedServer([answer_then_close_idle, answer_json(ACCEPTED)], tls=_tls_context(certificate)) as server:
+        hook = _hook(monkeypatch, server.url, verify=str(certificate[0]))
+        assert hook.send_text("15550100200", "first").message_id == MESSAGE_ID
+        assert closed.wait(5)
+        assert hook.send_text("15550100200", "second").message_id == MESSAGE_ID
+    bodies = [request.rpartition(b'"body":')[2] for request in server.received]
+    assert bodies == [b'"first"}}', b'"second"}}']
+    assert server.connections == 2
+
+
 def test_what_was_written_is_tracked_per_thread(
     monkeypatch: pytest.MonkeyPatch, certificate: tuple[Path, Path]
 ) -> None:
@@ -569,3 +673,27 @@ def test_a_refused_tunnel_is_never_sent_and_hides_the_password(
     assert api.received == []
     assert len(login_proxy.seen) == hook.connect_retries  # the CONNECT is no request byte: retried
     assert "wrong-pw" not in str(info.value) + logged()
+
+
+@pytest.mark.parametrize("cut", ["#", "/", "?", "["], ids=["hash", "slash", "question-mark", "bracket"])
+def test_a_proxy_url_with_an_unencoded_character_in_the_password_never_shows_it(
+    monkeypatch: pytest.MonkeyPatch, logged: Callable[[], str], cut: str
+) -> None:
+    """
+    ``http://user:pa#ss@proxy:3128``: the ``#`` ends the host part inside the password, so the URL cannot be read.
+
+    Its error is a configuration error (not retried as a transport failure) that shows no part of the password:
+    urllib3's own parse error would quote ``'user:pa'``.
+    """
+    password = f"Pa55{cut}word-Tail"
+    with ScriptedServer([answer_json(ACCEPTED)]) as api:
+        hook = _hook(monkeypatch, api.url, proxy=f"http://proxy-user:{password}@127.0.0.1:9")
+        with pytest.raises(ItnioConfigError, match="proxy URL") as info:
+            hook.send_text("15550100200", "hi")
+        ok, message = hook.test_connection()
+    assert not ok and "proxy URL" in message
+    assert api.received == []
+    shown = str(info.value) + repr(info.value) + message + logged()
+    for piece in password.split(cut):
+        assert piece not in shown
+    assert "Attempt 1 of" not in shown  # not retried: trying again cannot help

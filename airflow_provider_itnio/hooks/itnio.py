@@ -22,6 +22,7 @@ from airflow.providers.common.compat.sdk import BaseHook
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.exceptions import HTTPError
+from urllib3.util import parse_url
 
 from airflow_provider_itnio import connection_fields
 from airflow_provider_itnio.errors import (
@@ -186,10 +187,18 @@ def _as_verify(value: Any) -> bool | str:
     return text  # a CA bundle path
 
 
-#: Whether the request now being made by this thread has written any byte of itself to the API's socket. The
-#: hook clears it before each request; the connections below set it. Thread-local because the batch sends
-#: from many threads over one hook (each request runs entirely in its caller's thread).
+#: How far the request now being made by this thread got in writing itself to the API's socket (``phase``:
+#: one of the three values below). The hook resets it before each request; the connections below advance it.
+#: Thread-local because the batch sends from many threads over one hook (each request runs entirely in its
+#: caller's thread).
 _request_state = threading.local()
+#: No byte of the request was handed to the socket.
+_NOTHING_WRITTEN = 0
+#: Every write of the request so far succeeded: the API may have it all.
+_WRITTEN = 1
+#: A write of the request failed, so its last bytes never left: the API cannot have the whole request (its
+#: ``Content-Length`` says how much to wait for), hence cannot have acted on it.
+_WRITE_FAILED = 2
 
 
 class _WriteTracking(HTTPConnection):
@@ -198,8 +207,12 @@ class _WriteTracking(HTTPConnection):
 
     Only bytes of the request itself count: a proxy's ``CONNECT`` (``http.client`` sends it with
     :meth:`send` too) and the TLS handshake happen inside :meth:`connect`, and are not request bytes. A
-    failure before the flag is set is therefore one where the API cannot have seen the request (refused,
-    DNS, connect or handshake timeout, TLS or proxy failure); after it, the API may have received it.
+    failure before any request byte was written is one where the API cannot have seen the request (refused,
+    DNS, connect or handshake timeout, TLS or proxy failure). So is one where a write of the request failed
+    (a reused connection the server had closed, a reset while the body was going out, a write timeout):
+    urllib3 swallows such a write error to read a possible early answer, and the failure that follows is a
+    read error, but the request's last bytes never left. Only when every write succeeded may the API have
+    received it.
     """
 
     _connecting = False
@@ -214,15 +227,23 @@ class _WriteTracking(HTTPConnection):
 
     def send(self, data: Any) -> None:
         """
-        Connect first if needed, then note that request bytes are being written, and write them.
+        Connect first if needed, then note that request bytes are being written, write them, and note a failure.
 
         :param data: What ``http.client`` writes (bytes, a file or an iterable of bytes).
         """
-        if not self._connecting:
-            if self.sock is None:
-                self.connect()
-            _request_state.written = True
-        super().send(data)
+        if self._connecting:
+            super().send(data)
+            return
+        if self.sock is None:
+            self.connect()
+        state = _request_state
+        if getattr(state, "phase", _NOTHING_WRITTEN) == _NOTHING_WRITTEN:  # also a get_conn() user's request
+            state.phase = _WRITTEN
+        try:
+            super().send(data)
+        except BaseException:
+            state.phase = _WRITE_FAILED  # sticky: the request is incomplete whatever is written after
+            raise
 
 
 class _TrackedHTTPConnection(_WriteTracking, HTTPConnection):
@@ -255,19 +276,34 @@ def _split_proxy(proxy: str) -> tuple[str, dict[str, str]]:
     urllib3's ``ProxyManager`` ignores credentials in the URL (requests sends them); they are sent here as
     HTTP Basic (percent-decoded, UTF-8), and kept out of the URL so that no error message shows them.
 
+    A URL that cannot be read so (e.g. a password with an unencoded ``#``, ``/`` or ``?``, which would end the
+    host part inside the password) raises :class:`~airflow_provider_itnio.errors.ItnioConfigError`, whose
+    message never shows the URL: part of the password would be in it.
+
     :param proxy: The proxy URL, e.g. ``http://user:p%40ss@proxy:3128``.
     """
     if "://" not in proxy:
         proxy = f"http://{proxy}"
-    parts = urllib.parse.urlsplit(proxy)
+    try:
+        parts = urllib.parse.urlsplit(proxy)
+        netloc = parts.netloc.rpartition("@")[2]
+        url = urllib.parse.urlunsplit((parts.scheme, netloc, "", "", ""))
+        if parts.path.strip("/") or parts.query or parts.fragment or not parse_url(url).host:
+            raise ValueError("more than scheme://[login@]host[:port]")
+        parts.port  # noqa: B018 -- raises ValueError for a port that is no number
+    except ValueError:
+        raise ItnioConfigError(
+            "The proxy URL (the connection's 'proxy' extra, else HTTPS_PROXY) cannot be read: write it as "
+            "scheme://user:password@host:port, with '@', ':', '/', '?' and '#' in the user or password "
+            "percent-encoded. (The URL is not shown: it may hold the password.)"
+        ) from None
     if parts.username is None and parts.password is None:
-        return proxy, {}
+        return url, {}
     user = urllib.parse.unquote(parts.username or "")
     password = urllib.parse.unquote(parts.password or "")
-    netloc = parts.netloc.rpartition("@")[2]
     raw = f"{user}:{password}".encode()  # UTF-8, as RFC 7617 proposes and curl and browsers send
     header = {"Proxy-Authorization": "Basic " + base64.b64encode(raw).decode("ascii")}
-    return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment)), header
+    return url, header
 
 
 def _ca_bundle(verify: bool | str) -> str | None:
@@ -305,8 +341,9 @@ class ItnioHook(BaseHook):
     ``proxy``.
 
     Failures before any byte of the request was written to the API's connection (connection refused, DNS,
-    connect timeout, proxy, a TLS handshake that failed or timed out) and HTTP 429/503 are retried here with
-    bounded exponential backoff. A failure after the request was written (read timeout, connection or TLS
+    connect timeout, proxy, a TLS handshake that failed or timed out), failures of a write of the request (its
+    last bytes never left) and HTTP 429/503 are retried here with bounded exponential backoff. A failure after
+    the request was wholly written (read timeout, connection or TLS
     dropped while waiting for the answer, other 5xx) raises
     :class:`~airflow_provider_itnio.errors.ItnioDeliveryUnknownError` and is never sent again. A ``user:password@``
     in the proxy URL is sent as ``Proxy-Authorization``.
@@ -407,7 +444,10 @@ class ItnioHook(BaseHook):
         manager: urllib3.PoolManager
         if proxy:
             proxy_url, proxy_headers = _split_proxy(proxy)
-            manager = urllib3.ProxyManager(proxy_url, proxy_headers=proxy_headers, **options)
+            try:
+                manager = urllib3.ProxyManager(proxy_url, proxy_headers=proxy_headers, **options)
+            except ValueError as err:  # e.g. a scheme other than http/https; no login in proxy_url
+                raise ItnioConfigError(f"The proxy URL {proxy_url!r} cannot be used: {err}") from None
         else:
             manager = urllib3.PoolManager(**options)
         manager.pool_classes_by_scheme = _TRACKED_POOLS  # see _WriteTracking: what was sent decides a retry
@@ -442,18 +482,18 @@ class ItnioHook(BaseHook):
         :param path: The endpoint path.
         :param data: The JSON body, encoded.
         :param recipient: Only used to word errors.
-        :param attempts: How many tries in all (read by :class:`_StopAfter`, unused here).
+        :param attempts: How many tries in all (read by :func:`_stop_after_attempts`, unused here).
         """
         cfg = self.config
         url = cfg.base_url + path
-        _request_state.written = False
+        _request_state.phase = _NOTHING_WRITTEN
         try:
             response = self.http.request(
                 "POST", url, body=data, headers=self._headers(), timeout=cfg.timeout, retries=False
             )
         except HTTPError as err:
             detail = f"{type(err).__name__} calling {url}: {err}"
-            if not getattr(_request_state, "written", True):  # failed before any request byte went out
+            if _request_state.phase != _WRITTEN:  # no request byte went out, or its last bytes never did
                 raise _NotSent(ItnioTransportError(f"The request never reached the API ({detail}).")) from err
             raise ItnioDeliveryUnknownError(detail, recipient=recipient) from err
         status_code = response.status
