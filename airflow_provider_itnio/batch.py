@@ -312,6 +312,10 @@ class LeaseLostError(LedgerError):
     """This try could not keep its lease (not renewed in time, or taken over), so it stopped sending."""
 
 
+class BatchKilledError(ItnioError):
+    """The task was told to stop (Airflow called ``on_kill``: SIGTERM, a timeout, a user marking it failed)."""
+
+
 class LedgerWriteError(LedgerError):
     """The ledger could not be read or written, even after retries, so the batch stopped sending."""
 
@@ -465,7 +469,7 @@ class ProgressStore:
         if holder and holder != self.owner and expires > self._clock():
             raise LeaseHeldError(holder, expires)
 
-    def claim(self) -> dict[str, Any] | None:
+    def claim(self, *, reopen: bool = False) -> dict[str, Any] | None:
         """
         Take the lease for this try; return the completion marker instead when the batch was completed.
 
@@ -476,18 +480,23 @@ class ProgressStore:
         writer's read-back (``settle`` after its write) sees the later claim, unless the later writer's
         read-to-write took longer than ``settle``, which it refuses.
 
+        :param reopen: Take the lease even when the batch was completed, and drop the completion marker (the
+            rows are not the ones the completed try sent to: the recipients it reached are still skipped).
         :raises LeaseHeldError: When another try holds a lease that has not expired.
         :raises LedgerWriteError: When the head cannot be read or written.
         """
         if self.owner is None:
             self._head = self.read_head()
+            if reopen and self._head.pop("done", None) is not None:
+                self._set(self.head_key, self._head)
             return self._head.get("done")
         for _ in range(5):
             started = self._monotonic()
             head = self.read_head()
-            if head.get("done") is not None:
+            if head.get("done") is not None and not reopen:
                 self._head = head
                 return head["done"]  # type: ignore[no-any-return]
+            head.pop("done", None)
             self._refuse_if_held(head)
             previous = head.get("owner")
             head.update(owner=self.owner, expires=self._clock() + self.lease_ttl)
@@ -579,6 +588,17 @@ class ProgressStore:
                 finally:
                     self._waiting -= 1
 
+    def may_send(self) -> bool:
+        """Return True when a send reserved with :meth:`start_send` may still go out (the lease is still safe)."""
+        with self._lock:
+            if self.failure is not None:
+                return False
+            try:
+                self._check_fence()
+            except LedgerError:
+                return False
+            return True
+
     def end_send(self) -> None:
         """Mark a send started with :meth:`start_send` as over (after :meth:`record` when it was recorded)."""
         with self._lock:
@@ -662,15 +682,19 @@ class ProgressStore:
         self._set(self.part_key(index), part)
         self._written_parts = max(self._written_parts, index + 1)
 
-    def complete(self, result: Mapping[str, Any]) -> None:
+    def complete(self, result: Mapping[str, Any], rows_digest: str | None = None) -> None:
         """
         Flush, then write the completion marker (a later try of the task sends nothing) and give up the lease.
 
         :param result: The batch's result without ``message_ids`` (those are in the parts).
+        :param rows_digest: The digest of the rows sent (:attr:`BatchSender.rows_digest`): a later try replays
+            the result only for the same rows.
         """
         self.flush()
         head = self._check_lease() if self.owner is not None and self._fence is not None else self.read_head()
         done = {key: value for key, value in result.items() if key != "message_ids"}
+        if rows_digest is not None:
+            done["rows_digest"] = rows_digest
         head.update(done={**done, "completed_at": _utc(self._clock()), "by": self.owner}, owner=None, expires=0)
         if self.task is not None:
             head["task"] = self.task
@@ -719,6 +743,7 @@ class BatchOutcome:
     :param retryable: True when some failure may go away on a retry (transport trouble, an unknown status).
     :param unrecorded: Sends accepted in this try that the ledger could not record (a later try repeats them).
     :param completed_earlier: The completion marker when an earlier try completed the batch (nothing was sent).
+    :param rows_digest: Digest of the rows' recipients, in order (see :attr:`BatchSender.rows_digest`).
     """
 
     sent: int = 0
@@ -732,6 +757,7 @@ class BatchOutcome:
     retryable: bool = False
     unrecorded: int = 0
     completed_earlier: dict[str, Any] | None = None
+    rows_digest: str | None = None
 
     @property
     def rows(self) -> int:
@@ -760,6 +786,7 @@ class BatchOutcome:
         outcome.errors = dict(done.get("errors") or {})
         outcome.message_ids = {recipient: mid for recipient, mid in recorded.items() if mid}
         outcome.completed_earlier = dict(done)
+        outcome.rows_digest = done.get("rows_digest")
         return outcome
 
     def summary(self, limit: int = 5) -> str:
@@ -842,6 +869,20 @@ class BatchSender:
         self._lock = threading.Lock()
         self._abort = threading.Event()
         self._outcome = BatchOutcome()
+        self._digest = hashlib.sha256()
+
+    @property
+    def rows_digest(self) -> str:
+        """Return the digest of the rows prepared so far: their recipients (or ``rows[<i>]`` when invalid), in order."""
+        return self._digest.hexdigest()
+
+    def stop(self, error: BaseException) -> None:
+        """
+        Stop the batch (thread-safe): no new send starts; sends in flight finish and are recorded.
+
+        :param error: Why (becomes :attr:`BatchOutcome.aborted`).
+        """
+        self._stop(error)
 
     # -- rows ---------------------------------------------------------------------------------------
 
@@ -906,6 +947,10 @@ class BatchSender:
             if self._abort.is_set():
                 self._skip_not_attempted()
                 return
+            if self.progress is not None and not self.progress.may_send():  # the lease ran out while waiting
+                self._stop(self.progress.failure or LedgerError("the ledger stopped"))
+                self._skip_not_attempted()
+                return
         try:
             message_id = self.send(recipient, message)
         except ItnioDeliveryUnknownError as err:
@@ -922,7 +967,15 @@ class BatchSender:
         except ItnioError as err:  # validation (permanent), transport (retryable)
             self._fail_row(recipient, error_payload(err), retryable=not err.permanent)
         except BaseException as err:  # a bug or an interruption: stop everything, re-raised by the caller
-            self._fail_row(recipient, {"status": "error", "reason": f"{type(err).__name__}: {err}"})
+            if self.progress is not None:  # the request may have gone out: never send it again
+                self.progress.record(recipient, None)
+            self._fail_row(
+                recipient,
+                {
+                    "status": "unknown_delivery",
+                    "reason": f"{type(err).__name__}: {err} (the message may have been sent; it is not sent again)",
+                },
+            )
             self._stop(err)
         else:
             if self.progress is not None:
@@ -957,10 +1010,13 @@ class BatchSender:
                 self._stop(err)
                 if isinstance(err, LeaseLostError):
                     last[0] = -1.0  # another try owns the ledger now: write nothing more
-            except BaseException as err:
+            except Exception as err:
                 progress.stop(LedgerWriteError(f"{type(err).__name__}: {err}"))
                 self._stop(err)
                 last[0] = -1.0
+            except BaseException as err:  # a timeout or a signal during the write: the caller flushes again
+                self._stop(err)
+                raise
 
     def run(self, rows: Iterable[Any]) -> BatchOutcome:
         """
@@ -976,10 +1032,19 @@ class BatchSender:
         earlier: Mapping[str, str | None] = {}
         if self.progress is not None:
             done = self.progress.claim()
-            earlier = self.progress.load()
             if done is not None:
-                self._outcome = BatchOutcome.replay(done, earlier)
-                return self._outcome
+                if not isinstance(rows, Sequence):
+                    rows = list(rows)  # read twice: the digest, then (other rows) the sends
+                if done.get("rows_digest") in (None, self._digest_of(rows)):
+                    self._outcome = BatchOutcome.replay(done, self.progress.load())
+                    return self._outcome
+                if self.log is not None:
+                    self.log.warning(
+                        "The batch was completed by %s for other rows; sending to the rows it did not reach.",
+                        done.get("by") or "an earlier try",
+                    )
+                self.progress.claim(reopen=True)
+            earlier = self.progress.load()
         if earlier and self.log is not None:
             self.log.info("%d recipient(s) recorded by earlier tries will not be sent again.", len(earlier))
         seen: set[str] = set()
@@ -1010,16 +1075,52 @@ class BatchSender:
             self._stop(err)
             raise
         finally:
-            for _ in workers:
-                work.put(_DONE)
-            for worker in workers:
-                while worker.is_alive():
-                    worker.join(timeout=min(0.2, self.flush_interval))
-                    self._maybe_flush(last_flush)
-            self._maybe_flush(last_flush, force=True)
+            interrupted = self._finish(work, workers, last_flush)
             if self.progress is not None:
                 outcome.unrecorded = self.progress.unwritten
+        if interrupted is not None:
+            raise interrupted
+        outcome.rows_digest = self.rows_digest
         return outcome
+
+    def _finish(self, work: queue.Queue[Any], workers: list[threading.Thread], last_flush: list[float]) -> Any:
+        """
+        Let the workers finish the sends in flight and write the ledger, even when interrupted meanwhile.
+
+        Return the interruption (a timeout or a signal raised in this thread while waiting), if any.
+        """
+        interrupted: BaseException | None = None
+        for _ in workers:
+            work.put(_DONE)  # the workers drain the queue, skipping what is left once the batch stopped
+        for attempt in range(3):
+            try:
+                for worker in workers:
+                    while worker.is_alive():
+                        worker.join(timeout=min(0.2, self.flush_interval))
+                        self._maybe_flush(last_flush)
+                self._maybe_flush(last_flush, force=True)
+                break
+            except BaseException as err:  # e.g. Airflow's execution_timeout firing again: keep the ledger
+                self._stop(err)
+                interrupted = interrupted or err
+                if attempt == 2:
+                    raise
+        return interrupted
+
+    def _digest_of(self, rows: Iterable[Any]) -> str:
+        """Return :attr:`rows_digest` for ``rows`` without sending (the recipients as :meth:`_prepare` sees them)."""
+        digest = hashlib.sha256()
+        for index, row in enumerate(rows):
+            digest.update(self._row_key(row, index).encode())
+        return digest.hexdigest()
+
+    def _row_key(self, row: Any, index: int) -> str:
+        """Return the row's normalised recipient, or ``rows[<index>]`` when it has none, plus a separator."""
+        try:
+            raw, _ = self._recipient_of(row, index)
+            return m.normalize_phone(raw, "recipient") + "\n"
+        except ItnioValidationError:
+            return f"rows[{index}]\n"
 
     def _prepare(self, row: Any, index: int, seen: set[str], earlier: Mapping[str, str | None]) -> Any:
         """Return the ``(recipient, message)`` work item for a row, or None when the row is skipped or failed."""
@@ -1028,8 +1129,10 @@ class BatchSender:
             raw, template_row = self._recipient_of(row, index)
             recipient = m.normalize_phone(raw, "recipient")
         except ItnioValidationError as err:
+            self._digest.update(f"rows[{index}]\n".encode())
             self._fail_row(f"rows[{index}]", error_payload(err))  # keyed by position: repeated values count
             return None
+        self._digest.update(f"{recipient}\n".encode())
         if recipient in seen:
             with self._lock:
                 outcome.duplicates += 1

@@ -10,7 +10,7 @@ runs once their task instance's success is recorded.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from airflow_provider_itnio import messages as m
@@ -146,6 +146,7 @@ def run_batch(
     log: Any,
     flush_interval: float = 1.0,
     store_options: Mapping[str, Any] | None = None,
+    on_start: Callable[[BatchSender], None] | None = None,
 ) -> dict[str, Any]:
     """
     Run ``ItnioBatchSendOperator.execute()``: send the batch, keep its ledger, return the XCom result.
@@ -163,6 +164,7 @@ def run_batch(
     :param flush_interval: Seconds between progress flushes.
     :param store_options: Extra keyword arguments of :class:`~airflow_provider_itnio.batch.ProgressStore`
         (lease and write-retry timings).
+    :param on_start: Called with the engine before it sends (the operator keeps it to stop it in ``on_kill``).
     """
     from airflow_provider_itnio.hooks.itnio import ItnioHook
 
@@ -216,6 +218,8 @@ def run_batch(
             flush_interval=flush_interval,
             log=log,
         )
+        if on_start is not None:
+            on_start(engine)
         try:
             outcome = engine.run(rows)
         except ItnioError as err:  # the ledger is held by another try, or cannot be read
@@ -241,7 +245,7 @@ def run_batch(
                 None, retry=False, message=f"Batch finished with errors that a retry cannot fix: {summary}"
             )
         try:
-            store.complete(outcome.result())
+            store.complete(outcome.result(), rows_digest=outcome.rows_digest)
         except ItnioError as err:
             raise task_failure(err, message=f"Batch sent, but its completion could not be recorded: {err}") from err
         completed = True

@@ -494,4 +494,16 @@ class ItnioBatchSendOperator(BaseOperator):
             fail_on_errors=self.fail_on_errors,
             context=context,
             log=self.log,
+            on_start=self._keep_engine,
         )
+
+    def _keep_engine(self, engine: Any) -> None:
+        self._engine = engine
+
+    def on_kill(self) -> None:
+        """Stop the batch (SIGTERM, a timeout): sends in flight finish, the ledger is written, the try fails."""
+        from airflow_provider_itnio.batch import BatchKilledError
+
+        engine = getattr(self, "_engine", None)
+        if engine is not None:
+            engine.stop(BatchKilledError("the task was told to stop (on_kill); a retry sends the rows not reached"))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import json
 from typing import Any
 
 import pendulum
@@ -126,3 +127,44 @@ with DAG("itnio_batch_after_execute", schedule=None, start_date=_START, default_
 
 with DAG("itnio_batch_ledgers", schedule=None, start_date=_START, default_args=_NO_RETRY, tags=["test"]):
     ItnioBatchSendOperator(task_id="send", rows=phones(3, start=600), message=Text(body="Daily"))
+
+#: Variable holding the rows of ``itnio_batch_changed_rows`` (the test changes it between two runs of one date).
+CHANGED_ROWS_VARIABLE = "itnio_test_changed_rows"
+
+with DAG("itnio_batch_changed_rows", schedule=None, start_date=_START, default_args=_NO_RETRY, tags=["test"]):
+
+    @task
+    def audience() -> list[str]:
+        """Stands in for an upstream query whose answer changes when the run is cleared and re-run."""
+        from airflow.providers.common.compat.sdk import Variable
+
+        return list(json.loads(Variable.get(CHANGED_ROWS_VARIABLE)))
+
+    ItnioBatchSendOperator(task_id="send", rows=audience(), message=Text(body="Hello"))
+
+#: Rows of the DAG whose task is told to stop (on_kill) while it sends.
+KILLED_ROWS = phones(60, start=700)
+
+
+class _KilledWhileSending(ItnioBatchSendOperator):
+    """Calls on_kill from another thread once the first message has reached the API, as Airflow does on SIGTERM."""
+
+    def execute(self, context: Any) -> Any:
+        import threading
+        import time
+
+        import requests
+
+        host = BaseHook.get_connection("itnio_default").host
+
+        def kill_after_first_message() -> None:
+            while not requests.get(f"{host}/sandbox/messages", timeout=5).json():
+                time.sleep(0.01)
+            self.on_kill()
+
+        threading.Thread(target=kill_after_first_message, daemon=True).start()
+        return super().execute(context)
+
+
+with DAG("itnio_batch_killed", schedule=None, start_date=_START, default_args=_NO_RETRY, tags=["test"]):
+    _KilledWhileSending(task_id="send", rows=KILLED_ROWS, message=Text(body="Once"), concurrency=2)
