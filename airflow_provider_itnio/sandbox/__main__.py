@@ -9,6 +9,7 @@ import sys
 import threading
 from typing import TYPE_CHECKING, Any
 
+from airflow_provider_itnio.sandbox.pushes import DEFAULT_PUSH_TIMEOUT, DEFAULT_STATUS_DELAYS
 from airflow_provider_itnio.sandbox.server import (
     DEFAULT_API_KEY,
     DEFAULT_API_SECRET,
@@ -50,7 +51,51 @@ def build_parser() -> argparse.ArgumentParser:
         help="seconds a connection may stay silent before it is closed (default: %(default)g)",
     )
     parser.add_argument("--port-file", default=None, help="write the chosen port to this file once listening")
+    pushes = parser.add_argument_group("pushes (what the vendor POSTs to you: status reports, customers' messages)")
+    pushes.add_argument("--push-url", default=None, metavar="URL", help="push both kinds to this address")
+    pushes.add_argument(
+        "--status-push-url", default=None, metavar="URL", help="push status reports (message-status-event) here"
+    )
+    pushes.add_argument(
+        "--inbound-push-url", default=None, metavar="URL", help="push customers' messages (up-message-event) here"
+    )
+    pushes.add_argument(
+        "--no-enforce-window",
+        dest="enforce_window",
+        action="store_false",
+        help="deliver session messages even when the customer has not written in 24 h (default: fail them, 131047)",
+    )
+    pushes.add_argument(
+        "--status-delays",
+        type=_delays,
+        default=DEFAULT_STATUS_DELAYS,
+        metavar="SENT,DELIVERED,READ",
+        help="seconds after acceptance of each status push (default: %(default)s)",
+    )
+    pushes.add_argument(
+        "--push-time-scale",
+        type=float,
+        default=1.0,
+        help="multiply every push wait (status delays, re-push after 1/3/5 min) by this (default: %(default)g)",
+    )
+    pushes.add_argument(
+        "--push-timeout", type=float, default=DEFAULT_PUSH_TIMEOUT, help="seconds per push (default: %(default)g)"
+    )
+    pushes.add_argument("--duplicate-probability", type=float, default=0.0, help="chance a push is sent twice")
+    pushes.add_argument(
+        "--reorder-probability", type=float, default=0.0, help="chance a message's statuses go in reverse order"
+    )
     return parser
+
+
+def _delays(text: str) -> tuple[float, ...]:
+    try:
+        values = tuple(float(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError("give three numbers of seconds, e.g. 0.05,0.1,0.2") from None
+    if len(values) != 3:
+        raise argparse.ArgumentTypeError("give three numbers of seconds, e.g. 0.05,0.1,0.2")
+    return values
 
 
 def _write_port_file(path: str, port: int) -> None:
@@ -68,6 +113,14 @@ def _log_request(entry: dict[str, Any]) -> None:
     message_id = entry.get("messageId") or ""
     fault = f" [fault: {entry['fault']}]" if entry.get("fault") else ""
     _print(f"{entry.get('method', 'POST')} {entry['path']} -> {entry['status']} {message_id}{fault}".rstrip())
+
+
+def _log_push(entry: dict[str, Any]) -> None:
+    answer = f"http {entry['http_status']}" if entry.get("http_status") is not None else entry.get("error")
+    retry = f", again in {entry['retry_in']:g} s" if entry.get("retry_in") is not None else ""
+    label = f"{entry['kind']} {entry['status']}" + (" (duplicate)" if entry.get("duplicate") else "")
+    where = entry.get("url") or ""
+    _print(f"PUSH {label} {entry['messageId']} #{entry['attempt']} -> {where} {entry['outcome']} ({answer}){retry}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -90,6 +143,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             latency=args.latency,
             idle_timeout=args.idle_timeout,
             on_request=_log_request,
+            push_url=args.push_url,
+            status_push_url=args.status_push_url,
+            inbound_push_url=args.inbound_push_url,
+            enforce_window=args.enforce_window,
+            status_delays=args.status_delays,
+            push_time_scale=args.push_time_scale,
+            push_timeout=args.push_timeout,
+            duplicate_probability=args.duplicate_probability,
+            reorder_probability=args.reorder_probability,
+            on_push=_log_push,
         )
         sandbox.start()
     except (ValueError, OSError) as exc:
@@ -109,6 +172,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         _print(f"export {sandbox.env_line()}")
         _print(f"Connection URI: {sandbox.conn_uri()}")
         _print("Control API: GET /sandbox/messages, /sandbox/requests, /sandbox/health; Ctrl-C to stop")
+        status_url, inbound_url = (
+            sandbox.push_settings()["status_push_url"],
+            sandbox.push_settings()["inbound_push_url"],
+        )
+        _print(f"Pushes: status reports -> {status_url or 'off'}, customers' messages -> {inbound_url or 'off'}")
         while not stop.wait(0.5):
             pass
     finally:

@@ -56,11 +56,13 @@ class ApiResult:
     :param http_status: The HTTP status (200 for every API-level outcome, like the vendor).
     :param payload: The JSON body of the answer.
     :param message_id: The id of the accepted message, when one was accepted.
+    :param record: The accepted message's record (as :meth:`Sandbox.messages` lists it), when one was accepted.
     """
 
     http_status: int
     payload: dict[str, Any]
     message_id: str | None = None
+    record: dict[str, Any] | None = None
 
     @property
     def status(self) -> str:
@@ -138,7 +140,7 @@ def process(
     except Rejected as rejected:
         return ApiResult(200, {"status": rejected.status, "reason": rejected.reason})
     data = {"channelType": 0, "messageId": message_id, "timestamp": timestamp}
-    return ApiResult(200, {"status": "0", "reason": "success", "data": data}, message_id)
+    return ApiResult(200, {"status": "0", "reason": "success", "data": data}, message_id, record)
 
 
 def _query_phone(body: dict[str, Any], account: Account, state: SandboxState) -> ApiResult:

@@ -22,6 +22,17 @@ from airflow_provider_itnio.errors import STATUS_CODES
 from airflow_provider_itnio.sandbox import api
 from airflow_provider_itnio.sandbox.auth import sign
 from airflow_provider_itnio.sandbox.control import handle_control
+from airflow_provider_itnio.sandbox.pushes import (
+    DEFAULT_MAX_PENDING,
+    DEFAULT_PUSH_TIMEOUT,
+    DEFAULT_PUSH_WORKERS,
+    DEFAULT_RETRY_DELAYS,
+    DEFAULT_STATUS_DELAYS,
+    RE_ENGAGEMENT_FAILURE,
+    PushCallback,
+    PushConfig,
+    PushEngine,
+)
 from airflow_provider_itnio.sandbox.state import Fault, SandboxState
 
 DEFAULT_API_KEY = "sandbox-key"
@@ -58,6 +69,7 @@ class SandboxConfig:
     :param balance: Messages that can be sent (each accepted message costs 1); None = unlimited.
     :param latency: Seconds added to every ``/wa/`` response.
     :param idle_timeout: Seconds a connection may stay silent before it is closed.
+    :param pushes: How the sandbox pushes status reports and customers' messages (no address: no push).
     """
 
     host: str = "127.0.0.1"
@@ -69,6 +81,7 @@ class SandboxConfig:
     balance: int | None = None
     latency: float = 0.0
     idle_timeout: float = DEFAULT_IDLE_TIMEOUT
+    pushes: PushConfig = field(default_factory=PushConfig)
 
 
 class _HttpError(Exception):
@@ -327,6 +340,8 @@ class _Handler(BaseHTTPRequestHandler):
         }
         state.log_request(entry)
         sandbox._notify(entry)
+        if result is not None and result.record is not None:
+            sandbox._pushes.message_accepted(result.record, session=path == api.CUSTOM_PATH)
         delay = state.get_latency() + ((fault.slow or 0.0) if fault is not None else 0.0)
         if delay > 0:
             time.sleep(delay)  # no lock is held here
@@ -367,6 +382,24 @@ class Sandbox:
     :param waba_id: The WhatsApp Business Account id reported by ``queryBusinessPhoneInfo``.
     :param clock: Returns the server's Unix time (default ``time.time``); tests can freeze it.
     :param on_request: Called (in the handler thread) with each request-log entry; the CLI prints them.
+    :param status_push_url: Where the sandbox pushes status reports (``message-status-event``) of accepted
+        messages; None = no status pushes. The address may hold a secret token: it is never shown whole.
+    :param inbound_push_url: Where it pushes customers' messages simulated with :meth:`simulate_inbound`
+        (``up-message-event``); None = not pushed (the 24-hour window still opens).
+    :param push_url: One address for both kinds (``status_push_url`` / ``inbound_push_url`` win when given).
+    :param enforce_window: A session message to a customer who has not written in the last 24 hours ends with
+        a ``failed`` push (131047) instead of ``delivered`` / ``read``; the send itself is accepted either way.
+        Only visible in pushes, so without a status push address nothing changes.
+    :param status_delays: Seconds after acceptance of the ``sent``, ``delivered`` and ``read`` pushes.
+    :param push_time_scale: Multiplies every push wait (status delays and re-push delays); e.g. 0.001.
+    :param push_retry_delays: Seconds before each re-push of a push not answered 2xx (the vendor's 1, 3, 5 min).
+    :param push_timeout: Seconds one push attempt may take.
+    :param duplicate_probability: Chance that a push is delivered twice.
+    :param reorder_probability: Chance that a message's statuses are pushed in reverse order.
+    :param push_seed: Seed of those random choices.
+    :param push_workers: Threads delivering pushes.
+    :param max_pending_pushes: Most pushes waiting; more are dropped (and logged as dropped).
+    :param on_push: Called (in a push thread) with each push-log entry; the CLI prints them.
     """
 
     def __init__(
@@ -384,6 +417,20 @@ class Sandbox:
         waba_id: str = "sandbox-waba",
         clock: Callable[[], float] | None = None,
         on_request: RequestCallback | None = None,
+        status_push_url: str | None = None,
+        inbound_push_url: str | None = None,
+        push_url: str | None = None,
+        enforce_window: bool = True,
+        status_delays: Iterable[float] = DEFAULT_STATUS_DELAYS,
+        push_time_scale: float = 1.0,
+        push_retry_delays: Iterable[float] = DEFAULT_RETRY_DELAYS,
+        push_timeout: float = DEFAULT_PUSH_TIMEOUT,
+        duplicate_probability: float = 0.0,
+        reorder_probability: float = 0.0,
+        push_seed: int | None = None,
+        push_workers: int = DEFAULT_PUSH_WORKERS,
+        max_pending_pushes: int = DEFAULT_MAX_PENDING,
+        on_push: PushCallback | None = None,
     ) -> None:
         phones = tuple(str(p) for p in business_phones)
         if not phones:
@@ -397,6 +444,20 @@ class Sandbox:
             raise ValueError(f"idle_timeout must be a number of seconds > 0, got {idle_timeout!r}")
         if not math.isfinite(idle_timeout):
             raise ValueError(f"idle_timeout must be finite, got {idle_timeout!r}")
+        push_config = PushConfig(
+            status_url=status_push_url if status_push_url is not None else push_url,
+            inbound_url=inbound_push_url if inbound_push_url is not None else push_url,
+            enforce_window=enforce_window,
+            status_delays=tuple(status_delays),
+            time_scale=push_time_scale,
+            retry_delays=tuple(push_retry_delays),
+            timeout=push_timeout,
+            duplicate_probability=duplicate_probability,
+            reorder_probability=reorder_probability,
+            seed=push_seed,
+            workers=push_workers,
+            max_pending=max_pending_pushes,
+        ).checked()
         self.config = SandboxConfig(
             host=host,
             port=port,
@@ -407,6 +468,7 @@ class Sandbox:
             balance=balance,
             latency=float(latency),
             idle_timeout=float(idle_timeout),
+            pushes=push_config,
         )
         self._account = api.Account(api_key=api_key, api_secret=api_secret, app_id=app_id, waba_id=waba_id)
         self._state = SandboxState.create(phones, balance, float(latency))
@@ -415,6 +477,14 @@ class Sandbox:
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
         self._port: int | None = None
+        self._pushes = PushEngine(
+            push_config,
+            app_id=app_id,
+            business_phones=lambda: list(self._state.phone_statuses()),
+            clock=lambda: self._clock(),
+            find_message=self._state.find_message,
+            on_push=on_push,
+        )
 
     # -- lifecycle -----------------------------------------------------------------------------------
 
@@ -431,6 +501,7 @@ class Sandbox:
             daemon=True,
         )
         self._server, self._thread, self._port = server, thread, server.server_port
+        self._pushes.start(name=f"itnio-sandbox-{server.server_port}-push")
         thread.start()
         return self
 
@@ -445,6 +516,7 @@ class Sandbox:
         server.server_close()
         if thread is not None:
             thread.join(timeout=5)
+        self._pushes.stop()
 
     def __enter__(self) -> Sandbox:
         return self.start()
@@ -533,8 +605,12 @@ class Sandbox:
         self._state.clear()
 
     def reset(self) -> None:
-        """Back to the start settings (balance, latency, phones), no pending fault, nothing recorded."""
+        """
+        Back to the start settings (balance, latency, phones, push settings), no pending fault or push, nothing
+        recorded (messages, requests, push log, 24-hour windows, per-recipient push failures).
+        """
         self._state.reset(self.config.business_phones, self.config.balance, self.config.latency)
+        self._pushes.reset()
 
     def set_balance(self, balance: int | None) -> None:
         """
@@ -618,6 +694,130 @@ class Sandbox:
     def clear_faults(self) -> None:
         """Drop every pending fault."""
         self._state.clear_faults()
+
+    # -- pushes --------------------------------------------------------------------------------------
+
+    @property
+    def status_push_url(self) -> str | None:
+        """Where status reports are pushed now (None: not pushed)."""
+        return self._pushes.config.status_url
+
+    @property
+    def inbound_push_url(self) -> str | None:
+        """Where customers' messages are pushed now (None: not pushed)."""
+        return self._pushes.config.inbound_url
+
+    @property
+    def on_push(self) -> PushCallback | None:
+        """Called (in a push thread) with each push-log entry."""
+        return self._pushes.on_push
+
+    @on_push.setter
+    def on_push(self, callback: PushCallback | None) -> None:
+        self._pushes.on_push = callback
+
+    def configure_pushes(self, **changes: Any) -> None:
+        """
+        Change push settings at run time; every value is checked before any is applied.
+
+        :param changes: Any of ``push_url`` (both addresses), ``status_push_url``, ``inbound_push_url`` (None
+            stops that kind of push), ``enforce_window``, ``status_delays``, ``push_time_scale``,
+            ``push_retry_delays``, ``push_timeout``, ``duplicate_probability``, ``reorder_probability``,
+            ``duplicate_next`` (the next N pushes are delivered twice), ``reorder_next`` (the next N messages'
+            statuses are pushed in reverse order).
+        :raises ValueError: For an unknown setting or a bad value.
+        """
+        self._pushes.configure(changes)
+
+    def push_settings(self) -> dict[str, Any]:
+        """Return the push settings, rules, windows and pending count (addresses redacted)."""
+        return self._pushes.settings()
+
+    def pushes(self) -> list[dict[str, Any]]:
+        """
+        Return every push attempt, in the order they ended.
+
+        Each entry: ``id`` (one per push; re-pushes keep it), ``kind`` (``status`` / ``inbound``), ``messageId``,
+        ``status`` (the status word, or the inbound ``message.type``), ``attempt`` (1 = first), ``duplicate``,
+        ``url`` (redacted), ``outcome`` (``ok`` / ``failed`` / ``dropped``), ``http_status``, ``error``,
+        ``retry_in`` (seconds until the re-push, None when none follows), ``final``, ``at`` (Unix time) and
+        ``body`` (what was pushed).
+        """
+        return self._pushes.log()
+
+    def clear_pushes(self) -> None:
+        """Forget the push log (pushes still pending go out and are logged)."""
+        self._pushes.clear_log()
+
+    def wait_for_pushes(self, timeout: float = 10.0) -> bool:
+        """
+        Wait until no push is pending or in flight, re-pushes included.
+
+        :param timeout: Seconds to wait at most.
+        :return: False when pushes were still pending after ``timeout``.
+        """
+        return self._pushes.wait_idle(timeout)
+
+    def simulate_inbound(self, customer: str, text: str | None = None, **fields: Any) -> dict[str, Any]:
+        """
+        Simulate a customer writing to the business: open (renew) the 24-hour window and push the message.
+
+        ``sb.simulate_inbound("15550100200", "Hi")``; ``sb.simulate_inbound(c, type="image", caption="receipt")``;
+        ``sb.simulate_inbound(c, type="location", latitude=52.5, longitude=13.4, location_name="Office",
+        address="1 Main St")``; ``sb.simulate_inbound(c, type="button_reply", context=sent_id,
+        reply_title="Reschedule")`` (the id is taken from the quoted message's buttons); ``type="list_reply"``
+        likewise with a row; ``type="button"`` for a template's quick-reply (``reply_id`` = payload); or
+        ``message={...}`` for any other ``message`` object.
+
+        :param customer: The customer's digits (``from.phone``).
+        :param text: The text of a ``text`` message.
+        :param fields: ``name``, ``business_phone``, ``type`` and the type's fields, as ``POST /sandbox/inbound``.
+        :return: The pushed body (``messageId``: the inbound message's id, 32 hex digits).
+        """
+        request: dict[str, Any] = {"from": customer, **fields}
+        if text is not None:
+            request["text"] = text
+        return self._pushes.inbound(request)
+
+    def open_window(self, customer: str, business_phone: str | None = None, at: float | None = None) -> None:
+        """
+        Record that ``customer`` wrote at ``at`` without pushing anything (e.g. 25 hours ago: a closed window).
+
+        :param customer: The customer's digits.
+        :param business_phone: The business number (the first one by default).
+        :param at: Unix time of the customer's last message (the sandbox clock's now by default).
+        """
+        self._pushes.open_window(customer, business_phone, at)
+
+    def window_open(self, customer: str, business_phone: str | None = None) -> bool:
+        """
+        Return True when ``customer`` wrote to ``business_phone`` within the last 24 hours.
+
+        :param customer: The customer's digits.
+        :param business_phone: The business number (the first one by default).
+        """
+        return self._pushes.window_open(customer, business_phone)
+
+    def set_push_failure(
+        self, recipient: str, failure: str | None = RE_ENGAGEMENT_FAILURE, after: str = "sent"
+    ) -> None:
+        """
+        Decide the statuses pushed for every message to ``recipient`` (sessions and templates, window or not).
+
+        :param recipient: The customer's digits.
+        :param failure: The ``failure`` of the final ``failed`` push (131047 by default); None: no failure,
+            the progress stops at ``after`` (``after="delivered"``: delivered, never read).
+        :param after: The last progress status pushed before: ``sent``, ``delivered``, ``read`` or ``none``.
+        """
+        self._pushes.set_failure(recipient, failure, after)
+
+    def clear_push_failures(self, recipient: str | None = None) -> None:
+        """
+        Forget the push failure of one recipient, or of all.
+
+        :param recipient: The customer's digits; None for all.
+        """
+        self._pushes.clear_failure(recipient)
 
     # -- Airflow connection --------------------------------------------------------------------------
 

@@ -155,6 +155,18 @@ class SandboxState:
         with self.lock:
             return copy.deepcopy(self.messages)
 
+    def find_message(self, message_id: str) -> dict[str, Any] | None:
+        """
+        Return a deep copy of the accepted message with this id, or None.
+
+        :param message_id: The ``messageId`` the API answered with.
+        """
+        with self.lock:
+            for message in reversed(self.messages):
+                if message["messageId"] == message_id:
+                    return copy.deepcopy(message)
+            return None
+
     def snapshot_requests(self) -> list[dict[str, Any]]:
         """Return a deep copy of the request log, in order."""
         with self.lock:
