@@ -258,6 +258,9 @@ def test_last_inbound_at_is_the_latest_message_from_that_customer_to_that_number
     assert store.last_inbound_at(session, BUSINESS, CUSTOMER) == T0 + datetime.timedelta(minutes=30)
     assert store.last_inbound_at(session, "15550001111", CUSTOMER) == T0 + datetime.timedelta(minutes=60)
     assert store.last_inbound_at(session, BUSINESS, "15550009999") is None
+    # Scoped to an application (the read API answers only its connection's application).
+    assert store.last_inbound_at(session, BUSINESS, CUSTOMER, app_id=APP_ID) == T0 + datetime.timedelta(minutes=30)
+    assert store.last_inbound_at(session, BUSINESS, CUSTOMER, app_id="7WY0BQ7W") is None
 
 
 def test_cleanup_deletes_only_what_is_older_than_the_cut_off(session: Session) -> None:

@@ -7,6 +7,9 @@ The webhook receiver: vendor pushes (delivery statuses, customers' messages) rec
 - :mod:`~airflow_provider_itnio.webhook.app` and :mod:`~airflow_provider_itnio.webhook.plugin`: the FastAPI app
   that the API server serves at ``POST /itnio/webhook/{conn_id}/{token}`` (Airflow 3.1+: importing them on an
   older Airflow raises an ``ImportError`` that says so).
+- :mod:`~airflow_provider_itnio.webhook.client`: :class:`ItnioReceiverClient`, which workers and triggers use to
+  ask the app's authenticated read endpoints (``GET /itnio/api/{conn_id}/...``) what was recorded (Airflow 3.1+).
+- Each new push is also an asset event on :mod:`airflow_provider_itnio.assets`' assets, for DAGs to schedule on.
 - ``python -m airflow_provider_itnio.webhook url CONN_ID`` prints the address to paste into the vendor's console;
   ``python -m airflow_provider_itnio.webhook cleanup`` applies the retention.
 
@@ -15,6 +18,7 @@ Importing this package imports nothing else (the CLI and the plugin entry point 
 
 from __future__ import annotations
 
+import functools
 from importlib import metadata
 
 __all__ = ["MIN_AIRFLOW", "require_airflow_3_1"]
@@ -23,6 +27,7 @@ __all__ = ["MIN_AIRFLOW", "require_airflow_3_1"]
 MIN_AIRFLOW = (3, 1)
 
 
+@functools.cache
 def _airflow_release() -> tuple[int, ...]:
     """Return the installed Airflow's major and minor version (``3.1.0rc1`` gives ``(3, 1)``)."""
     from packaging.version import Version

@@ -16,8 +16,14 @@ at once (no outbound call inside the request). The answers:
 503    the database could not record it (the tables are missing, or the database is down); the vendor re-pushes
 =====  ===============================================================================================
 
-Nothing is recorded for an answer other than 200. The token is compared in constant time (``hmac.compare_digest``
-of SHA-256 digests, so not even its length leaks).
+Nothing is recorded for an answer other than 200. A push recorded for the first time is also an Airflow asset
+event (:mod:`airflow_provider_itnio.assets`), written in the same transaction, when a DAG uses the asset.
+
+``GET /itnio/api/{conn_id}/messages/{message_id}/status`` and ``GET /itnio/api/{conn_id}/window`` answer what was
+recorded to workers and triggers (which Airflow 3 keeps off the metadata database), authenticated by
+``Authorization: Bearer <webhook_token>``; see :mod:`airflow_provider_itnio.webhook.client`.
+
+The token is compared in constant time (``hmac.compare_digest`` of SHA-256 digests, so not even its length leaks).
 
 The token never reaches a log line: the app's first middleware moves it out of the request's ``path`` (and
 ``raw_path``) into a private scope key and leaves ``***`` in its place, before routing. Airflow 3's API server logs
@@ -29,10 +35,14 @@ it not to log ``/itnio/webhook/`` paths (or their last segment).
 
 from __future__ import annotations
 
+import datetime
+import functools
 import hashlib
 import hmac
+import inspect
 import logging
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
@@ -43,7 +53,9 @@ require_airflow_3_1("The itnio webhook receiver")
 
 from fastapi import FastAPI, Request  # noqa: E402
 from fastapi.responses import JSONResponse  # noqa: E402
+from sqlalchemy import select  # noqa: E402
 from sqlalchemy.exc import SQLAlchemyError  # noqa: E402
+from sqlalchemy.orm import Session  # noqa: E402
 from starlette.concurrency import run_in_threadpool  # noqa: E402
 from starlette.types import ASGIApp, Receive, Scope, Send  # noqa: E402
 
@@ -53,9 +65,17 @@ from airflow_provider_itnio.events import (  # noqa: E402
     InboundEvent,
     PushError,
     StatusEvent,
+    asset_extra,
+    is_final,
     parse_push,
 )
-from airflow_provider_itnio.webhook.store import Recorded, record_push  # noqa: E402
+from airflow_provider_itnio.webhook.store import (  # noqa: E402
+    Recorded,
+    get_message_status,
+    get_status_history,
+    last_inbound_at,
+    record_push,
+)
 
 __all__ = ["TOKEN_EXTRA", "app", "create_app"]
 
@@ -130,16 +150,90 @@ def _resolve(conn_id: str) -> _Receiver | None:
     return _Receiver(app_id=app_id, token_digest=_digest(token.strip()))
 
 
-def _record(event: StatusEvent | InboundEvent, conn_id: str) -> Recorded:
-    """Record the push in its own transaction (committed on return)."""
+@functools.cache
+def _asset_change_arguments() -> frozenset[str]:
+    """Return the keyword arguments this Airflow's ``AssetManager.register_asset_change`` names."""
+    from airflow.assets.manager import AssetManager
+
+    return frozenset(inspect.signature(AssetManager.register_asset_change).parameters)
+
+
+def _asset_uri(event: StatusEvent | InboundEvent, conn_id: str) -> str | None:
+    """Return the URI of the asset the push is an event of, or ``None`` when the connection id cannot be in one."""
+    from airflow_provider_itnio.assets import inbound_messages_uri, message_status_uri
+
+    try:
+        if isinstance(event, StatusEvent):
+            return message_status_uri(conn_id, event.status.value)
+        return inbound_messages_uri(conn_id)
+    except ValueError:
+        return None
+
+
+def _record_asset_event(
+    session: Session, event: StatusEvent | InboundEvent, conn_id: str, notifications: list[Callable[[], None]]
+) -> int | None:
+    """
+    Record the push's asset event in ``session`` (the store's transaction); return its id, or ``None``.
+
+    Nothing is recorded when no DAG uses the asset (it is not in the database, or no longer active): a push
+    nobody schedules on is only stored in the provider's tables. Asset listeners are collected into
+    ``notifications`` (Airflow 3.3+) to be told once the transaction is committed.
+
+    :param session: The session the store wrote in.
+    :param event: The push, recorded for the first time.
+    :param conn_id: The connection whose address received it.
+    :param notifications: Where ``register_asset_change`` puts the listener notifications it defers.
+    """
+    from airflow.assets.manager import asset_manager
+    from airflow.models.asset import AssetModel
+
+    uri = _asset_uri(event, conn_id)
+    if uri is None:
+        log.warning("itnio webhook %s: the connection id cannot be in an asset URI; no asset event", conn_id)
+        return None
+    model = session.scalar(
+        select(AssetModel).where(AssetModel.name == uri, AssetModel.uri == uri, AssetModel.active.has())
+    )
+    if model is None:
+        log.debug("itnio webhook %s: no DAG uses the asset %s; no asset event", conn_id, uri)
+        return None
+    arguments: dict[str, Any] = {}
+    if "callback_sink" in _asset_change_arguments():
+        arguments["callback_sink"] = notifications
+    asset_event = asset_manager.register_asset_change(
+        asset=model, extra=asset_extra(event), session=session, **arguments
+    )
+    return None if asset_event is None else int(asset_event.id)
+
+
+def _create_session() -> Any:
+    """Return a session context manager that commits on exit (not the thread's scoped session)."""
     from airflow.utils.session import create_session
 
     try:
-        session_scope = create_session(scoped=False)  # type: ignore[call-arg]
+        return create_session(scoped=False)  # type: ignore[call-arg]
     except TypeError:  # Airflow 3.1's create_session() has no "scoped"
-        session_scope = create_session()
-    with session_scope as session:
-        return record_push(session, event, conn_id)
+        return create_session()
+
+
+def _record(event: StatusEvent | InboundEvent, conn_id: str) -> tuple[Recorded, int | None]:
+    """
+    Record the push and, when it is new, its asset event, in one transaction (committed on return).
+
+    A re-push (``Recorded.new`` false) records no asset event, so it starts nothing twice; a failure anywhere
+    rolls both back, and the vendor re-pushes.
+    """
+    notifications: list[Callable[[], None]] = []
+    with _create_session() as session:
+        recorded = record_push(session, event, conn_id)
+        asset_event_id = _record_asset_event(session, event, conn_id, notifications) if recorded.new else None
+    for notify in notifications:  # only for committed events
+        try:
+            notify()
+        except Exception:
+            log.exception("itnio webhook %s: an asset listener failed", conn_id)
+    return recorded, asset_event_id
 
 
 async def _read_body(request: Request) -> bytes | None:
@@ -195,7 +289,7 @@ async def receive_push(conn_id: str, token: str, request: Request) -> JSONRespon
         return JSONResponse(status_code=400, content={"detail": detail, "field": "appId"})
 
     try:
-        recorded = await run_in_threadpool(_record, event, conn_id)
+        recorded, _asset_event_id = await run_in_threadpool(_record, event, conn_id)
     except SQLAlchemyError:
         log.exception(
             "itnio webhook %s: cannot record a push (are the provider's tables created? run `airflow db migrate`)",
@@ -214,6 +308,146 @@ async def receive_push(conn_id: str, token: str, request: Request) -> JSONRespon
     return JSONResponse(status_code=200, content=answer)
 
 
+# -- the read API: what the triggerer and workers ask instead of the metadata database ------------------------
+
+#: How long after a customer's last message a business may send session messages (WhatsApp's customer window).
+WINDOW = datetime.timedelta(hours=24)
+_BEARER = re.compile(r"^\s*bearer\s+(\S+)\s*$", re.IGNORECASE)
+
+
+def _iso(value: datetime.datetime | None) -> str | None:
+    return None if value is None else value.astimezone(datetime.UTC).isoformat()
+
+
+def _unix_iso(seconds: int | None) -> str | None:
+    if seconds is None:
+        return None
+    return datetime.datetime.fromtimestamp(seconds, datetime.UTC).isoformat()
+
+
+async def _authorize(conn_id: str, request: Request) -> _Receiver | JSONResponse:
+    """
+    Return the connection's receiver when the request carries ``Authorization: Bearer <its webhook_token>``.
+
+    Otherwise return the answer: 404 ``Not Found`` (the same for an unknown connection, a connection without a
+    token, no or another header, and a wrong token), or 503 when the connection cannot be read.
+    """
+    match = _BEARER.match(request.headers.get("authorization", ""))
+    presented = match.group(1) if match else ""
+    try:
+        receiver = await run_in_threadpool(_resolve, conn_id)
+    except SQLAlchemyError:
+        log.exception("itnio webhook: cannot read connection %s", conn_id)
+        return JSONResponse(status_code=503, content={"detail": "The connection cannot be read now; retry later."})
+    if receiver is None or not hmac.compare_digest(_digest(presented), receiver.token_digest) or not match:
+        return JSONResponse(status_code=404, content=_NOT_FOUND)
+    return receiver
+
+
+def _read_status(message_id: str, app_id: str) -> dict[str, Any] | None:
+    """Return the message's status record as the API answers it, or ``None`` when no status was recorded."""
+    with _create_session() as session:
+        record = get_message_status(session, message_id, app_id)
+        if record is None:
+            return None
+        history = get_status_history(session, message_id, app_id)
+    return {
+        "message_id": record.message_id,
+        "status": record.status.value,
+        "final": is_final(record.status),
+        "failure": record.failure,
+        "recipient": record.recipient,
+        "business_phone": record.business_phone,
+        "conversation_id": record.conversation_id,
+        "timestamp": _unix_iso(record.status_timestamp) or _iso(record.updated_at),
+        "updated_at": _iso(record.updated_at),
+        "history": [
+            {
+                "status": item["status"],
+                "failure": item["failure"],
+                "timestamp": _unix_iso(item["status_timestamp"]),
+                "received_at": _iso(item["received_at"]),
+            }
+            for item in history
+        ],
+    }
+
+
+async def get_status(conn_id: str, message_id: str, request: Request) -> JSONResponse:
+    """
+    Answer a message's furthest status and its history (``Authorization: Bearer <webhook_token>``).
+
+    :param conn_id: The ``itnio`` connection; only its application's messages are answered.
+    :param message_id: The id the send call returned.
+    :param request: The request.
+    """
+    receiver = await _authorize(conn_id, request)
+    if isinstance(receiver, JSONResponse):
+        return receiver
+    try:
+        answer = await run_in_threadpool(_read_status, message_id, receiver.app_id)
+    except SQLAlchemyError:
+        log.exception("itnio webhook %s: cannot read a message status", conn_id)
+        return JSONResponse(status_code=503, content={"detail": "The status cannot be read now; retry later."})
+    if answer is None:
+        return JSONResponse(status_code=404, content={"detail": "unknown message"})
+    return JSONResponse(status_code=200, content=answer)
+
+
+def _read_last_inbound(business_phone: str, recipient: str, app_id: str) -> datetime.datetime | None:
+    with _create_session() as session:
+        return last_inbound_at(session, business_phone, recipient, app_id=app_id)
+
+
+async def get_window(conn_id: str, request: Request) -> JSONResponse:
+    """
+    Answer whether a customer's 24-hour window with a business number is open (``Authorization: Bearer ...``).
+
+    Query parameters ``business_phone`` and ``recipient`` (any way people write numbers). The answer:
+    ``last_inbound_at`` (when the customer's last message to that number arrived, or ``null``), ``open`` (it
+    arrived less than 24 hours ago) and ``closes_at`` (when the window closes, ``null`` when it is closed).
+
+    :param conn_id: The ``itnio`` connection; only messages received for its application count.
+    :param request: The request.
+    """
+    from airflow_provider_itnio.errors import ItnioValidationError
+    from airflow_provider_itnio.messages import normalize_phone
+
+    receiver = await _authorize(conn_id, request)
+    if isinstance(receiver, JSONResponse):
+        return receiver
+    phones: dict[str, str] = {}
+    for name, field in (("business_phone", "businessPhone"), ("recipient", "recipient")):
+        value = request.query_params.get(name)
+        if value is None or not value.strip():
+            return JSONResponse(status_code=400, content={"detail": f"{name}: it is missing", "field": name})
+        try:
+            phones[name] = normalize_phone(value, field)
+        except ItnioValidationError as err:
+            return JSONResponse(
+                status_code=400, content={"detail": f"{name}: {err.rule}; {err.problem}", "field": name}
+            )
+    try:
+        last = await run_in_threadpool(
+            _read_last_inbound, phones["business_phone"], phones["recipient"], receiver.app_id
+        )
+    except SQLAlchemyError:
+        log.exception("itnio webhook %s: cannot read a window", conn_id)
+        return JSONResponse(status_code=503, content={"detail": "The window cannot be read now; retry later."})
+    now = datetime.datetime.now(datetime.UTC)
+    is_open = last is not None and now < last + WINDOW
+    return JSONResponse(
+        status_code=200,
+        content={
+            "business_phone": phones["business_phone"],
+            "recipient": phones["recipient"],
+            "last_inbound_at": _iso(last),
+            "open": is_open,
+            "closes_at": _iso(last + WINDOW) if is_open and last is not None else None,
+        },
+    )
+
+
 def create_app() -> FastAPI:
     """Return the receiver's FastAPI app (mounted by the plugin under ``/itnio``)."""
     receiver = FastAPI(
@@ -228,6 +462,20 @@ def create_app() -> FastAPI:
         receive_push,
         methods=["POST"],
         summary="Record a push from the itniotech API",
+        response_class=JSONResponse,
+    )
+    receiver.add_api_route(
+        "/api/{conn_id}/messages/{message_id:path}/status",
+        get_status,
+        methods=["GET"],
+        summary="Read a message's status (Authorization: Bearer <webhook_token>)",
+        response_class=JSONResponse,
+    )
+    receiver.add_api_route(
+        "/api/{conn_id}/window",
+        get_window,
+        methods=["GET"],
+        summary="Read a customer's 24-hour window (Authorization: Bearer <webhook_token>)",
         response_class=JSONResponse,
     )
     receiver.add_middleware(MaskTokenMiddleware)

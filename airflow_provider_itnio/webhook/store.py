@@ -327,22 +327,24 @@ def get_status_history(session: Session, message_id: str, app_id: str | None = N
     return [dict(row) for row in session.execute(query.order_by(columns.id)).mappings()]
 
 
-def last_inbound_at(session: Session, business_phone: str, from_phone: str) -> datetime.datetime | None:
+def last_inbound_at(
+    session: Session, business_phone: str, from_phone: str, *, app_id: str | None = None
+) -> datetime.datetime | None:
     """
     Return when the last message from a customer to a business number arrived (UTC), or ``None``.
 
     :param session: A SQLAlchemy session on the Airflow metadata database.
     :param business_phone: The business number, digits.
     :param from_phone: The customer's number, digits.
+    :param app_id: Count only the messages received for this application; when ``None``, any.
     """
     columns = inbound_message_table.c
-    query = (
-        select(columns.received_at)
-        .where(and_(columns.from_phone == from_phone, columns.business_phone == business_phone))
-        .order_by(columns.received_at.desc())
-        .limit(1)
+    query = select(columns.received_at).where(
+        and_(columns.from_phone == from_phone, columns.business_phone == business_phone)
     )
-    value: datetime.datetime | None = session.execute(query).scalar()
+    if app_id is not None:
+        query = query.where(columns.app_id == app_id)
+    value: datetime.datetime | None = session.execute(query.order_by(columns.received_at.desc()).limit(1)).scalar()
     return value
 
 

@@ -1,0 +1,302 @@
+"""
+Read what the webhook receiver recorded, over HTTP, from a worker or the triggerer (Airflow 3.1+).
+
+Airflow 3 keeps task and trigger code away from the metadata database: workers and the triggerer reach it only
+through the API server. The receiver's tables are in that database, so the receiver's app on the API server also
+answers two authenticated read endpoints, and :class:`ItnioReceiverClient` asks them:
+
+- ``GET /itnio/api/{conn_id}/messages/{message_id}/status``: a message's furthest status and its history;
+- ``GET /itnio/api/{conn_id}/window?business_phone=...&recipient=...``: the customer's 24-hour window.
+
+Both take ``Authorization: Bearer <the connection's webhook_token>`` (the same secret as the webhook address, so
+nothing new to configure; never in a URL here, never logged) and answer ``404 {"detail": "Not Found"}`` for an
+unknown connection and a wrong token alike.
+
+The client finds the API server at the connection's ``receiver_url`` extra when it has one (the API server's base
+URL, as in ``python -m airflow_provider_itnio.webhook url --base-url``; ``/itnio/api/...`` is appended), else at
+Airflow's ``[api] base_url``, else at ``[core] execution_api_server_url`` without its ``/execution/`` path, else
+at ``http://localhost:8080``.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+from urllib.parse import quote, urlsplit, urlunsplit
+
+from airflow_provider_itnio.webhook import require_airflow_3_1
+
+require_airflow_3_1("The itnio receiver client")
+
+import httpx  # noqa: E402
+
+from airflow_provider_itnio.errors import ItnioConfigError, ItnioError  # noqa: E402
+
+__all__ = [
+    "DEFAULT_BASE_URL",
+    "RECEIVER_URL_EXTRA",
+    "ItnioReceiverClient",
+    "ItnioReceiverError",
+    "ItnioReceiverNotFoundError",
+    "ItnioReceiverUnreachableError",
+    "ItnioUnknownMessageError",
+    "receiver_base_url",
+]
+
+log = logging.getLogger(__name__)
+
+#: The connection extra that says where the API server serving the receiver is (its base URL).
+RECEIVER_URL_EXTRA = "receiver_url"
+#: Where the API server is when neither the connection nor Airflow's configuration says.
+DEFAULT_BASE_URL = "http://localhost:8080"
+#: The connection extra holding the token (the webhook address's, see :mod:`airflow_provider_itnio.webhook.app`).
+TOKEN_EXTRA = "webhook_token"
+#: The receiver's path under the API server's base URL.
+URL_PREFIX = "/itnio"
+_DEFAULT_TIMEOUT = 10.0
+
+
+class ItnioReceiverError(ItnioError):
+    """Base class of the errors :class:`ItnioReceiverClient` raises."""
+
+
+class ItnioReceiverUnreachableError(ItnioReceiverError):
+    """The API server could not be reached, timed out, or answered an error (5xx, or the database is down)."""
+
+
+class ItnioReceiverNotFoundError(ItnioReceiverError):
+    """
+    The API server answered ``404 Not Found``: the receiver does not know the connection or its token.
+
+    The connection is unknown to the API server, has no ``webhook_token`` there, or another one; or the API
+    server does not serve the itnio plugin (Airflow older than 3.1, or the provider not installed there).
+    """
+
+    permanent = True
+
+
+class ItnioUnknownMessageError(ItnioReceiverError):
+    """
+    No status push has been recorded for the message (yet).
+
+    :param message_id: The message asked about.
+    """
+
+    def __init__(self, message_id: str) -> None:
+        self.message_id = message_id
+        super().__init__(f"No status has been recorded for message {message_id!r} (yet)")
+
+
+def _strip_execution_path(url: str) -> str:
+    """Return ``http://host:8080`` for ``http://host:8080/execution/`` (the path's ``/execution`` dropped)."""
+    parts = urlsplit(url)
+    path = parts.path.rstrip("/")
+    if path.endswith("/execution"):
+        path = path[: -len("/execution")]
+    return urlunsplit((parts.scheme, parts.netloc, path, "", ""))
+
+
+def receiver_base_url(extra: dict[str, Any] | None = None) -> str:
+    """
+    Return the base URL of the API server serving the receiver, without a trailing slash.
+
+    :param extra: The connection's extra: its ``receiver_url``, when set, wins over Airflow's configuration.
+    """
+    configured = (extra or {}).get(RECEIVER_URL_EXTRA)
+    if isinstance(configured, str) and configured.strip():
+        return configured.strip().rstrip("/")
+    from airflow.configuration import conf
+
+    base_url = conf.get("api", "base_url", fallback=None)
+    if base_url and base_url.strip():
+        return base_url.strip().rstrip("/")
+    execution_url = conf.get("core", "execution_api_server_url", fallback=None)
+    if execution_url and execution_url.strip():
+        return _strip_execution_path(execution_url.strip()).rstrip("/")
+    return DEFAULT_BASE_URL
+
+
+class ItnioReceiverClient:
+    """
+    Ask the webhook receiver on the API server what it recorded for an ``itnio`` connection.
+
+    Sync methods for workers (operators, sensors in ``poke`` mode), ``a``-prefixed twins for triggers. The
+    connection is read once, on first use (:meth:`aget_connection` reads it without blocking the event loop).
+
+    :param itnio_conn_id: The ``itnio`` connection: its ``webhook_token`` extra authenticates, its
+        ``receiver_url`` extra (optional) says where the API server is.
+    :param timeout: Seconds to wait for the API server (connect and read).
+    """
+
+    def __init__(self, itnio_conn_id: str = "itnio_default", *, timeout: float = _DEFAULT_TIMEOUT) -> None:
+        self.itnio_conn_id = itnio_conn_id
+        self.timeout = timeout
+        self._base_url: str | None = None
+        self._token: str | None = None
+
+    def __repr__(self) -> str:
+        return f"ItnioReceiverClient(itnio_conn_id={self.itnio_conn_id!r})"
+
+    # -- the connection ----------------------------------------------------------------------------------
+
+    def _configure(self, extra: dict[str, Any]) -> None:
+        token = extra.get(TOKEN_EXTRA)
+        if not isinstance(token, str) or not token.strip():
+            raise ItnioConfigError(
+                f"Connection {self.itnio_conn_id!r} has no {TOKEN_EXTRA!r} extra, which the receiver's read "
+                f"endpoints need: run `python -m airflow_provider_itnio.webhook url {self.itnio_conn_id}` to "
+                "create one (and give the printed address to the vendor)"
+            )
+        self._token = token.strip()
+        self._base_url = receiver_base_url(extra)
+
+    def get_connection(self) -> None:
+        """Read the connection's token and the API server's address (once)."""
+        if self._token is None:
+            from airflow.sdk import BaseHook
+
+            self._configure(BaseHook.get_connection(self.itnio_conn_id).extra_dejson or {})
+
+    async def aget_connection(self) -> None:
+        """Read the connection's token and the API server's address (once) without blocking the event loop."""
+        if self._token is None:
+            from airflow.sdk import BaseHook
+
+            getter = getattr(BaseHook, "aget_connection", None)
+            if getter is not None:
+                conn = await getter(self.itnio_conn_id)
+            else:  # an Airflow without the async getter
+                from asgiref.sync import sync_to_async
+
+                conn = await sync_to_async(BaseHook.get_connection)(self.itnio_conn_id)
+            self._configure(conn.extra_dejson or {})
+
+    @property
+    def base_url(self) -> str:
+        """The API server's base URL (after the connection was read)."""
+        if self._base_url is None:
+            self.get_connection()
+        assert self._base_url is not None
+        return self._base_url
+
+    # -- requests ----------------------------------------------------------------------------------------
+
+    def _status_path(self, message_id: str) -> str:
+        if not isinstance(message_id, str) or not message_id.strip():
+            raise ValueError(f"message_id: must be a non-empty string; got {message_id!r}")
+        return f"messages/{quote(message_id.strip(), safe='')}/status"
+
+    def _request(self, path: str, params: dict[str, str] | None, message_id: str | None = None) -> dict[str, Any]:
+        kwargs = self._request_kwargs(path, params)
+        try:
+            with httpx.Client(timeout=self.timeout) as client:
+                response = client.get(**kwargs)
+        except httpx.HTTPError as err:
+            raise self._unreachable(err) from None
+        return self._answer(response, message_id)
+
+    async def _arequest(
+        self, path: str, params: dict[str, str] | None, message_id: str | None = None
+    ) -> dict[str, Any]:
+        kwargs = self._request_kwargs(path, params)
+        try:
+            async with httpx.AsyncClient(timeout=self.timeout) as client:
+                response = await client.get(**kwargs)
+        except httpx.HTTPError as err:
+            raise self._unreachable(err) from None
+        return self._answer(response, message_id)
+
+    def _request_kwargs(self, path: str, params: dict[str, str] | None) -> dict[str, Any]:
+        assert self._base_url is not None and self._token is not None
+        return {
+            "url": f"{self._base_url}{URL_PREFIX}/api/{quote(self.itnio_conn_id, safe='')}/{path}",
+            "params": params,
+            "headers": {"Authorization": f"Bearer {self._token}", "Accept": "application/json"},
+        }
+
+    def _unreachable(self, err: httpx.HTTPError) -> ItnioReceiverUnreachableError:
+        # The message names the error's type and text: httpx puts neither headers nor the token in them.
+        return ItnioReceiverUnreachableError(
+            f"The itnio receiver at {self._base_url}{URL_PREFIX} could not be reached for connection "
+            f"{self.itnio_conn_id!r}: {type(err).__name__}: {err}. Set the connection's {RECEIVER_URL_EXTRA!r} "
+            "extra or Airflow's [api] base_url to the API server's address."
+        )
+
+    def _answer(self, response: httpx.Response, message_id: str | None) -> dict[str, Any]:
+        try:
+            body: Any = response.json()
+        except ValueError:
+            body = None
+        detail = body.get("detail") if isinstance(body, dict) else None
+        if response.status_code == 200 and isinstance(body, dict):
+            return body
+        if response.status_code == 404 and detail == "unknown message" and message_id is not None:
+            raise ItnioUnknownMessageError(message_id)
+        if response.status_code == 404:
+            raise ItnioReceiverNotFoundError(
+                f"The API server at {self._base_url} answered 404 for connection {self.itnio_conn_id!r}: it does "
+                "not know the connection, its webhook_token differs from this one, or it does not serve the "
+                "itnio plugin (Airflow 3.1+ with the provider installed)"
+            )
+        if response.status_code == 400:
+            raise ValueError(f"The itnio receiver refused the request: {detail}")
+        raise ItnioReceiverUnreachableError(
+            f"The itnio receiver at {self._base_url}{URL_PREFIX} answered {response.status_code} for connection "
+            f"{self.itnio_conn_id!r}: {detail if detail is not None else response.text[:200]}"
+        )
+
+    # -- the API -----------------------------------------------------------------------------------------
+
+    def message_status(self, message_id: str) -> dict[str, Any]:
+        """
+        Return a message's furthest status and its history, as the receiver recorded them.
+
+        The answer has ``message_id``, ``status``, ``final`` (``failed`` or ``deleted``), ``failure``,
+        ``recipient``, ``business_phone``, ``conversation_id``, ``timestamp`` (ISO 8601: the vendor's time of
+        ``status``), ``updated_at`` and ``history`` (each distinct status push: ``status``, ``failure``,
+        ``timestamp``, ``received_at``).
+
+        :param message_id: The id the send call returned.
+        :raises ItnioUnknownMessageError: No status push for the message has arrived (yet).
+        :raises ItnioReceiverNotFoundError: The API server does not know the connection or its token.
+        :raises ItnioReceiverUnreachableError: The API server cannot be reached or answered an error.
+        """
+        path = self._status_path(message_id)
+        self.get_connection()
+        return self._request(path, None, message_id)
+
+    async def amessage_status(self, message_id: str) -> dict[str, Any]:
+        """
+        Return a message's furthest status and its history (see :meth:`message_status`), without blocking.
+
+        :param message_id: The id the send call returned.
+        """
+        path = self._status_path(message_id)
+        await self.aget_connection()
+        return await self._arequest(path, None, message_id)
+
+    def window(self, business_phone: str, recipient: str) -> dict[str, Any]:
+        """
+        Return the customer's 24-hour window with a business number, as the receiver recorded it.
+
+        The answer has ``business_phone`` and ``recipient`` (digits), ``last_inbound_at`` (ISO 8601, or ``None``
+        when the customer never wrote), ``open`` (the last message arrived less than 24 hours ago) and
+        ``closes_at`` (ISO 8601, ``None`` when closed).
+
+        :param business_phone: The business number (any way people write numbers).
+        :param recipient: The customer's number.
+        :raises ItnioReceiverNotFoundError: The API server does not know the connection or its token.
+        :raises ItnioReceiverUnreachableError: The API server cannot be reached or answered an error.
+        """
+        self.get_connection()
+        return self._request("window", {"business_phone": str(business_phone), "recipient": str(recipient)})
+
+    async def awindow(self, business_phone: str, recipient: str) -> dict[str, Any]:
+        """
+        Return the customer's 24-hour window with a business number (see :meth:`window`), without blocking.
+
+        :param business_phone: The business number.
+        :param recipient: The customer's number.
+        """
+        await self.aget_connection()
+        return await self._arequest("window", {"business_phone": str(business_phone), "recipient": str(recipient)})

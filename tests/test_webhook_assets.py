@@ -1,0 +1,436 @@
+"""
+Asset events and the read API of the webhook receiver, through a real Airflow 3 API server (one for this module).
+
+The server is :func:`tests.test_webhook_receiver.server` (same connections, same token, the token checked absent
+from its log at the end). ``airflow dags reserialize`` parses the session's DAGs folder, which holds
+``tests/dags/itnio_webhook_assets.py``: a DAG scheduled on ``inbound_messages("itnio_webhook_test")`` and
+``message_status("itnio_webhook_test", "failed")``, so those two assets are in the metadata database and the
+receiver records events on them. The expected ``extra`` follows the issue's field list and
+:func:`airflow_provider_itnio.events.asset_extra`.
+
+On Airflow 2 the server tests are skipped; the tests at the end check that the assets and the client modules refuse
+to import there with an error that says Airflow 3.1+ is needed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+from tests.test_connection_ui import _free_port
+from tests.test_events import APP_ID, BUSINESS, CUSTOMER, FAILED_PUSH, MESSAGES, WHEN, inbound, status_push
+from tests.test_webhook_receiver import AIRFLOW_2, CONN_ID, OTHER_TOKEN, TOKEN, Server, needs_airflow_3, server
+
+__all__ = ["server"]  # the module-scoped API server fixture, imported for this module
+
+INBOUND_URI = f"itnio://{CONN_ID}/inbound"
+FAILED_URI = f"itnio://{CONN_ID}/status/failed"
+DAG_ID = "itnio_webhook_on_pushes"
+
+
+@pytest.fixture(scope="module")
+def scheduled(server: Server) -> Server:
+    """The API server, once ``airflow dags reserialize`` has put the test DAG and its assets in the database."""
+    result = subprocess.run(
+        [sys.executable, "-m", "airflow", "dags", "reserialize"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=os.environ.copy(),
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assets = server.rows(
+        'SELECT a.uri, a.name, a."group", (SELECT COUNT(*) FROM asset_active aa WHERE aa.name = a.name '
+        "AND aa.uri = a.uri) AS active FROM asset a WHERE a.uri LIKE :prefix ORDER BY a.uri",
+        prefix=f"itnio://{CONN_ID}/%",
+    )
+    assert assets == [
+        {"uri": INBOUND_URI, "name": INBOUND_URI, "group": "itnio", "active": 1},
+        {"uri": FAILED_URI, "name": FAILED_URI, "group": "itnio", "active": 1},
+    ]
+    return server
+
+
+def events_of(server: Server, uri: str, message_id: str) -> list[dict[str, Any]]:
+    """Return the asset events on ``uri`` whose extra names ``message_id``, oldest first."""
+    rows = server.rows(
+        "SELECT e.id, e.extra, e.source_dag_id FROM asset_event e JOIN asset a ON a.id = e.asset_id "
+        "WHERE a.uri = :uri ORDER BY e.id",
+        uri=uri,
+    )
+    extras = [{**row, "extra": json.loads(row["extra"])} for row in rows]
+    return [row for row in extras if row["extra"].get("message_id") == message_id]
+
+
+def unpause(server: Server, paused: bool = False) -> None:
+    with server.engine.begin() as connection:
+        connection.exec_driver_sql("UPDATE dag SET is_paused = ? WHERE dag_id = ?", (paused, DAG_ID))
+
+
+# -- asset events ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.api_server
+@needs_airflow_3
+def test_an_inbound_message_is_one_asset_event_with_the_reply_and_queues_the_dag(scheduled: Server) -> None:
+    server = scheduled
+    unpause(server)
+    try:
+        tap = inbound(MESSAGES["button_reply"], messageId="wamid.assets-tap", context={"refMessageId": "out-9"})
+        answers = [server.push(tap) for _ in range(4)]  # the push and the vendor's three re-pushes
+    finally:
+        unpause(server, paused=True)
+    assert [a.json()["duplicate"] for a in answers] == [False, True, True, True]
+
+    [event] = events_of(server, INBOUND_URI, "wamid.assets-tap")
+    extra = event["extra"]
+    assert {key: extra[key] for key in ("message_id", "from", "name", "business_phone", "type")} == {
+        "message_id": "wamid.assets-tap",
+        "from": CUSTOMER,
+        "name": "Asha",
+        "business_phone": BUSINESS,
+        "type": "interactive",
+    }
+    assert extra["reply"] == {"id": "reschedule", "title": "Reschedule"}
+    assert (extra["text"], extra["location"], extra["timestamp"]) == (None, None, WHEN + 60)
+    assert extra["raw"] == tap  # the whole push, unknown fields ("context") kept
+    assert event["source_dag_id"] is None  # recorded by the receiver, not by a task
+    # The DAG scheduled on the asset (unpaused) is queued to run once: what the scheduler turns into a run.
+    queued = server.rows(
+        "SELECT q.target_dag_id FROM asset_dag_run_queue q JOIN asset a ON a.id = q.asset_id WHERE a.uri = :uri",
+        uri=INBOUND_URI,
+    )
+    assert queued == [{"target_dag_id": DAG_ID}]
+
+
+@pytest.mark.api_server
+@needs_airflow_3
+def test_text_and_location_messages_carry_their_content(scheduled: Server) -> None:
+    text = inbound(MESSAGES["text"], messageId="wamid.assets-text")
+    where = inbound(MESSAGES["location"], messageId="wamid.assets-location")
+    assert [scheduled.push(p).status_code for p in (text, where)] == [200, 200]
+    [text_event] = events_of(scheduled, INBOUND_URI, "wamid.assets-text")
+    [where_event] = events_of(scheduled, INBOUND_URI, "wamid.assets-location")
+    assert (text_event["extra"]["text"], text_event["extra"]["reply"]) == ("Can I move my appointment?", None)
+    location = where_event["extra"]["location"]
+    assert (location["latitude"], location["longitude"], location["name"]) == (39.916527, 116.397128, "Office")
+
+
+@pytest.mark.api_server
+@needs_airflow_3
+def test_a_failed_status_is_one_asset_event_and_other_statuses_none(scheduled: Server) -> None:
+    message_id = "assets-failed-test"
+    sent = scheduled.push(status_push(messageId=message_id, status="sent"))
+    failed = [scheduled.push({**FAILED_PUSH, "messageId": message_id}) for _ in range(3)]
+    assert sent.status_code == 200  # no DAG uses the "sent" asset: recorded in the store, no event, no error
+    assert [a.json()["duplicate"] for a in failed] == [False, True, True]
+
+    [event] = events_of(scheduled, FAILED_URI, message_id)
+    assert event["extra"] == {
+        "message_id": message_id,
+        "recipient": CUSTOMER,
+        "business_phone": BUSINESS,
+        "status": "failed",
+        "failure": FAILED_PUSH["failure"],
+        "timestamp": FAILED_PUSH["timestamp"],
+        "raw": {**FAILED_PUSH, "messageId": message_id},
+    }
+    assert events_of(scheduled, INBOUND_URI, message_id) == []
+    sent_assets = scheduled.rows("SELECT id FROM asset WHERE uri = :uri", uri=f"itnio://{CONN_ID}/status/sent")
+    assert sent_assets == []
+    [row] = scheduled.rows("SELECT status FROM itnio_message_status WHERE message_id = :m", m=message_id)
+    assert row["status"] == "failed"
+
+
+@pytest.mark.api_server
+@needs_airflow_3
+def test_the_asset_event_is_in_the_same_transaction_as_the_store_write(scheduled: Server) -> None:
+    """A database that refuses the asset event refuses the push (503, nothing stored); the re-push records both."""
+    push = inbound(MESSAGES["text"], messageId="wamid.assets-atomic")
+    with scheduled.engine.begin() as connection:
+        connection.exec_driver_sql(
+            "CREATE TRIGGER itnio_test_refuse_asset_event BEFORE INSERT ON asset_event "
+            "BEGIN SELECT RAISE(ABORT, 'refused by the test'); END"
+        )
+    try:
+        refused = scheduled.push(push)
+    finally:
+        with scheduled.engine.begin() as connection:
+            connection.exec_driver_sql("DROP TRIGGER itnio_test_refuse_asset_event")
+    assert refused.status_code == 503, refused.text
+    assert scheduled.rows("SELECT id FROM itnio_inbound_message WHERE message_id = 'wamid.assets-atomic'") == []
+
+    again = scheduled.push(push)  # the vendor's re-push
+    assert (again.status_code, again.json()["duplicate"]) == (200, False)
+    assert len(scheduled.rows("SELECT id FROM itnio_inbound_message WHERE message_id = 'wamid.assets-atomic'")) == 1
+    assert len(events_of(scheduled, INBOUND_URI, "wamid.assets-atomic")) == 1
+
+
+# -- the read API --------------------------------------------------------------------------------------------
+
+
+def api(server: Server, path: str, token: str | None = TOKEN, conn_id: str = CONN_ID, **params: str) -> Any:
+    headers = {"Authorization": f"Bearer {token}"} if token is not None else {}
+    return requests.get(f"{server.base_url}/itnio/api/{conn_id}/{path}", headers=headers, params=params, timeout=30)
+
+
+@pytest.mark.api_server
+@needs_airflow_3
+def test_the_status_endpoint_answers_the_furthest_status_and_its_history(server: Server) -> None:
+    message_id = "api-status-test"
+    for status, at in (("sent", WHEN), ("read", WHEN + 20), ("delivered", WHEN + 10)):
+        assert server.push(status_push(messageId=message_id, status=status, timestamp=at)).status_code == 200
+    answer = api(server, f"messages/{message_id}/status")
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert {k: body[k] for k in ("message_id", "status", "final", "failure", "recipient", "business_phone")} == {
+        "message_id": message_id,
+        "status": "read",
+        "final": False,
+        "failure": None,
+        "recipient": CUSTOMER,
+        "business_phone": BUSINESS,
+    }
+    assert datetime.datetime.fromisoformat(body["timestamp"]) == datetime.datetime.fromtimestamp(
+        WHEN + 20, datetime.UTC
+    )
+    assert [(h["status"], h["timestamp"]) for h in body["history"]] == [
+        (status, datetime.datetime.fromtimestamp(at, datetime.UTC).isoformat())
+        for status, at in (("sent", WHEN), ("read", WHEN + 20), ("delivered", WHEN + 10))
+    ]
+
+    failed_id = "api-status-failed-test"
+    assert server.push({**FAILED_PUSH, "messageId": failed_id}).status_code == 200
+    failed = api(server, f"messages/{failed_id}/status").json()
+    assert (failed["status"], failed["final"], failed["failure"]) == ("failed", True, FAILED_PUSH["failure"])
+
+    unknown = api(server, "messages/never-sent/status")
+    assert (unknown.status_code, unknown.json()) == (404, {"detail": "unknown message"})
+
+
+@pytest.mark.api_server
+@needs_airflow_3
+def test_the_read_endpoints_answer_the_same_404_without_the_right_bearer_token(server: Server) -> None:
+    message_id = "api-auth-test"
+    assert server.push(status_push(messageId=message_id)).status_code == 200
+    path = f"messages/{message_id}/status"
+    window = {"business_phone": BUSINESS, "recipient": CUSTOMER}
+    answers = {
+        "wrong token": api(server, path, token=OTHER_TOKEN),
+        "token of another length": api(server, path, token=TOKEN[:-1]),
+        "no header": api(server, path, token=None),
+        "unknown connection": api(server, path, conn_id="itnio_nobody"),
+        "not an itnio connection": api(server, path, token=OTHER_TOKEN, conn_id="not_itnio_webhook"),
+        "itnio connection without a token": api(server, path, conn_id="itnio_without_token"),
+        "window, wrong token": api(server, "window", token=OTHER_TOKEN, **window),
+        "window, no parameters, no header": api(server, "window", token=None),
+        "basic instead of bearer": requests.get(
+            f"{server.base_url}/itnio/api/{CONN_ID}/{path}", auth=("x", TOKEN), timeout=30
+        ),
+        "the token in the query": requests.get(
+            f"{server.base_url}/itnio/api/{CONN_ID}/{path}", params={"token": TOKEN}, timeout=30
+        ),
+    }
+    for name, response in answers.items():
+        assert (response.status_code, response.json()) == (404, {"detail": "Not Found"}), name
+    assert api(server, path).status_code == 200  # the right token, same request
+
+
+@pytest.mark.api_server
+@needs_airflow_3
+def test_the_window_endpoint_says_whether_the_customer_wrote_in_the_last_24_hours(server: Server) -> None:
+    open_customer, closed_customer, silent_customer = "15550102001", "15550102002", "15550102003"
+    for customer in (open_customer, closed_customer):
+        push = inbound(MESSAGES["text"], messageId=f"wamid.window-{customer}", **{"from": {"phone": customer}})
+        assert server.push(push).status_code == 200
+    # The closed customer's message arrived 25 hours ago.
+    with server.engine.begin() as connection:
+        connection.exec_driver_sql(
+            "UPDATE itnio_inbound_message SET received_at = datetime(received_at, '-25 hours') WHERE from_phone = ?",
+            (closed_customer,),
+        )
+    [row] = server.rows("SELECT received_at FROM itnio_inbound_message WHERE from_phone = :p", p=open_customer)
+
+    # The numbers as people write them: normalised like the send operators' recipients.
+    opened = api(
+        server, "window", business_phone="+91 85632-1321", recipient=f"+1 ({open_customer[1:4]}) {open_customer[4:]}"
+    )
+    assert opened.status_code == 200, opened.text
+    body = opened.json()
+    last = datetime.datetime.fromisoformat(body["last_inbound_at"])
+    assert last == datetime.datetime.fromisoformat(str(row["received_at"])).replace(tzinfo=datetime.UTC)
+    assert body == {
+        "business_phone": BUSINESS,
+        "recipient": open_customer,
+        "last_inbound_at": last.isoformat(),
+        "open": True,
+        "closes_at": (last + datetime.timedelta(hours=24)).isoformat(),
+    }
+
+    closed = api(server, "window", business_phone=BUSINESS, recipient=closed_customer).json()
+    assert (closed["open"], closed["closes_at"]) == (False, None)
+    assert closed["last_inbound_at"] is not None
+    silent = api(server, "window", business_phone=BUSINESS, recipient=silent_customer).json()
+    assert (silent["last_inbound_at"], silent["open"], silent["closes_at"]) == (None, False, None)
+    other_number = api(server, "window", business_phone="15550001111", recipient=open_customer).json()
+    assert other_number["open"] is False  # the window is per business number
+
+    missing = api(server, "window", business_phone=BUSINESS)
+    bad = api(server, "window", business_phone=BUSINESS, recipient="12ab")
+    assert (missing.status_code, missing.json()["field"]) == (400, "recipient")
+    assert (bad.status_code, bad.json()["field"]) == (400, "recipient")
+
+
+# -- the client ----------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def client_conn(server: Server, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The receiver's connection as the worker sees it, with ``receiver_url`` pointing at the test server."""
+    extra = {"app_id": APP_ID, "webhook_token": TOKEN, "receiver_url": server.base_url + "/"}
+    monkeypatch.setenv(f"AIRFLOW_CONN_{CONN_ID.upper()}", json.dumps({"conn_type": "itnio", "extra": extra}))
+    return CONN_ID
+
+
+@pytest.mark.api_server
+@needs_airflow_3
+def test_the_client_reads_status_and_window_sync_and_async(server: Server, client_conn: str) -> None:
+    from airflow_provider_itnio.webhook.client import ItnioReceiverClient, ItnioUnknownMessageError
+
+    message_id = "client-status-test/with a slash"
+    assert server.push(status_push(messageId=message_id, status="delivered")).status_code == 200
+    assert server.push(inbound(MESSAGES["text"], messageId="wamid.client-window")).status_code == 200
+
+    sync_status = ItnioReceiverClient(client_conn).message_status(message_id)
+    sync_window = ItnioReceiverClient(client_conn).window(f"+{BUSINESS}", CUSTOMER)
+
+    async def read_async() -> tuple[dict[str, Any], dict[str, Any]]:
+        client = ItnioReceiverClient(client_conn)
+        return await client.amessage_status(message_id), await client.awindow(BUSINESS, f"00{CUSTOMER}")
+
+    async_status, async_window = asyncio.run(read_async())
+    assert sync_status == async_status
+    assert (sync_status["message_id"], sync_status["status"]) == (message_id, "delivered")
+    assert sync_window == async_window
+    assert (sync_window["open"], sync_window["recipient"]) == (True, CUSTOMER)
+
+    with pytest.raises(ItnioUnknownMessageError, match="never-sent"):
+        ItnioReceiverClient(client_conn).message_status("never-sent")
+    with pytest.raises(ItnioUnknownMessageError):
+        asyncio.run(ItnioReceiverClient(client_conn).amessage_status("never-sent"))
+
+
+@pytest.mark.api_server
+@needs_airflow_3
+def test_the_client_finds_the_api_server_from_airflow_config(server: Server, monkeypatch: pytest.MonkeyPatch) -> None:
+    from airflow_provider_itnio.webhook.client import ItnioReceiverClient, receiver_base_url
+
+    extra = {"app_id": APP_ID, "webhook_token": TOKEN}
+    monkeypatch.setenv(f"AIRFLOW_CONN_{CONN_ID.upper()}", json.dumps({"conn_type": "itnio", "extra": extra}))
+    monkeypatch.delenv("AIRFLOW__API__BASE_URL", raising=False)
+    monkeypatch.setenv("AIRFLOW__CORE__EXECUTION_API_SERVER_URL", f"{server.base_url}/execution/")
+    assert receiver_base_url({}) == server.base_url
+    assert ItnioReceiverClient(CONN_ID).window(BUSINESS, CUSTOMER)["business_phone"] == BUSINESS
+
+    monkeypatch.setenv("AIRFLOW__API__BASE_URL", "https://airflow.example.com/sub/")
+    assert receiver_base_url({}) == "https://airflow.example.com/sub"  # [api] base_url wins over the execution URL
+    assert receiver_base_url({"receiver_url": "http://api:8080/"}) == "http://api:8080"  # the extra wins over both
+    monkeypatch.delenv("AIRFLOW__API__BASE_URL")
+    monkeypatch.delenv("AIRFLOW__CORE__EXECUTION_API_SERVER_URL")
+    assert receiver_base_url({}) == "http://localhost:8080"
+
+
+@pytest.mark.api_server
+@needs_airflow_3
+def test_the_client_raises_typed_errors_without_the_token(
+    server: Server, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from airflow_provider_itnio.errors import ItnioConfigError
+    from airflow_provider_itnio.webhook.client import (
+        ItnioReceiverClient,
+        ItnioReceiverNotFoundError,
+        ItnioReceiverUnreachableError,
+    )
+
+    def connection(conn_id: str, **extra: str) -> str:
+        monkeypatch.setenv(f"AIRFLOW_CONN_{conn_id.upper()}", json.dumps({"conn_type": "itnio", "extra": extra}))
+        return conn_id
+
+    wrong = connection("itnio_client_wrong", webhook_token=OTHER_TOKEN, receiver_url=server.base_url)
+    nowhere = connection("itnio_client_nowhere", webhook_token=TOKEN, receiver_url=f"http://127.0.0.1:{_free_port()}")
+    tokenless = connection("itnio_client_tokenless", receiver_url=server.base_url)
+    unknown_here = connection(CONN_ID.replace("test", "absent"), webhook_token=TOKEN, receiver_url=server.base_url)
+
+    errors: list[Exception] = []
+    with caplog.at_level("DEBUG"):
+        for conn_id, expected in (
+            (wrong, ItnioReceiverNotFoundError),
+            (unknown_here, ItnioReceiverNotFoundError),
+            (nowhere, ItnioReceiverUnreachableError),
+            (tokenless, ItnioConfigError),
+        ):
+            with pytest.raises(expected) as sync_error:
+                ItnioReceiverClient(conn_id).message_status("any")
+            with pytest.raises(expected) as async_error:
+                asyncio.run(ItnioReceiverClient(conn_id).awindow(BUSINESS, CUSTOMER))
+            errors += [sync_error.value, async_error.value]
+    for error in errors:
+        assert TOKEN not in str(error) and OTHER_TOKEN not in str(error)
+        assert TOKEN not in repr(error.__cause__) and TOKEN not in repr(error.__context__)
+    assert "webhook_token" in str(errors[-1])
+    assert TOKEN not in caplog.text and OTHER_TOKEN not in caplog.text
+
+
+# -- which Airflow -------------------------------------------------------------------------------------------
+
+
+@needs_airflow_3
+def test_the_assets_have_stable_uris_and_refuse_unknown_statuses() -> None:
+    from airflow.sdk import Asset
+
+    from airflow_provider_itnio.assets import STATUSES, inbound_messages, message_status
+    from airflow_provider_itnio.events import MessageStatus
+
+    assert tuple(status.value for status in MessageStatus) == STATUSES
+    assert inbound_messages() == Asset(
+        name="itnio://itnio_default/inbound", uri="itnio://itnio_default/inbound", group="itnio"
+    )
+    assert message_status().uri == "itnio://itnio_default/status/failed"
+    assert message_status("itnio_b", "READ").name == "itnio://itnio_b/status/read"
+    assert inbound_messages("itnio_b") == inbound_messages("itnio_b")  # the same asset on every parse
+    with pytest.raises(ValueError, match="status: must be one of sent, delivered, read, failed, deleted; got 'seen'"):
+        message_status(status="seen")
+    with pytest.raises(ValueError, match="itnio_conn_id"):
+        inbound_messages("no spaces please")
+
+
+@pytest.mark.skipif(not AIRFLOW_2, reason="checks the error on Airflow 2")
+@pytest.mark.parametrize("module", ["airflow_provider_itnio.assets", "airflow_provider_itnio.webhook.client"])
+def test_on_airflow_2_assets_and_client_say_airflow_3_1_is_needed(module: str) -> None:
+    result = subprocess.run(
+        [sys.executable, "-c", f"import {module}"], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert result.returncode == 1
+    assert "needs Airflow 3.1 or later" in result.stderr
+
+
+def test_the_test_dag_defines_a_dag_only_where_the_assets_exist() -> None:
+    """Airflow 2 parses the test DAGs folder too: the file must import cleanly and define nothing there."""
+    import importlib.util
+
+    path = Path(__file__).parent / "dags" / "itnio_webhook_assets.py"
+    spec = importlib.util.spec_from_file_location("itnio_webhook_assets_check", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert hasattr(module, "inbound_messages") is not AIRFLOW_2
