@@ -6,7 +6,7 @@ CONSTRAINTS ?= constraints/airflow-$(AIRFLOW_VERSION).txt
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(AIRFLOW_VERSION)
 
-.PHONY: install demo test lint typecheck pytest sandbox clean install-compat test-compat airflow bench
+.PHONY: install demo test lint typecheck pytest sandbox clean install-compat test-compat airflow bench test-browser
 
 install: $(STAMP)
 
@@ -53,8 +53,26 @@ $(COMPAT_STAMP): pyproject.toml $(wildcard $(COMPAT_CONSTRAINTS))
 test-compat: install-compat
 	$(COMPAT_BIN)/pytest -q
 
-# Every benchmark (about 6-10 minutes on 2 cores); rewrites bench/RESULTS.md.
-bench: install
+# The browser suite (tests/browser): the real Airflow 3.3 UI in headless Chromium, through Playwright for Python.
+# Installs the system's Chromium with apt-get if it is missing; screenshots go to $(BROWSER_ARTIFACTS)/.
+BROWSER_ARTIFACTS ?= artifacts/browser
+test-browser: install
+	bash scripts/ensure_chromium.sh
+	ITNIO_BROWSER_TESTS=1 ITNIO_BROWSER_ARTIFACTS=$(BROWSER_ARTIFACTS) $(BIN)/pytest -q tests/browser
+
+# Every benchmark (about 6-10 minutes on 2 cores); rewrites bench/RESULTS.md. First adds to .venv the peers it
+# measures (http, slack and telegram providers), pinned in BENCH_CONSTRAINTS; CONSTRAINTS keeps every package that
+# `make test` uses at its version.
+BENCH_CONSTRAINTS ?= constraints/bench-airflow-$(AIRFLOW_VERSION).txt
+BENCH_PEERS := apache-airflow-providers-http apache-airflow-providers-slack apache-airflow-providers-telegram
+BENCH_STAMP := $(VENV)/.installed-bench-$(AIRFLOW_VERSION)
+
+$(BENCH_STAMP): $(STAMP) $(BENCH_CONSTRAINTS)
+	$(BIN)/uv pip install --quiet --python $(BIN)/python \
+		$(if $(wildcard $(CONSTRAINTS)),--constraint $(CONSTRAINTS)) --constraint $(BENCH_CONSTRAINTS) $(BENCH_PEERS)
+	touch $@
+
+bench: $(BENCH_STAMP)
 	$(BIN)/python -m bench.run_all
 
 sandbox: install

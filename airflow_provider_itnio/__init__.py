@@ -37,6 +37,19 @@ def get_provider_info() -> dict[str, Any]:
                 "python-modules": ["airflow_provider_itnio.operators.itnio"],
             }
         ],
+        "sensors": [
+            {
+                "integration-name": "itniotech WhatsApp",
+                "python-modules": ["airflow_provider_itnio.sensors.itnio"],  # Airflow 3.1+
+            }
+        ],
+        "triggers": [
+            {
+                "integration-name": "itniotech WhatsApp",
+                "python-modules": ["airflow_provider_itnio.triggers.itnio"],  # Airflow 3.1+
+            }
+        ],
         "connection-types": [connection_type_info()],
         "notifications": ["airflow_provider_itnio.notifications.itnio.ItnioNotifier"],
+        "db-managers": ["airflow_provider_itnio.webhook.db_manager.ItnioDBManager"],  # Airflow 3.2+ runs it
     }

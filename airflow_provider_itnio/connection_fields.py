@@ -42,10 +42,16 @@ class ExtraField:
 
     :param name: The key in ``extra`` (what :class:`~airflow_provider_itnio.hooks.itnio.ItnioHook` reads).
     :param label: The label the form shows.
-    :param type: The JSON-schema type of the value (``"string"`` or ``"integer"``); empty is always allowed.
+    :param type: The JSON-schema type of the value (``"string"`` or ``"integer"``).
     :param description: One line shown under the field.
-    :param placeholder: An example value shown in the empty field.
+    :param placeholder: An example value shown in the empty field (Airflow 2's form; Airflow 3's form shows
+        :attr:`examples` as suggestions instead, since it has no placeholder for extra fields).
+    :param required: Whether the form refuses to save without a value (Airflow 3's form; see
+        :func:`connection_form_widgets` for Airflow 2).
+    :param default: The value a new connection's form starts with.
     :param minimum: The smallest value allowed, for an integer field.
+    :param pattern: A regular expression the value must match (JavaScript and Python syntax alike).
+    :param examples: Values the form suggests while typing (Airflow 3's ``examples``).
     """
 
     name: str
@@ -53,14 +59,36 @@ class ExtraField:
     type: Literal["string", "integer"]
     description: str
     placeholder: str
+    required: bool = False
+    default: int | str | None = None
     minimum: int | None = None
+    pattern: str | None = None
+    examples: tuple[str, ...] = ()
 
     def json_schema(self) -> dict[str, Any]:
-        """The field's JSON schema, as ``conn-fields`` carries it (Airflow 3.1+)."""
-        schema: dict[str, Any] = {"type": [self.type, "null"]}
+        """
+        Return the field's JSON schema, as ``conn-fields`` carries it (Airflow 3.1+).
+
+        Airflow 3.3's form marks a field required when its type does not allow ``null``, starts a new
+        connection's field at ``default``, bounds an integer field by ``minimum`` and offers ``examples`` as
+        suggestions; it does not check ``pattern`` (the hook does, when it uses the value).
+        """
+        schema: dict[str, Any] = {"type": self.type if self.required else [self.type, "null"]}
+        if self.default is not None:
+            schema["default"] = self.default
         if self.minimum is not None:
             schema["minimum"] = self.minimum
+        if self.pattern is not None:
+            schema["pattern"] = self.pattern
+        if self.examples:
+            schema["examples"] = list(self.examples)
         return schema
+
+
+#: Phone numbers as people write them: digits with spaces, dashes, dots, parentheses and a leading ``+``.
+PHONE_PATTERN = r"^\+?[0-9][0-9 ().-]{5,22}[0-9]$"
+#: The hook's default timeout in seconds, when the connection sets none.
+DEFAULT_TIMEOUT = 30
 
 
 #: The extra fields, in the order the form shows them.
@@ -71,20 +99,23 @@ EXTRA_FIELDS: tuple[ExtraField, ...] = (
         type="string",
         description="Required. The application id (appId) from the itniotech console.",
         placeholder="DGziZf5u",
+        required=True,
     ),
     ExtraField(
         name="business_phone",
         label="Business phone",
         type="string",
-        description="Default sender number, digits only (7-14); operators may override it.",
-        placeholder="91856321321",
+        description="Default sender number in international form, e.g. +91 85632 1321; operators may override it.",
+        placeholder="+91 85632 1321",
+        pattern=PHONE_PATTERN,
     ),
     ExtraField(
         name="timeout",
         label="Timeout",
         type="integer",
-        description="Seconds to wait for the API's answer (default 30).",
-        placeholder="30",
+        description=f"Seconds to wait for the API's answer (default {DEFAULT_TIMEOUT}).",
+        placeholder=str(DEFAULT_TIMEOUT),
+        default=DEFAULT_TIMEOUT,
         minimum=1,
     ),
     ExtraField(
@@ -93,6 +124,7 @@ EXTRA_FIELDS: tuple[ExtraField, ...] = (
         type="string",
         description="true (default), false, or the path of a CA bundle file.",
         placeholder="true",
+        examples=("true", "false", "/etc/ssl/certs/ca-certificates.crt"),
     ),
     ExtraField(
         name="proxy",
@@ -100,17 +132,18 @@ EXTRA_FIELDS: tuple[ExtraField, ...] = (
         type="string",
         description="Optional. HTTP(S) proxy URL for the calls to the API.",
         placeholder="http://proxy.example.com:3128",
+        examples=("http://proxy.example.com:3128",),
     ),
 )
 
 
 def placeholders() -> dict[str, str]:
-    """Placeholders of the standard fields and of the extra fields, keyed by (unprefixed) field name."""
+    """Return the placeholders of the standard and the extra fields, keyed by (unprefixed) field name."""
     return {**STANDARD_PLACEHOLDERS, **{field.name: field.placeholder for field in EXTRA_FIELDS}}
 
 
 def ui_field_behaviour() -> dict[str, Any]:
-    """The hook's answer to ``get_ui_field_behaviour()`` (Airflow 2.x form)."""
+    """Return the hook's answer to ``get_ui_field_behaviour()`` (Airflow 2.x form)."""
     return {
         "hidden_fields": list(HIDDEN_FIELDS),
         "relabeling": dict(RELABELING),
@@ -119,7 +152,7 @@ def ui_field_behaviour() -> dict[str, Any]:
 
 
 def provider_ui_field_behaviour() -> dict[str, Any]:
-    """The same behaviour, spelled as ``get_provider_info()``'s ``ui-field-behaviour`` (Airflow 3.1+)."""
+    """Return the same behaviour, spelled as ``get_provider_info()``'s ``ui-field-behaviour`` (Airflow 3.1+)."""
     behaviour = ui_field_behaviour()
     return {
         "hidden-fields": behaviour["hidden_fields"],
@@ -129,7 +162,7 @@ def provider_ui_field_behaviour() -> dict[str, Any]:
 
 
 def conn_fields() -> dict[str, dict[str, Any]]:
-    """``get_provider_info()``'s ``conn-fields``: label, JSON schema and description of each extra field."""
+    """Return ``get_provider_info()``'s ``conn-fields``: label, JSON schema and description of each extra field."""
     return {
         field.name: {"label": field.label, "schema": field.json_schema(), "description": field.description}
         for field in EXTRA_FIELDS
@@ -137,7 +170,7 @@ def conn_fields() -> dict[str, dict[str, Any]]:
 
 
 def connection_type_info() -> dict[str, Any]:
-    """The ``connection-types`` entry of ``get_provider_info()`` for the ``itnio`` type."""
+    """Return the ``connection-types`` entry of ``get_provider_info()`` for the ``itnio`` type."""
     return {
         "hook-class-name": HOOK_CLASS_NAME,
         "hook-name": HOOK_NAME,
@@ -147,34 +180,46 @@ def connection_type_info() -> dict[str, Any]:
     }
 
 
+def _empty_as_blank(value: Any) -> Any:
+    """
+    Return ``""`` for an empty value (``None``), else the value.
+
+    Airflow 2's form stores every extra field whose value is not ``""``, so an empty integer field (``None``)
+    would be saved as ``null``; with this filter it is left out of ``extra``.
+
+    :param value: The field's data after WTForms parsed it.
+    """
+    return "" if value is None else value
+
+
 def connection_form_widgets() -> dict[str, Any]:
     """
-    The hook's answer to ``get_connection_form_widgets()``: one unbound WTForms field per extra field.
+    Return the hook's answer to ``get_connection_form_widgets()``: one unbound WTForms field per extra field.
 
     Imports Flask-AppBuilder, Flask-Babel and WTForms, which Airflow 2's web server has; call it only there.
+    Every field is optional here, App ID too: Airflow 2 validates the extra fields of every connection type on
+    each save, so a required field would block saving connections of other types (the description says
+    "Required." and the hook names the missing field).
     """
     from flask_appbuilder.fieldwidgets import BS3TextFieldWidget
     from flask_babel import lazy_gettext
     from wtforms import IntegerField, StringField
-    from wtforms.validators import NumberRange, Optional
+    from wtforms.validators import NumberRange, Optional, Regexp
 
     widgets: dict[str, Any] = {}
     for field in EXTRA_FIELDS:
         validators: list[Any] = [Optional(strip_whitespace=True)]
-        if field.type == "integer":
-            if field.minimum is not None:
-                validators.append(NumberRange(min=field.minimum))
-            widgets[field.name] = IntegerField(
-                lazy_gettext(field.label),
-                widget=BS3TextFieldWidget(),
-                validators=validators,
-                description=field.description,
-            )
-        else:
-            widgets[field.name] = StringField(
-                lazy_gettext(field.label),
-                widget=BS3TextFieldWidget(),
-                validators=validators,
-                description=field.description,
-            )
+        if field.minimum is not None:
+            validators.append(NumberRange(min=field.minimum))
+        if field.pattern is not None:
+            validators.append(Regexp(field.pattern, message=f"Not a valid {field.label.lower()}."))
+        field_class = IntegerField if field.type == "integer" else StringField
+        widgets[field.name] = field_class(
+            lazy_gettext(field.label),
+            widget=BS3TextFieldWidget(),
+            validators=validators,
+            description=field.description,
+            default=field.default,
+            filters=[_empty_as_blank],
+        )
     return widgets

@@ -1,12 +1,15 @@
 """
-Order follow-up, the flow a shop runs every day after the order export:
+Order follow-up, the flow a shop runs for each order it ships:
 
 1. a thank-you text,
 2. the invoice as a PDF document, sent as a *reply* to the thank-you text (its messageId comes through XCom),
 3. quick-reply buttons asking for a rating.
 
-The recipient and the order come from the DAG's params, so a run can be triggered for one customer with
-``airflow dags trigger itnio_followup --conf '{"phone": "+1 555 010 0200", "order_id": "A-1042"}'``.
+The recipient and the order come from the DAG's params, so a run is triggered for one customer, by the order
+system or by hand: ``airflow dags trigger itnio_followup --conf '{"phone": "+1 555 010 0200", "order_id": "A-1042"}'``
+or the UI's *Trigger* button. The DAG has no schedule (``schedule=None``): unpausing it starts nothing, and each
+trigger sends exactly one thank-you text, one invoice and one rating question. (With a daily schedule, unpausing
+would at once start a run for the last past interval, and a trigger right after it would send everything twice.)
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from airflow_provider_itnio.operators import (
 with DAG(
     dag_id="itnio_followup",
     description="Thank the customer, send the invoice as a reply, ask for a rating",
-    schedule="0 18 * * *",
+    schedule=None,  # one run per trigger (per order); no scheduled run to start when the DAG is unpaused
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,
     params={

@@ -33,7 +33,7 @@ PASSWORD_FILE = "simple_auth_manager_passwords.json.generated"
 
 def build_env(home: Path, dags_folder: Path, api_port: int) -> dict[str, str]:
     """
-    The environment of every Airflow command this script runs.
+    Return the environment of every Airflow command this script runs.
 
     :param home: The Airflow home (``AIRFLOW_HOME``).
     :param dags_folder: The DAGs folder.
@@ -48,6 +48,8 @@ def build_env(home: Path, dags_folder: Path, api_port: int) -> dict[str, str]:
             "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
             "AIRFLOW__CORE__TEST_CONNECTION": "Enabled",
             "AIRFLOW__API__PORT": str(api_port),
+            # where task processes report to; Airflow's default assumes port 8080
+            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://localhost:{api_port}/execution/",
             "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "30",
         }
     )
@@ -56,7 +58,7 @@ def build_env(home: Path, dags_folder: Path, api_port: int) -> dict[str, str]:
 
 def sandbox_conn_json(port: int) -> str:
     """
-    The ``itnio_default`` connection for a sandbox CLI on ``port`` (it runs with the default account).
+    Return the ``itnio_default`` connection for a sandbox CLI on ``port`` (it runs with the default account).
 
     :param port: The sandbox's port.
     """
@@ -104,7 +106,7 @@ def start_sandbox(port_file: Path, timeout: float = 20.0) -> tuple[subprocess.Po
 
 def read_password(home: Path, user: str = "admin") -> str | None:
     """
-    The simple auth manager's generated password of ``user``, if the file exists yet.
+    Return the simple auth manager's generated password of ``user``, if the file exists yet.
 
     :param home: The Airflow home.
     :param user: The user name.
@@ -173,6 +175,20 @@ def stop_group(process: subprocess.Popen[bytes], name: str, first: int = signal.
     print(f"  {name} stopped")
 
 
+def start_standalone(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    """
+    Start ``airflow standalone`` (api-server, scheduler, dag-processor, triggerer) in its own process group.
+
+    :param env: Its environment (see :func:`build_env`).
+    :param log: The file its output is appended to.
+    :return: The process; stop it with ``stop_group(process, ..., first=signal.SIGINT)``.
+    """
+    with log.open("ab") as out:
+        return subprocess.Popen(
+            [str(BIN / "airflow"), "standalone"], env=env, stdout=out, stderr=out, start_new_session=True
+        )
+
+
 def _airflow(args: list[str], env: dict[str, str], log: Path, check: bool = True) -> None:
     with log.open("ab") as out:
         done = subprocess.run([str(BIN / "airflow"), *args], env=env, stdout=out, stderr=out)
@@ -218,10 +234,7 @@ def main(argv: list[str] | None = None) -> int:
         _airflow(["connections", "add", "itnio_default", "--conn-json", sandbox_conn_json(sandbox_port)], env, log)
         print(f"Connection itnio_default -> the sandbox at http://127.0.0.1:{sandbox_port}")
         print("Starting `airflow standalone` (api-server, scheduler, dag-processor, triggerer) ...")
-        with log.open("ab") as out:
-            airflow = subprocess.Popen(
-                [str(BIN / "airflow"), "standalone"], env=env, stdout=out, stderr=out, start_new_session=True
-            )
+        airflow = start_standalone(env, log)
         url = f"http://localhost:{args.port}"
         deadline = time.monotonic() + args.timeout
         while not stopping:

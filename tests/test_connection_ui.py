@@ -36,7 +36,7 @@ EXTRA_FIELDS = {
     "business_phone": (
         "Business phone",
         "string",
-        "Default sender number, digits only (7-14); operators may override it.",
+        "Default sender number in international form, e.g. +91 85632 1321; operators may override it.",
     ),
     "timeout": ("Timeout", "integer", "Seconds to wait for the API's answer (default 30)."),
     "verify": ("Verify TLS", "string", "true (default), false, or the path of a CA bundle file."),
@@ -67,7 +67,7 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
 
 @pytest.fixture(scope="module")
 def api_server(airflow_db: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A real ``airflow api-server`` on a free loopback port; yields its base URL and stops it afterwards."""
+    """Start a real ``airflow api-server`` on a free loopback port; yield its base URL and stop it afterwards."""
     if AIRFLOW_2:
         pytest.skip("Airflow 2 has no api-server (its web server is tested below)")
     port = _free_port()
@@ -120,16 +120,19 @@ def test_hook_meta_lists_the_itnio_form(api_server: str) -> None:
         "login": {"hidden": False, "title": "API Key", "placeholder": "bDqJFiq9"},
         "password": {"hidden": False, "title": "API Secret", "placeholder": "your API secret"},
     }
-    expected_extra = {
-        name: {
-            "value": None,
-            "schema": {"type": [kind, "null"], **({"minimum": 1} if kind == "integer" else {}), "title": label},
-            "description": description,
-            "source": None,
-        }
-        for name, (label, kind, description) in EXTRA_FIELDS.items()
-    }
-    assert meta["extra_fields"] == expected_extra
+    from airflow_provider_itnio.connection_fields import EXTRA_FIELDS as FIELDS
+
+    assert list(meta["extra_fields"]) == [field.name for field in FIELDS]
+    for field in FIELDS:
+        shown = meta["extra_fields"][field.name]
+        label, kind, description = EXTRA_FIELDS[field.name]
+        assert shown["schema"]["title"] == label and shown["description"] == description, field.name
+        # Airflow 3.3's form marks a field required when its type does not allow null
+        assert shown["schema"]["type"] == (kind if field.name == "app_id" else [kind, "null"]), field.name
+        assert shown["value"] == (30 if field.name == "timeout" else None), field.name  # the form's start value
+    assert meta["extra_fields"]["timeout"]["schema"]["minimum"] == 1
+    assert "pattern" in meta["extra_fields"]["business_phone"]["schema"]
+    assert "true" in meta["extra_fields"]["verify"]["schema"]["examples"]
 
 
 @pytest.mark.api_server
@@ -156,6 +159,66 @@ def test_the_forms_test_button_checks_the_connection(api_server: str, sandbox: A
     assert "itniotech API error -1: authentication error" in bad.json()["message"]
     assert "not-the-sandbox-secret" not in bad.text
     assert [r["status"] for r in sandbox.requests()] == ["0", "-1"]
+
+
+@pytest.mark.api_server
+def test_the_list_test_button_works_on_what_the_ui_saves_and_posts(api_server: str, sandbox: Any) -> None:
+    """
+    Save a connection with the body the Add dialog posts, then test it with the body the list's Test button posts.
+
+    Airflow 3.3's UI posts ``port: Number(null)`` (0) and the masked secret ``"***"`` for the stored connection;
+    without the provider's plugin the route answers 400 ("The host or port to test differs ...").
+    """
+    conn_id = "itnio_saved_by_the_ui"
+    empty_fields = {"business_phone": None, "verify": None, "proxy": None}
+    add_body = {  # the Add dialog: every extra field, null when empty; the hidden port left out
+        "connection_id": conn_id,
+        "conn_type": "itnio",
+        "host": sandbox.base_url,
+        "login": sandbox.api_key,
+        "password": sandbox.api_secret,
+        "extra": json.dumps({"app_id": sandbox.app_id, **empty_fields, "timeout": "30"}),
+    }
+    created = requests.post(f"{api_server}/api/v2/connections", json=add_body, timeout=30)
+    assert created.status_code == 201, created.text
+    stored = requests.get(f"{api_server}/api/v2/connections/{conn_id}", timeout=30).json()
+    assert json.loads(stored["extra"]) == {"app_id": sandbox.app_id, "timeout": "30"}  # no null keys
+    assert stored["port"] is None and stored["password"] == "***"
+
+    list_test_body = {  # what the row's Test button posts: the listed connection, port as Number(port)
+        "conn_type": stored["conn_type"],
+        "connection_id": conn_id,
+        "description": stored["description"] or "",
+        "extra": stored["extra"],
+        "host": stored["host"],
+        "login": stored["login"],
+        "password": stored["password"],
+        "port": 0,
+        "schema": "",
+    }
+    good = requests.post(f"{api_server}/api/v2/connections/test", json=list_test_body, timeout=60)
+    assert good.status_code == 200, good.text
+    assert good.json()["status"] is True, good.json()
+    assert "is CONNECTED" in good.json()["message"]
+
+    # a different host with the masked secret is still refused by Airflow (the plugin drops only port 0)
+    elsewhere = {**list_test_body, "host": "http://127.0.0.1:9"}
+    refused = requests.post(f"{api_server}/api/v2/connections/test", json=elsewhere, timeout=60)
+    assert refused.status_code == 400, refused.text
+
+    # the Edit dialog saves a wrong secret (PATCH, port null); the Test button then reports the API's -1
+    edit_body = {**add_body, "password": "not-the-sandbox-secret", "port": None}
+    patched = requests.patch(f"{api_server}/api/v2/connections/{conn_id}", json=edit_body, timeout=30)
+    assert patched.status_code == 200, patched.text
+    bad = requests.post(f"{api_server}/api/v2/connections/test", json=list_test_body, timeout=60)
+    assert bad.status_code == 200, bad.text
+    assert bad.json()["status"] is False
+    assert "itniotech API error -1" in bad.json()["message"]
+    assert "not-the-sandbox-secret" not in bad.text
+    assert json.loads(requests.get(f"{api_server}/api/v2/connections/{conn_id}", timeout=30).json()["extra"]) == {
+        "app_id": sandbox.app_id,
+        "timeout": "30",
+    }
 
 
 # -- Airflow 2: the Flask web server ------------------------------------------------------------------------
@@ -217,18 +280,21 @@ def test_airflow_2_web_form_renders_the_fields_and_saves_them_as_extra(airflow_d
     assert list(answer["stored"]) == ["itnio_form"]
     conn_type, host, login, extra = answer["stored"]["itnio_form"]
     assert (conn_type, host, login) == ("itnio", "https://api.itniotech.com", "bDqJFiq9")
-    assert {k: v for k, v in extra.items() if v is not None} == {
-        "app_id": "DGziZf5u",
-        "business_phone": "91856321321",
-        "timeout": 20,
-    }
+    assert extra == {"app_id": "DGziZf5u", "business_phone": "91856321321", "timeout": 20}  # no null keys
 
 
-def test_the_hook_reads_what_the_form_stores(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Both forms store unset fields as null (Airflow 2) or leave them out: the hook takes its defaults."""
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {"app_id": "DGziZf5u", "business_phone": "91856321321", "timeout": 20, "verify": None, "proxy": None},
+        {"app_id": "DGziZf5u", "business_phone": "91856321321", "timeout": "20"},  # Airflow 3.3's form
+    ],
+    ids=["null-keys", "absent-keys"],
+)
+def test_the_hook_reads_what_the_form_stores(monkeypatch: pytest.MonkeyPatch, extra: dict[str, Any]) -> None:
+    """Check that empty fields, stored as null or left out of ``extra``, give the hook's defaults."""
     from airflow_provider_itnio.hooks.itnio import ItnioHook
 
-    extra = {"app_id": "DGziZf5u", "business_phone": "91856321321", "timeout": 20, "verify": None, "proxy": None}
     conn = {"conn_type": "itnio", "host": "https://api.itniotech.com", "login": "k", "password": "s", "extra": extra}
     monkeypatch.setenv("AIRFLOW_CONN_ITNIO_FORM", json.dumps(conn))
     config = ItnioHook(itnio_conn_id="itnio_form").config

@@ -76,6 +76,46 @@ def test_followup(airflow_sandbox: Any) -> None:
     assert invoice["context"] == {"refMessageId": xcom_value(dag_run, "thank_you")}
 
 
+def _runs_the_scheduler_starts_on_unpause(dag: Any) -> list[Any]:
+    """
+    Return the runs the scheduler would create right after the DAG is unpaused (before any trigger).
+
+    The scheduler asks the DAG's timetable for its next run from "no run yet", restricted by the DAG's start date,
+    end date and catchup; a run whose ``run_after`` is already past is created at once.
+    """
+    import pendulum
+    from airflow.timetables.base import TimeRestriction
+
+    timetable = dag.timetable
+    try:  # Airflow 3: the SDK DAG holds the SDK timetable; the scheduler uses the core one
+        from airflow.serialization.encoders import coerce_to_core_timetable
+
+        timetable = coerce_to_core_timetable(timetable)
+    except ImportError:  # Airflow 2: the DAG's timetable is the scheduler's
+        pass
+    restriction = TimeRestriction(earliest=dag.start_date, latest=dag.end_date, catchup=dag.catchup)
+    info = timetable.next_dagrun_info(last_automated_data_interval=None, restriction=restriction)
+    return [info] if info is not None and info.run_after <= pendulum.now("UTC") else []
+
+
+def test_followup_following_the_readme_sends_one_runs_messages(airflow_sandbox: Any) -> None:
+    """README: unpause ``itnio_followup``, then trigger it: one run, so each message is sent exactly once."""
+    try:
+        from airflow.dag_processing.dagbag import DagBag
+
+        bag = DagBag(str(EXAMPLES))
+    except ImportError:  # Airflow 2
+        from airflow.models.dagbag import DagBag  # type: ignore[no-redef]
+
+        bag = DagBag(str(EXAMPLES), include_examples=False)  # type: ignore[call-arg]
+    assert _runs_the_scheduler_starts_on_unpause(bag.dags["itnio_followup"]) == []  # unpausing: no run
+    dag_run = run_dag("itnio_followup")  # the trigger: one run
+    assert [m["body"]["recipient"] for m in airflow_sandbox.messages()] == [PHONE] * 3
+    assert [m["messageId"] for m in airflow_sandbox.messages()] == [
+        xcom_value(dag_run, task) for task in ("thank_you", "invoice", "ask_rating")
+    ]
+
+
 def test_appointment_reminder(airflow_sandbox: Any) -> None:
     conf = {"phone": PHONE, "name": "Lee", "appointment_id": "APT-7", "when": "Fri 6 Mar, 09:30"}
     dag_run = run_dag("itnio_appointment_reminder", conf=conf)

@@ -32,7 +32,7 @@ LABELS = {
     "proxy": "Proxy",
 }
 TYPES = {
-    "app_id": ["string", "null"],
+    "app_id": "string",  # required: Airflow 3's form refuses to save without it
     "business_phone": ["string", "null"],
     "timeout": ["integer", "null"],
     "verify": ["string", "null"],
@@ -141,17 +141,14 @@ def test_providers_manager_registers_the_form_fields() -> None:
         if AIRFLOW_2:  # from the hook: unbound WTForms fields
             assert str(info.field.args[0]) == LABELS[name]
         else:  # from conn-fields, never importing the hook
-            assert info.field["schema"] == {**{"type": TYPES[name]}, **_minimum(name), "title": LABELS[name]}
+            assert info.field["schema"]["type"] == TYPES[name]
+            assert info.field["schema"]["title"] == LABELS[name]
     behaviour = manager.field_behaviours["itnio"]
     assert sorted(behaviour["hidden_fields"]) == ["extra", "port", "schema"]
     assert behaviour["relabeling"] == RELABELING
     # extra-field placeholders are namespaced by Airflow, standard ones are not
     assert behaviour["placeholders"]["host"] == "https://api.itniotech.com"
     assert behaviour["placeholders"]["extra__itnio__app_id"] == "DGziZf5u"
-
-
-def _minimum(name: str) -> dict[str, Any]:
-    return {"minimum": 1} if name == "timeout" else {}
 
 
 @pytest.mark.skipif(AIRFLOW_2, reason="Airflow 2 has no provider-info form metadata; it always imports the hook")
@@ -177,3 +174,55 @@ print(json.dumps({
     assert answer["testable"] is True
     assert answer["widgets"] == sorted(f"extra__itnio__{name}" for name in EXTRA_FIELDS)
     assert answer["deprecations"] == []
+
+
+def test_form_polish_default_pattern_and_suggestions() -> None:
+    """Check Timeout's default (the hook's), Business phone's pattern and Verify TLS's suggestions."""
+    import re
+
+    from airflow_provider_itnio.hooks.itnio import ItnioHook
+
+    fields = _itnio_conn_type()["conn-fields"]
+    conn = {"conn_type": "itnio", "host": "https://api.itniotech.com", "login": "k", "password": "s"}
+    os.environ["AIRFLOW_CONN_ITNIO_POLISH"] = json.dumps({**conn, "extra": {"app_id": "a"}})
+    try:
+        assert fields["timeout"]["schema"]["default"] == ItnioHook(itnio_conn_id="itnio_polish").config.timeout
+    finally:
+        os.environ.pop("AIRFLOW_CONN_ITNIO_POLISH")
+    pattern = re.compile(fields["business_phone"]["schema"]["pattern"])
+    for written in ("91856321321", "+1 555 000 1111", "+44 (0) 20 7946 0958", "+86 138-0013-8000"):
+        assert pattern.fullmatch(written), written
+    for not_a_phone in ("", "abc", "+", "12", "555 000 1111 ext. 2"):
+        assert not pattern.fullmatch(not_a_phone), not_a_phone
+    assert {"true", "false"} <= set(fields["verify"]["schema"]["examples"])
+    assert set(_itnio_conn_type()["ui-field-behaviour"]["placeholders"]) >= set(fields)  # Airflow 2's placeholders
+
+
+def test_package_metadata_links_docs_and_source_and_declares_what_it_imports() -> None:
+    """Check the Providers page's docs link (Project-URL Documentation), classifiers, LICENSE and tenacity."""
+    dist = metadata.distribution("airflow-provider-itnio")
+    urls = dict(entry.split(", ", 1) for entry in dist.metadata.get_all("Project-URL") or [])
+    assert urls["Documentation"].startswith("https://") and urls["Source"].startswith("https://")
+    classifiers = dist.metadata.get_all("Classifier") or []
+    assert "Framework :: Apache Airflow :: Provider" in classifiers
+    assert dist.metadata["License-Expression"] == "Apache-2.0"
+    license_text = (Path(__file__).resolve().parents[1] / "LICENSE").read_text()
+    assert "Apache License" in license_text and "Version 2.0, January 2004" in license_text
+    requirements = {req.split(";")[0].split(">")[0].split("=")[0].strip() for req in dist.requires or []}
+    import airflow_provider_itnio.hooks.itnio as hook_module
+
+    assert "tenacity" in vars(hook_module)  # the hook imports it, so the package declares it
+    assert "tenacity" in requirements
+
+
+def test_the_providers_page_gets_the_documentation_url() -> None:
+    """The installed Airflow's ProvidersManager reads ``documentation-url`` from the Project-URL (Airflow 3)."""
+    from airflow.providers_manager import ProvidersManager
+
+    info = ProvidersManager().providers["airflow-provider-itnio"]
+    if AIRFLOW_2:
+        assert info.data["package-name"] == "airflow-provider-itnio"  # Airflow 2's page links by package name
+    else:
+        dist = metadata.distribution("airflow-provider-itnio")
+        urls = dict(entry.split(", ", 1) for entry in dist.metadata.get_all("Project-URL") or [])
+        assert info.data["documentation-url"] == urls["Documentation"]
