@@ -30,6 +30,7 @@ import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any, Protocol
 
 from jinja2 import StrictUndefined, Template
@@ -52,6 +53,11 @@ PROGRESS_PREFIX = "itnio_batch_progress"
 MAX_KEY_LENGTH = 230
 #: Recipients per Variable (about 50 bytes each: ~100 KB per Variable, so a flush stays cheap).
 SHARD_SIZE = 2000
+#: Size (bytes of ASCII JSON) at which a ledger part (progress or errors) is closed and the next one started:
+#: a part holds at most this plus one entry, whatever the batch size (a database column has a limit too).
+MAX_PART_BYTES = 128 * 1024
+#: Longest text kept in a failed row's ``status`` or ``reason`` (longer ones are cut, in the result too).
+MAX_ERROR_TEXT = 1000
 #: Seconds a try's lease on a ledger lasts without renewal (renewed at every flush, about once a second).
 LEASE_TTL = 60.0
 #: Seconds a try waits after writing its claim before it re-reads the lease (see :meth:`ProgressStore.claim`).
@@ -286,6 +292,39 @@ def _utc(seconds: float) -> str:
     return datetime.fromtimestamp(seconds, UTC).isoformat(timespec="seconds")
 
 
+def _json_size(value: str | None) -> int:
+    """Return the length of ``value`` as compact ASCII JSON (what a ledger part stores), fast for plain text."""
+    if value is None:
+        return 4
+    if value.isascii() and value.isprintable() and '"' not in value and "\\" not in value:
+        return len(value) + 2
+    return len(json.dumps(value))
+
+
+def _cut(text: str) -> str:
+    """Return ``text`` cut to :data:`MAX_ERROR_TEXT` characters (saying how much was left out)."""
+    if len(text) <= MAX_ERROR_TEXT:
+        return text
+    return f"{text[:MAX_ERROR_TEXT]}... ({len(text) - MAX_ERROR_TEXT} more characters)"
+
+
+def _shards(errors: Mapping[str, Any]) -> list[str]:
+    """Return ``errors`` as compact JSON objects of at most :data:`MAX_PART_BYTES` (plus one entry) each, in order."""
+    parts: list[str] = []
+    entries: list[str] = []
+    size = 0
+    for who, error in errors.items():
+        entry = f"{json.dumps(who)}:{json.dumps(error, separators=(',', ':'))}"
+        entries.append(entry)
+        size += len(entry) + 1
+        if size >= MAX_PART_BYTES:
+            parts.append("{" + ",".join(entries) + "}")
+            entries, size = [], 0
+    if entries:
+        parts.append("{" + ",".join(entries) + "}")
+    return parts
+
+
 class LedgerError(ItnioError):
     """The batch's ledger cannot be used safely, so the batch sends nothing more (base class)."""
 
@@ -326,11 +365,12 @@ class ProgressStore:
 
     Kept as compact JSON objects ``{recipient: messageId}`` (``null`` = maybe sent: the request may have
     reached the API but no answer came back) in ``key``, ``key__part1``, ``key__part2``... with at most
-    ``shard_size`` recipients each: a flush rewrites only the part still filling up and parts completed since
-    the last flush, so its cost does not grow with the batch. Parts are written in order, so a reader that
-    stops at the first missing part never misses a completed one. ``key__head`` holds the lease (``owner``,
-    ``expires``), the completion marker (``done``: the result of the try that completed the batch) and
-    ``task`` (whose ledger it is).
+    ``shard_size`` recipients (and about :data:`MAX_PART_BYTES`) each: a flush rewrites only the part still
+    filling up and parts completed since the last flush, so its cost does not grow with the batch. Parts are
+    written in order, so a reader that stops at the first missing part never misses a completed one.
+    ``key__head`` holds the lease (``owner``, ``expires``), the completion marker (``done``: the counters of
+    the try that completed the batch) and ``task`` (whose ledger it is); it stays small whatever the batch's
+    size: the completed result's ``errors`` are in ``key__err0``, ``key__err1``... (same size bound).
 
     With an ``owner``, one try at a time may send (see :meth:`claim`); the lease is renewed at every
     :meth:`flush` and a try stops starting sends :data:`LEASE_SAFETY` seconds before its lease would expire.
@@ -393,6 +433,7 @@ class ProgressStore:
         self._lock = threading.Condition()
         self._next_part = 0  # index of the part now filling up
         self._open: dict[str, str | None] = {}
+        self._open_bytes = 0  # size of the part filling up, as written (ASCII JSON)
         self._full: list[tuple[int, dict[str, str | None]]] = []  # completed, not yet written
         self._written_parts = 0  # parts that exist in the backend (loaded or written)
         self._in_flight = 0  # reserved sends not yet recorded or released
@@ -420,6 +461,14 @@ class ProgressStore:
     def head_key(self) -> str:
         """Return the key of the head (lease, completion marker)."""
         return f"{self.key}__head"
+
+    def errors_key(self, index: int) -> str:
+        """
+        Return the key of the completed result's errors part ``index``.
+
+        :param index: 0 for the first part.
+        """
+        return f"{self.key}__err{index}"
 
     def _retrying(self, action: Callable[[], Any], what: str) -> Any:
         """Run a backend call, retrying failures with exponential backoff for ``write_retry_seconds``."""
@@ -453,7 +502,9 @@ class ProgressStore:
         return self._retrying(lambda: self.backend.get(key), f"read the ledger {key!r}")  # type: ignore[no-any-return]
 
     def _set(self, key: str, value: Any) -> None:
-        text = json.dumps(value, separators=(",", ":"))
+        self._set_text(key, json.dumps(value, separators=(",", ":")))
+
+    def _set_text(self, key: str, text: str) -> None:
         self._retrying(lambda: self.backend.set(key, text), f"write the ledger {key!r}")
 
     def read_head(self) -> dict[str, Any]:
@@ -613,13 +664,17 @@ class ProgressStore:
         :param recipient: The normalised recipient.
         :param message_id: Its ``messageId``, or None when the message may or may not have been delivered.
         """
+        size = _json_size(recipient) + _json_size(message_id) + 2
         with self._lock:
+            if recipient not in self._open:
+                self._open_bytes += size
             self._open[recipient] = message_id
             self._unwritten += 1
-            if len(self._open) >= self.shard_size:
+            if len(self._open) >= self.shard_size or self._open_bytes >= MAX_PART_BYTES:
                 self._full.append((self._next_part, self._open))
                 self._next_part += 1
                 self._open = {}
+                self._open_bytes = 0
 
     @property
     def unwritten(self) -> int:
@@ -671,12 +726,16 @@ class ProgressStore:
             self._unwritten -= count
             self._lock.notify_all()
         if head is not None:
-            with self._lock:
-                self._check_fence()  # a lease that may have expired meanwhile is never written over
-            head["expires"] = self._clock() + self.lease_ttl
-            self._set(self.head_key, head)
-            self._head = head
-            self._fence = started + self.lease_ttl - self.safety
+            self._renew(head, started)
+
+    def _renew(self, head: dict[str, Any], started: float) -> None:
+        """Write ``head`` (read since ``started``, still this try's) with the lease's expiry pushed back."""
+        with self._lock:
+            self._check_fence()  # a lease that may have expired meanwhile is never written over
+        head["expires"] = self._clock() + self.lease_ttl
+        self._set(self.head_key, head)
+        self._head = head
+        self._fence = started + self.lease_ttl - self.safety
 
     def _write(self, index: int, part: dict[str, str | None]) -> None:
         self._set(self.part_key(index), part)
@@ -686,13 +745,31 @@ class ProgressStore:
         """
         Flush, then write the completion marker (a later try of the task sends nothing) and give up the lease.
 
-        :param result: The batch's result without ``message_ids`` (those are in the parts).
+        The result's ``errors`` go to parts of their own (``key__err<n>``, written first, each within
+        :data:`MAX_PART_BYTES` plus one entry); the head holds only their number and digest, so it stays small.
+
+        :param result: The batch's result (its ``message_ids`` are not stored again: they are in the parts).
         :param rows_digest: The digest of the rows sent (:attr:`BatchSender.rows_digest`): a later try replays
             the result only for the same rows.
+        :raises LeaseLostError: When another try holds the lease now.
+        :raises LedgerWriteError: When a write still fails after ``write_retry_seconds``.
         """
         self.flush()
-        head = self._check_lease() if self.owner is not None and self._fence is not None else self.read_head()
-        done = {key: value for key, value in result.items() if key != "message_ids"}
+        leased = self.owner is not None and self._fence is not None
+        done = {key: value for key, value in result.items() if key not in ("message_ids", "errors")}
+        parts = _shards(result.get("errors") or {})
+        digest = hashlib.sha256()
+        for index, text in enumerate(parts):
+            if leased and self._monotonic() >= (self._fence or 0) - (self.lease_ttl - self.safety) / 2:
+                started = self._monotonic()  # many parts, or slow writes: renew the lease on the way
+                self._renew(self._check_lease(), started)
+            with self._lock:
+                self._check_fence()
+            self._set_text(self.errors_key(index), text)
+            digest.update(text.encode())
+        done["errors_parts"] = len(parts)
+        done["errors_digest"] = digest.hexdigest()
+        head = self._check_lease() if leased else self.read_head()
         if rows_digest is not None:
             done["rows_digest"] = rows_digest
         head.update(done={**done, "completed_at": _utc(self._clock()), "by": self.owner}, owner=None, expires=0)
@@ -701,9 +778,49 @@ class ProgressStore:
         self._set(self.head_key, head)
         self._head = head
         self._fence = None
+        try:
+            self._delete_errors(start=len(parts))  # left by an earlier completion (of other rows): not ours
+        except LedgerError:
+            if self.log is not None:
+                self.log.warning("Could not delete the stale errors parts of the ledger %s", self.key, exc_info=True)
+
+    def load_errors(self, done: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+        """
+        Return the ``errors`` of the completed result whose marker is ``done``, read back from their parts.
+
+        :param done: The completion marker (:meth:`claim` returned it).
+        :raises LedgerError: When a part is missing or does not match the marker (the ledger is being deleted,
+            or two tries completed it at once): the result cannot be replayed as it was.
+        """
+        if "errors_parts" not in done:  # a marker written before the errors had parts of their own
+            return dict(done.get("errors") or {})
+        errors: dict[str, dict[str, Any]] = {}
+        digest = hashlib.sha256()
+        for index in range(int(done["errors_parts"])):
+            text = self._get(self.errors_key(index))
+            if text is None:
+                raise LedgerError(
+                    f"The completed batch's errors part {self.errors_key(index)!r} is missing (the ledger is being "
+                    "deleted?): its result cannot be replayed"
+                )
+            digest.update(text.encode())
+            errors.update(json.loads(text))
+        if digest.hexdigest() != done.get("errors_digest"):
+            raise LedgerError("The completed batch's errors parts do not match its completion marker")
+        return errors
+
+    def _delete_errors(self, start: int = 0) -> None:
+        """Delete the errors parts from ``start`` on (they are contiguous: written in order, deleted from the end)."""
+        count = start
+        while self._get(self.errors_key(count)) is not None:
+            count += 1
+        for index in reversed(range(start, count)):
+            key = self.errors_key(index)
+            self._retrying(partial(self.backend.delete, key), f"delete the ledger {key!r}")
 
     def delete(self) -> None:
-        """Remove every part, then the head (a ledger half deleted keeps its completion marker)."""
+        """Remove every part (errors, then progress), then the head (a ledger half deleted keeps its marker)."""
+        self._delete_errors()
         count = 0
         while self._get(self.part_key(count)) is not None:
             count += 1
@@ -711,7 +828,7 @@ class ProgressStore:
             self.backend.delete(self.part_key(index))
         self.backend.delete(self.head_key)
         with self._lock:
-            self._open, self._full, self._unwritten = {}, [], 0
+            self._open, self._full, self._unwritten, self._open_bytes = {}, [], 0, 0
             self._next_part = self._written_parts = 0
 
 
@@ -773,17 +890,29 @@ class BatchOutcome:
         }
 
     @classmethod
-    def replay(cls, done: Mapping[str, Any], recorded: Mapping[str, str | None]) -> BatchOutcome:
+    def replay(
+        cls,
+        done: Mapping[str, Any],
+        recorded: Mapping[str, str | None],
+        *,
+        errors: Mapping[str, dict[str, Any]] | None = None,
+        recipients: Iterable[str] | None = None,
+    ) -> BatchOutcome:
         """
         Return the outcome an earlier try recorded in its completion marker.
 
-        :param done: The completion marker (the result without ``message_ids``).
+        :param done: The completion marker (the result's counters).
         :param recorded: The ledger's ``{recipient: messageId or None}``.
+        :param errors: The result's errors (:meth:`ProgressStore.load_errors`); default: the marker's own.
+        :param recipients: The rows' recipients: ``message_ids`` holds only theirs (the ledger may also hold
+            recipients of other rows that an earlier completion of the task sent to). None = every recipient.
         """
         outcome = cls()
         for name in COUNTERS:
             setattr(outcome, name, int(done.get(name, 0)))
-        outcome.errors = dict(done.get("errors") or {})
+        outcome.errors = dict(done.get("errors") or {}) if errors is None else dict(errors)
+        if recipients is not None:
+            recorded = {recipient: recorded[recipient] for recipient in recipients if recipient in recorded}
         outcome.message_ids = {recipient: mid for recipient, mid in recorded.items() if mid}
         outcome.completed_earlier = dict(done)
         outcome.rows_digest = done.get("rows_digest")
@@ -909,6 +1038,7 @@ class BatchSender:
 
     def _fail_row(self, who: str, payload: dict[str, Any], *, retryable: bool = False) -> None:
         """Count one failed row; ``who`` is unique per row (a recipient sent once, or ``rows[<index>]``)."""
+        payload = {name: _cut(value) if isinstance(value, str) else value for name, value in payload.items()}
         with self._lock:
             outcome = self._outcome
             outcome.failed += 1
@@ -1027,6 +1157,7 @@ class BatchSender:
 
         :param rows: Recipients, or dicts (lists/tuples) holding one at ``recipient_field``.
         :raises LeaseHeldError: When another live try holds the ledger.
+        :raises LedgerError: When the ledger cannot be read, or a completed result cannot be read back whole.
         """
         outcome = self._outcome
         earlier: Mapping[str, str | None] = {}
@@ -1035,8 +1166,11 @@ class BatchSender:
             if done is not None:
                 if not isinstance(rows, Sequence):
                     rows = list(rows)  # read twice: the digest, then (other rows) the sends
-                if done.get("rows_digest") in (None, self._digest_of(rows)):
-                    self._outcome = BatchOutcome.replay(done, self.progress.load())
+                digest, recipients = self._scan(rows)
+                if done.get("rows_digest") in (None, digest):
+                    self._outcome = BatchOutcome.replay(
+                        done, self.progress.load(), errors=self.progress.load_errors(done), recipients=recipients
+                    )
                     return self._outcome
                 if self.log is not None:
                     self.log.warning(
@@ -1107,20 +1241,24 @@ class BatchSender:
                     raise
         return interrupted
 
-    def _digest_of(self, rows: Iterable[Any]) -> str:
-        """Return :attr:`rows_digest` for ``rows`` without sending (the recipients as :meth:`_prepare` sees them)."""
-        digest = hashlib.sha256()
-        for index, row in enumerate(rows):
-            digest.update(self._row_key(row, index).encode())
-        return digest.hexdigest()
+    def _scan(self, rows: Iterable[Any]) -> tuple[str, set[str]]:
+        """
+        Return :attr:`rows_digest` for ``rows`` and their valid recipients, without sending.
 
-    def _row_key(self, row: Any, index: int) -> str:
-        """Return the row's normalised recipient, or ``rows[<index>]`` when it has none, plus a separator."""
-        try:
-            raw, _ = self._recipient_of(row, index)
-            return m.normalize_phone(raw, "recipient") + "\n"
-        except ItnioValidationError:
-            return f"rows[{index}]\n"
+        The recipients are read as :meth:`_prepare` reads them.
+        """
+        digest = hashlib.sha256()
+        recipients: set[str] = set()
+        for index, row in enumerate(rows):
+            try:
+                raw, _ = self._recipient_of(row, index)
+                recipient = m.normalize_phone(raw, "recipient")
+            except ItnioValidationError:
+                digest.update(f"rows[{index}]\n".encode())
+                continue
+            recipients.add(recipient)
+            digest.update(f"{recipient}\n".encode())
+        return digest.hexdigest(), recipients
 
     def _prepare(self, row: Any, index: int, seen: set[str], earlier: Mapping[str, str | None]) -> Any:
         """Return the ``(recipient, message)`` work item for a row, or None when the row is skipped or failed."""

@@ -18,7 +18,13 @@ from airflow_provider_itnio import batch, templating
 from airflow_provider_itnio.errors import ItnioApiError, ItnioDeliveryUnknownError, ItnioTransportError
 from airflow_provider_itnio.messages import Message, Text
 from tests.airflow_runs import run_dag, task_states, xcom_value
-from tests.dags.itnio_batch import AFTER_EXECUTE_ROWS, BALANCE_ROWS, PARTIAL_ROWS, RENDER_ROWS
+from tests.dags.itnio_batch import (
+    AFTER_EXECUTE_ERROR_ROWS,
+    AFTER_EXECUTE_ROWS,
+    BALANCE_ROWS,
+    PARTIAL_ROWS,
+    RENDER_ROWS,
+)
 
 # ------------------------------------------------------------------------------------------- helpers
 
@@ -36,9 +42,19 @@ def _progress(dag_id: str) -> dict[str, str | None]:
     with create_session() as session:
         rows = session.query(Variable).filter(Variable.key.like(f"{batch.PROGRESS_PREFIX}__{dag_id}__%")).all()
         for row in rows:
-            if not row.key.endswith("__head"):
+            if not row.key.endswith("__head") and "__err" not in row.key:  # progress parts only
                 found.update(json.loads(row.val))
     return found
+
+
+def _ledger_keys(dag_id: str) -> list[str]:
+    """Return the keys of every ledger Variable (head, progress and errors parts) of the batch tasks of ``dag_id``."""
+    from airflow.models.variable import Variable
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        rows = session.query(Variable.key).filter(Variable.key.like(f"{batch.PROGRESS_PREFIX}__{dag_id}__%")).all()
+        return sorted(key for (key,) in rows)
 
 
 def _heads(dag_id: str) -> dict[str, dict[str, Any]]:
@@ -485,3 +501,34 @@ def test_progress_key_fits_airflow_limits() -> None:
     assert len(key) <= batch.MAX_KEY_LENGTH
     assert key != batch.progress_key("d" * 200, "manual__2026-01-01T00:00:00+00:00", "t" * 200, 4)
     assert batch.progress_key("d", "r", "t", None) == "itnio_batch_progress__d__r__t__-1"
+    store = batch.ProgressStore(batch.MemoryBackend(), key)
+    parts = 10**9  # a part index far beyond any batch: still within Airflow's 250 characters
+    assert max(len(store.head_key), len(store.part_key(parts)), len(store.errors_key(parts))) <= 250
+
+
+def test_a_replayed_result_with_errors_is_the_completed_one_and_a_later_run_deletes_its_errors_parts(
+    airflow_sandbox: Any,
+) -> None:
+    dag_id = "itnio_batch_after_execute_errors"
+    _clear_progress(dag_id)
+    first = _run_at(dag_id, pendulum.datetime(2026, 4, 1, tz="UTC"))  # try 1 completes, then fails; try 2 replays
+    assert task_states(first)["send"] == ("success", 2)
+    sent = [r["body"]["recipient"] for r in airflow_sandbox.requests()]
+    valid = [row for row in AFTER_EXECUTE_ERROR_ROWS if len(row) > 4]
+    assert sorted(sent) == sorted(valid)  # each exactly once, across both tries
+    # the result try 1 completed with: the same rows through the engine (the invalid rows' errors need no API)
+    expected = _engine(FakeApi(), Text(body="Once").to_payload()).run(AFTER_EXECUTE_ERROR_ROWS).result()
+    result = xcom_value(first, "send")
+    assert {name: result[name] for name in batch.COUNTERS} == {name: expected[name] for name in batch.COUNTERS}
+    assert result["errors"] == expected["errors"]
+    assert len(result["errors"]) == len(AFTER_EXECUTE_ERROR_ROWS) - len(valid)
+    assert result["message_ids"] == {m["body"]["recipient"]: m["messageId"] for m in airflow_sandbox.messages()}
+    [(key, head)] = _heads(dag_id).items()
+    assert head["done"]["by"].startswith("try1@") and "errors" not in head["done"]  # in their own part
+    assert f"{key}__err0" in _ledger_keys(dag_id)
+    # a later run finds the first run's success recorded and deletes all of its ledger, errors parts too
+    second = _run_at(dag_id, pendulum.datetime(2026, 4, 2, tz="UTC"))
+    assert task_states(second)["send"][0] == "success"
+    assert not [k for k in _ledger_keys(dag_id) if k.startswith(key)]
+    assert [k for k in _ledger_keys(dag_id) if second.run_id in k]  # its own ledger is kept
+    _clear_progress(dag_id)

@@ -368,3 +368,108 @@ def test_a_completed_batch_is_never_sent_again_by_a_later_try() -> None:
 def test_errors_of_the_ledger_are_retryable_item_errors() -> None:
     assert issubclass(batch.LedgerError, ItnioError)
     assert not batch.LeaseHeldError("x", 0).permanent
+
+
+# -------------------------------------------------------------------------------------------- size
+
+
+class ColumnBackend(batch.MemoryBackend):
+    """A MemoryBackend that refuses values over ``limit`` bytes, as a database column does; keeps the sizes."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__()
+        self.limit = limit
+        self.largest_head = 0
+        self.largest = 0
+
+    def set(self, key: str, value: str) -> None:
+        size = len(value.encode("utf-8"))
+        if size > self.limit:
+            raise ValueError(f"Data too long for column 'val': {size} bytes")
+        self.largest = max(self.largest, size)
+        if key.endswith("__head"):
+            self.largest_head = max(self.largest_head, size)
+        super().set(key, value)
+
+
+#: What a ledger Variable may hold: a part is closed at MAX_PART_BYTES, plus one entry (its texts cut, \uXXXX).
+_PART_BOUND = batch.MAX_PART_BYTES + 12 * (2 * batch.MAX_ERROR_TEXT + 100)
+
+
+def _failing_batch(backend: Any, rows: list[Any], errors: dict[str, Exception] | None = None) -> dict[str, Any]:
+    """Run and complete a batch (fail_on_errors=False: completed with errors); return its result."""
+    store = _store(backend, batch.lease_owner(1))
+    outcome = _engine(FakeApi(errors), concurrency=4, progress=store, flush_interval=0.05).run(rows)
+    assert outcome.aborted is None
+    store.complete(outcome.result(), rows_digest=outcome.rows_digest)
+    return outcome.result()
+
+
+def _replay(backend: Any, rows: list[Any]) -> batch.BatchOutcome:
+    api = FakeApi()
+    outcome = _engine(api, progress=_store(backend, batch.lease_owner(3))).run(rows)
+    assert api.calls == [] and outcome.completed_earlier is not None  # nothing sent again
+    return outcome
+
+
+@pytest.mark.parametrize("invalid", [10, 6000])
+def test_a_large_failing_batch_completes_in_a_store_that_limits_values_and_replays_the_same_result(
+    invalid: int,
+) -> None:
+    backend = ColumnBackend(limit=_PART_BOUND)  # far below what 6,000 errors take (~900 KB)
+    rows: list[Any] = [row for pair in zip(_rows(invalid), ["123"] * invalid, strict=True) for row in pair]
+    result = _failing_batch(backend, rows)
+    assert result["failed"] == invalid == len(result["errors"]) and result["sent"] == invalid
+    assert backend.largest_head <= 1024  # small whatever the batch's size, at every write (renewals too)
+    assert backend.largest <= _PART_BOUND
+    head = json.loads(backend.values["k__head"])
+    assert "errors" not in head["done"]
+    assert _replay(backend, rows).result() == result  # reassembled from the parts, as returned the first time
+    batch.ProgressStore(backend, "k").delete()
+    assert backend.values == {}  # the errors parts are deleted with the ledger
+
+
+def test_huge_error_texts_are_cut_in_the_result_and_every_ledger_value_stays_bounded() -> None:
+    backend = ColumnBackend(limit=_PART_BOUND)
+    rows = _rows(30)
+    huge = "the vendor explains at length \u00e9\u4e2d " * 40_000  # ~1.3 MB, non-ASCII (stored escaped)
+    failing: dict[str, Exception] = {
+        normalize_phone(row["recipient"], "recipient"): ItnioApiError("-71", huge) for row in rows[:20]
+    }
+    result = _failing_batch(backend, rows, failing)
+    assert result["failed"] == len(failing) and result["sent"] == len(rows) - len(failing)
+    for error in result["errors"].values():
+        assert len(error["reason"]) <= batch.MAX_ERROR_TEXT + 50 and "more characters" in error["reason"]
+    assert backend.largest <= _PART_BOUND
+    assert _replay(backend, rows).result() == result
+
+
+def test_a_replayed_result_holds_only_the_message_ids_of_its_own_rows() -> None:
+    backend = batch.MemoryBackend()
+    first_rows, second_rows = _rows(10), _rows(10, start=5)  # a clear with a changed upstream: 5 gone, 5 new
+    _failing_batch(backend, first_rows)
+    store = _store(backend, batch.lease_owner(2))
+    second = _engine(FakeApi(), progress=store).run(second_rows)
+    assert (second.sent, second.skipped_already_sent) == (5, 5)
+    store.complete(second.result(), rows_digest=second.rows_digest)
+    assert _replay(backend, second_rows).result() == second.result()
+
+
+def test_a_completed_ledger_with_a_missing_errors_part_is_not_replayed_as_if_it_had_no_errors() -> None:
+    backend = batch.MemoryBackend()
+    rows: list[Any] = [*_rows(3), "123"]
+    _failing_batch(backend, rows)
+    del backend.values["k__err0"]  # a sweep deleting it at that moment
+    with pytest.raises(batch.LedgerError, match="missing"):
+        _engine(FakeApi(), progress=_store(backend, batch.lease_owner(2))).run(rows)
+
+
+def test_a_marker_written_before_the_errors_had_parts_is_still_replayed() -> None:
+    backend = batch.MemoryBackend()
+    rows: list[Any] = [*_rows(3), "123"]
+    result = _failing_batch(backend, rows)
+    head = json.loads(backend.values["k__head"])
+    head["done"]["errors"] = result["errors"]  # the format of the marker before the errors parts
+    del head["done"]["errors_parts"], head["done"]["errors_digest"], backend.values["k__err0"]
+    backend.values["k__head"] = json.dumps(head)
+    assert _replay(backend, rows).result() == result

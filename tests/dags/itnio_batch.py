@@ -125,6 +125,14 @@ class _FailsAfterExecuteOnTry1(ItnioBatchSendOperator):
 with DAG("itnio_batch_after_execute", schedule=None, start_date=_START, default_args=_RETRY_ONCE, tags=["test"]):
     _FailsAfterExecuteOnTry1(task_id="send", rows=AFTER_EXECUTE_ROWS, message=Text(body="Once"), concurrency=4)
 
+#: Rows of the DAG whose try fails after ``execute()`` returned a result with errors: every other row is invalid.
+AFTER_EXECUTE_ERROR_ROWS: list[Any] = [row for p in phones(6, start=550) for row in (p, f"12{p[-2:]}")]
+
+with DAG("itnio_batch_after_execute_errors", schedule=None, start_date=_START, default_args=_RETRY_ONCE, tags=["test"]):
+    _FailsAfterExecuteOnTry1(
+        task_id="send", rows=AFTER_EXECUTE_ERROR_ROWS, message=Text(body="Once"), concurrency=2, fail_on_errors=False
+    )
+
 with DAG("itnio_batch_ledgers", schedule=None, start_date=_START, default_args=_NO_RETRY, tags=["test"]):
     ItnioBatchSendOperator(task_id="send", rows=phones(3, start=600), message=Text(body="Daily"))
 
