@@ -43,7 +43,7 @@ STYLIST = {
 @task
 def build_offer(**context: Any) -> dict[str, Any]:
     """
-    This week's offer for the collection, as a message in the API's dict form.
+    Return this week's offer for the collection, as a message in the API's dict form.
 
     :param context: The task's context (``params.collection``, ``logical_date``).
     """

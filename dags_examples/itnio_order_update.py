@@ -47,7 +47,7 @@ def choose_channel(last_inbound_at: str) -> str:
 @task(trigger_rule="none_failed_min_one_success")
 def record(**context: Any) -> dict[str, Any]:
     """
-    The channel used and the messageId the API returned, for an audit table.
+    Return the channel used and the messageId the API returned, for an audit table.
 
     :param context: The task's context (its ``ti`` pulls the sent task's XCom).
     """

@@ -59,5 +59,5 @@ def task_states(dag_run: Any) -> dict[str, tuple[str, int]]:
 
 
 def xcom_value(dag_run: Any, task_id: str) -> Any:
-    """The ``return_value`` XCom a task of ``dag_run`` pushed."""
+    """Return the ``return_value`` XCom a task of ``dag_run`` pushed."""
     return dag_run.get_task_instance(task_id).xcom_pull(task_ids=task_id)

@@ -63,7 +63,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 
 @pytest.fixture(scope="session")
 def airflow_db() -> Path:
-    """A migrated SQLite metadata database in the session's Airflow home."""
+    """Migrate a SQLite metadata database in the session's Airflow home and return that home."""
     subprocess.run(
         [sys.executable, "-m", "airflow", "db", "migrate"],
         check=True,
@@ -75,7 +75,7 @@ def airflow_db() -> Path:
 
 @pytest.fixture(scope="session")
 def session_sandbox() -> Iterator[Any]:
-    """A sandbox for the whole session; ``itnio_default`` points at it."""
+    """Yield a sandbox for the whole session; ``itnio_default`` points at it."""
     from airflow_provider_itnio.sandbox import Sandbox
 
     with Sandbox(business_phones=SANDBOX_PHONES) as sandbox:
@@ -86,7 +86,7 @@ def session_sandbox() -> Iterator[Any]:
 
 @pytest.fixture
 def sandbox(session_sandbox: Any) -> Iterator[Any]:
-    """The session's sandbox, emptied and reset (no faults, no latency, unlimited balance) for one test."""
+    """Yield the session's sandbox, emptied and reset (no faults, no latency, unlimited balance) for one test."""
     session_sandbox.reset()
     session_sandbox.clear()
     yield session_sandbox
@@ -96,5 +96,5 @@ def sandbox(session_sandbox: Any) -> Iterator[Any]:
 
 @pytest.fixture
 def airflow_sandbox(airflow_db: Path, sandbox: Any) -> Any:
-    """A migrated Airflow metadata database and a reset sandbox that ``itnio_default`` points at (for DAG runs)."""
+    """Return a reset sandbox that ``itnio_default`` points at, with a migrated Airflow database (for DAG runs)."""
     return sandbox

@@ -204,6 +204,7 @@ def _cli(conn: dict[str, Any], *args: str, enabled: bool = True) -> subprocess.C
     )
 
 
+@pytest.mark.slow  # runs the airflow CLI in a subprocess
 def test_airflow_connections_test_cli(airflow_db: Path, sandbox: Any) -> None:
     """``airflow connections test itnio_default`` as a user runs it: success, failure, disabled."""
     good = _cli(_conn(sandbox), "--verbose")

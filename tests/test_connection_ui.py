@@ -30,18 +30,11 @@ from typing import Any
 import pytest
 import requests
 
+from airflow_provider_itnio import connection_fields
+
 AIRFLOW_2 = metadata.version("apache-airflow").startswith("2.")
-EXTRA_FIELDS = {
-    "app_id": ("App ID", "string", "Required. The application id (appId) from the itniotech console."),
-    "business_phone": (
-        "Business phone",
-        "string",
-        "Default sender number in international form, e.g. +91 85632 1321; operators may override it.",
-    ),
-    "timeout": ("Timeout", "integer", "Seconds to wait for the API's answer (default 30)."),
-    "verify": ("Verify TLS", "string", "true (default), false, or the path of a CA bundle file."),
-    "proxy": ("Proxy", "string", "Optional. HTTP(S) proxy URL for the calls to the API."),
-}
+#: The form's single definition: what the UI must show.
+FIELDS = connection_fields.EXTRA_FIELDS
 
 
 def _free_port() -> int:
@@ -105,36 +98,40 @@ def api_server(airflow_db: Path, tmp_path_factory: pytest.TempPathFactory) -> It
     assert process.returncode is not None
 
 
+@pytest.mark.slow
 @pytest.mark.api_server
 def test_hook_meta_lists_the_itnio_form(api_server: str) -> None:
     response = requests.get(f"{api_server}/ui/connections/hook_meta", timeout=30)
     assert response.status_code == 200, response.text
     [meta] = [m for m in response.json() if m["connection_type"] == "itnio"]
-    assert meta["hook_name"] == "itniotech WhatsApp"
-    assert meta["hook_class_name"] == "airflow_provider_itnio.hooks.itnio.ItnioHook"
+    assert meta["hook_name"] == connection_fields.HOOK_NAME
+    assert meta["hook_class_name"] == connection_fields.HOOK_CLASS_NAME
+    ui_name = {"schema": "url_schema"}.get  # Airflow's UI calls the schema field url_schema; extra is not listed
     assert meta["standard_fields"] == {
         "description": None,
-        "url_schema": {"hidden": True, "title": None, "placeholder": None},
-        "port": {"hidden": True, "title": None, "placeholder": None},
-        "host": {"hidden": False, "title": "Base URL", "placeholder": "https://api.itniotech.com"},
-        "login": {"hidden": False, "title": "API Key", "placeholder": "bDqJFiq9"},
-        "password": {"hidden": False, "title": "API Secret", "placeholder": "your API secret"},
+        **{
+            ui_name(name, name): {"hidden": True, "title": None, "placeholder": None}
+            for name in connection_fields.HIDDEN_FIELDS
+            if name != "extra"
+        },
+        **{
+            name: {"hidden": False, "title": title, "placeholder": connection_fields.STANDARD_PLACEHOLDERS[name]}
+            for name, title in connection_fields.RELABELING.items()
+        },
     }
-    from airflow_provider_itnio.connection_fields import EXTRA_FIELDS as FIELDS
-
     assert list(meta["extra_fields"]) == [field.name for field in FIELDS]
     for field in FIELDS:
         shown = meta["extra_fields"][field.name]
-        label, kind, description = EXTRA_FIELDS[field.name]
-        assert shown["schema"]["title"] == label and shown["description"] == description, field.name
+        assert shown["schema"]["title"] == field.label and shown["description"] == field.description, field.name
         # Airflow 3.3's form marks a field required when its type does not allow null
-        assert shown["schema"]["type"] == (kind if field.name == "app_id" else [kind, "null"]), field.name
-        assert shown["value"] == (30 if field.name == "timeout" else None), field.name  # the form's start value
+        assert shown["schema"]["type"] == (field.type if field.required else [field.type, "null"]), field.name
+        assert shown["value"] == field.default, field.name  # the form's start value
     assert meta["extra_fields"]["timeout"]["schema"]["minimum"] == 1
     assert "pattern" in meta["extra_fields"]["business_phone"]["schema"]
     assert "true" in meta["extra_fields"]["verify"]["schema"]["examples"]
 
 
+@pytest.mark.slow
 @pytest.mark.api_server
 def test_the_forms_test_button_checks_the_connection(api_server: str, sandbox: Any) -> None:
     """``POST /api/v2/connections/test`` is what the UI's *Test* button calls with the form's values."""
@@ -161,6 +158,7 @@ def test_the_forms_test_button_checks_the_connection(api_server: str, sandbox: A
     assert [r["status"] for r in sandbox.requests()] == ["0", "-1"]
 
 
+@pytest.mark.slow
 @pytest.mark.api_server
 def test_the_list_test_button_works_on_what_the_ui_saves_and_posts(api_server: str, sandbox: Any) -> None:
     """
@@ -245,6 +243,7 @@ print(json.dumps({"page": [page.status_code, page.data.decode()],
 """
 
 
+@pytest.mark.slow
 @pytest.mark.api_server
 @pytest.mark.skipif(not AIRFLOW_2, reason="Airflow 3 has no Flask connection form (the API server test covers 3)")
 def test_airflow_2_web_form_renders_the_fields_and_saves_them_as_extra(airflow_db: Path, tmp_path: Path) -> None:
@@ -259,7 +258,8 @@ def test_airflow_2_web_form_renders_the_fields_and_saves_them_as_extra(airflow_d
 
     status, page = answer["page"]
     assert status == 200
-    for name, (label, _kind, description) in EXTRA_FIELDS.items():
+    for field in FIELDS:
+        name, label, description = field.name, field.label, field.description
         key = f"extra__itnio__{name}"
         assert re.search(rf'<label for="{key}"[^>]*>\s*{re.escape(label)}', page), name
         field_html = rf"<input class=\"form-control\" id=\"{key}\" name=\"{key}\".*?class=\"help-block\">(.*?)<"
@@ -268,10 +268,12 @@ def test_airflow_2_web_form_renders_the_fields_and_saves_them_as_extra(airflow_d
         assert html.unescape(shown.group(1)).strip() == description
     [behaviour_json] = re.findall(r'<script id="field_behaviours" type="text/json">(.*?)</script>', page, re.S)
     behaviour = json.loads(html.unescape(behaviour_json))["itnio"]
-    assert behaviour["hidden_fields"] == ["schema", "port", "extra"]
-    assert behaviour["relabeling"] == {"login": "API Key", "password": "API Secret", "host": "Base URL"}
-    assert behaviour["placeholders"]["host"] == "https://api.itniotech.com"
-    assert behaviour["placeholders"]["extra__itnio__timeout"] == "30"
+    assert behaviour["hidden_fields"] == list(connection_fields.HIDDEN_FIELDS)
+    assert behaviour["relabeling"] == connection_fields.RELABELING
+    assert behaviour["placeholders"] == {
+        **connection_fields.STANDARD_PLACEHOLDERS,
+        **{f"extra__itnio__{field.name}": field.placeholder for field in FIELDS},
+    }
 
     status, rejected_page = answer["rejected"]
     assert status == 200  # the form comes back with the error, nothing is saved

@@ -12,6 +12,22 @@ import pytest
 from airflow_provider_itnio.errors import STATUS_CODES, ItnioValidationError
 from airflow_provider_itnio.messages import (
     CUSTOM_ENDPOINT,
+    MAX_BUTTON_ID,
+    MAX_BUTTON_TITLE,
+    MAX_BUTTONS,
+    MAX_CAPTION,
+    MAX_FOOTER,
+    MAX_HEADER,
+    MAX_INTERACTIVE_BODY,
+    MAX_LIST_BUTTON,
+    MAX_ROW_DESCRIPTION,
+    MAX_ROW_ID,
+    MAX_ROW_TITLE,
+    MAX_ROWS,
+    MAX_SECTION_TITLE,
+    MAX_SECTIONS,
+    MAX_TEMPLATE_NAME,
+    MAX_TEXT_BODY,
     TEMPLATE_ENDPOINT,
     Address,
     Audio,
@@ -45,6 +61,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
 GOLDEN_DIR = Path(__file__).resolve().parent / "golden"  # a copy of shared/spec/golden
+SPEC = Path(__file__).resolve().parents[2] / "shared" / "spec" / "itniotech-api.md"
 needs_golden = pytest.mark.skipif(
     not GOLDEN_DIR.is_dir(), reason=f"golden request bodies not found at {GOLDEN_DIR} (shared spec absent)"
 )
@@ -304,22 +321,78 @@ def test_parts_accept_dicts_and_models_alike():
 
 
 def test_limits_are_inclusive():
-    Text("x" * 4096)
-    Image(LINK, caption="c" * 1024)
-    ListMessage(
-        "b" * 1024,
-        "B" * 20,
-        [{"title": "t" * 24, "rows": [{"id": "i" * 200, "title": "r" * 24, "description": "d" * 72}]}],
-        header="h" * 60,
-        footer="f" * 60,
-    )
-    ten_sections = [{"title": f"s{n}", "rows": [{"id": str(n), "title": "r"}]} for n in range(10)]
-    assert len(ListMessage("b", "o", ten_sections).sections) == 10
-    ten_rows = [{"title": f"s{s}", "rows": [{"id": f"{s}-{r}", "title": "r"} for r in range(5)]} for s in range(2)]
-    assert sum(len(s.rows) for s in ListMessage("b", "o", ten_rows).sections) == 10
-    three = [Button(str(n), f"t{n}") for n in range(3)]
-    assert len(ReplyButtons("b", three).buttons) == 3
-    ReplyButtons("b", [Button("i" * 256, "t" * 20)])
+    """Check that each of messages.py's limits is accepted at the limit and refused one past it."""
+
+    def sections(title: int = 1, row_id: int = 1, row_title: int = 1, description: int = 1) -> list[Any]:
+        row = {"id": "i" * row_id, "title": "r" * row_title, "description": "d" * description}
+        return [{"title": "t" * title, "rows": [row]}]
+
+    def list_with(n_sections: int, rows_per_section: int) -> ListMessage:
+        parts = [
+            {"title": f"s{s}", "rows": [{"id": f"{s}-{r}", "title": "r"} for r in range(rows_per_section)]}
+            for s in range(n_sections)
+        ]
+        return ListMessage("b", "o", parts)
+
+    builds: dict[str, tuple[int, Callable[[int], Any]]] = {
+        "text body": (MAX_TEXT_BODY, lambda n: Text("x" * n)),
+        "image caption": (MAX_CAPTION, lambda n: Image(LINK, caption="c" * n)),
+        "list body": (MAX_INTERACTIVE_BODY, lambda n: ListMessage("b" * n, "o", sections())),
+        "list button": (MAX_LIST_BUTTON, lambda n: ListMessage("b", "B" * n, sections())),
+        "list header": (MAX_HEADER, lambda n: ListMessage("b", "o", sections(), header="h" * n)),
+        "list footer": (MAX_FOOTER, lambda n: ListMessage("b", "o", sections(), footer="f" * n)),
+        "section title": (MAX_SECTION_TITLE, lambda n: ListMessage("b", "o", sections(title=n))),
+        "row id": (MAX_ROW_ID, lambda n: ListMessage("b", "o", sections(row_id=n))),
+        "row title": (MAX_ROW_TITLE, lambda n: ListMessage("b", "o", sections(row_title=n))),
+        "row description": (MAX_ROW_DESCRIPTION, lambda n: ListMessage("b", "o", sections(description=n))),
+        "sections": (MAX_SECTIONS, lambda n: list_with(n, 1)),
+        "rows in total": (MAX_ROWS, lambda n: list_with(2, n // 2) if n % 2 == 0 else list_with(1, n)),
+        "buttons": (MAX_BUTTONS, lambda n: ReplyButtons("b", [Button(str(i), f"t{i}") for i in range(n)])),
+        "button id": (MAX_BUTTON_ID, lambda n: ReplyButtons("b", [Button("i" * n, "t")])),
+        "button title": (MAX_BUTTON_TITLE, lambda n: ReplyButtons("b", [Button("i", "t" * n)])),
+        "template name": (MAX_TEMPLATE_NAME, lambda n: Template("t" * n, "en")),
+    }
+    for what, (limit, build) in builds.items():
+        try:
+            build(limit)  # at the limit: accepted
+        except ItnioValidationError as error:
+            pytest.fail(f"{what}: {limit} refused: {error}")
+        with pytest.raises(ItnioValidationError, match=f"at most {limit}"):
+            build(limit + 1)
+
+
+#: The spec's limits (shared/spec/itniotech-api.md, "POST /wa/custom/sendMsg"), as ``(phrase, constant)``.
+SPEC_LIMITS = [
+    (r"\| text \| `body` \(required\) \| ≤ (\d+) characters", "MAX_TEXT_BODY"),
+    (r"`action.sections`: 1–(\d+) sections", "MAX_SECTIONS"),
+    (r"each `title` ≤ (\d+) chars", "MAX_SECTION_TITLE"),
+    (r"at most (\d+) rows \*\*in total\*\*", "MAX_ROWS"),
+    (r"row `id` ≤ (\d+) chars", "MAX_ROW_ID"),
+    (r"row `title` ≤ (\d+)", "MAX_ROW_TITLE"),
+    (r"row `description` ≤ (\d+)", "MAX_ROW_DESCRIPTION"),
+    (r"header text ≤ (\d+)", "MAX_HEADER"),
+    (r"body text ≤ (\d+)", "MAX_INTERACTIVE_BODY"),
+    (r"footer ≤ (\d+)", "MAX_FOOTER"),
+    (r"button label ≤ (\d+)", "MAX_LIST_BUTTON"),
+    (r"`action.buttons`:\s+1–(\d+) items", "MAX_BUTTONS"),
+    (r"`id` ≤ (\d+) chars \(returned in the webhook", "MAX_BUTTON_ID"),
+    (r"`title` non-empty, ≤ (\d+) chars", "MAX_BUTTON_TITLE"),
+    (r"recipient longer than (\d+) ", "PHONE_MAX_DIGITS"),
+    (r"recipient longer than \d+ / shorter than (\d+) ", "PHONE_MIN_DIGITS"),
+]
+
+
+@pytest.mark.skipif(not SPEC.is_file(), reason=f"shared spec not found at {SPEC}")
+@pytest.mark.parametrize(("phrase", "constant"), SPEC_LIMITS, ids=[c for _, c in SPEC_LIMITS])
+def test_limits_are_the_specs(phrase: str, constant: str) -> None:
+    """Check messages.py's limit against the number the spec states (the spec is the single source)."""
+    import re
+
+    import airflow_provider_itnio.messages as messages
+
+    found = re.search(phrase, SPEC.read_text(encoding="utf-8"))
+    assert found is not None, f"the spec no longer says {phrase!r}"
+    assert getattr(messages, constant) == int(found.group(1))
 
 
 def test_parts_are_validated_by_the_message_that_holds_them():

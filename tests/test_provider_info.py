@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from importlib import metadata
@@ -19,26 +20,35 @@ from typing import Any
 
 import pytest
 
-from airflow_provider_itnio import __version__, get_provider_info
+from airflow_provider_itnio import __version__, connection_fields, get_provider_info
 from airflow_provider_itnio.hooks.itnio import ItnioHook
 
 AIRFLOW_2 = metadata.version("apache-airflow").startswith("2.")
-EXTRA_FIELDS = ["app_id", "business_phone", "timeout", "verify", "proxy"]
-LABELS = {
-    "app_id": "App ID",
-    "business_phone": "Business phone",
-    "timeout": "Timeout",
-    "verify": "Verify TLS",
-    "proxy": "Proxy",
-}
-TYPES = {
-    "app_id": "string",  # required: Airflow 3's form refuses to save without it
-    "business_phone": ["string", "null"],
-    "timeout": ["integer", "null"],
-    "verify": ["string", "null"],
-    "proxy": ["string", "null"],
-}
-RELABELING = {"login": "API Key", "password": "API Secret", "host": "Base URL"}
+README = Path(__file__).resolve().parents[1] / "README.md"
+#: The form's single definition (what Airflow 3 reads from provider info and Airflow 2 from the hook).
+FIELDS = {field.name: field for field in connection_fields.EXTRA_FIELDS}
+EXTRA_FIELDS = list(FIELDS)
+
+
+def _readme_connection_table() -> list[tuple[str, str]]:
+    """Return the README's "Connection setup" table as ``(field, holds)`` rows."""
+    section = README.read_text(encoding="utf-8").split("## Connection setup", 1)[1].split("\n## ", 1)[0]
+    rows = [line.split("|")[1:3] for line in section.splitlines() if line.startswith("| ")]
+    return [(field.strip(), holds.strip()) for field, holds in rows[1:]]  # without the header row
+
+
+def _readme_ui_labels(section: str) -> list[str]:
+    """
+    Return the labels the README's UI paragraph lists in one section of the dialog, in order.
+
+    :param section: The section's name as the README writes it, e.g. ``Extra Fields``.
+    """
+    text = " ".join(README.read_text(encoding="utf-8").split())
+    listed = text.split(f"*{section}*: ", 1)[1].split(";", 1)[0].split(". *", 1)[0].split(", each with", 1)[0]
+    while "(" in listed:  # drop the (possibly nested) parenthesised remarks
+        listed = re.sub(r"\s*\([^()]*\)", "", listed)
+    labels = [label for part in listed.split(", ") for label in part.split(" and ")]
+    return [label.strip().rstrip(".,") for label in labels]
 
 
 def _itnio_conn_type() -> dict[str, Any]:
@@ -71,16 +81,28 @@ def test_the_entry_point_airflow_discovers_is_get_provider_info() -> None:
 def test_connection_type_names_the_hook_and_its_type() -> None:
     entry = _itnio_conn_type()
     assert entry["hook-class-name"] == f"{ItnioHook.__module__}.{ItnioHook.__qualname__}"
-    assert entry["hook-name"] == ItnioHook.hook_name == "itniotech WhatsApp"
-    assert ItnioHook.conn_type == "itnio"
+    assert entry["hook-name"] == ItnioHook.hook_name == connection_fields.HOOK_NAME
+    assert entry["connection-type"] == ItnioHook.conn_type == connection_fields.CONN_TYPE
+    assert ItnioHook.default_conn_name.startswith(f"{ItnioHook.conn_type}_")
 
 
 def test_ui_field_behaviour_hides_relabels_and_fills_placeholders() -> None:
     behaviour = _itnio_conn_type()["ui-field-behaviour"]
-    assert sorted(behaviour["hidden-fields"]) == ["extra", "port", "schema"]
-    assert behaviour["relabeling"] == RELABELING
-    assert behaviour["placeholders"]["host"] == "https://api.itniotech.com"
-    assert set(behaviour["placeholders"]) == {"login", "password", "host", *EXTRA_FIELDS}
+    # the README's table names each standard field as "Label (field)": that is the relabeling
+    documented = {}
+    for field, _ in _readme_connection_table():
+        standard = re.fullmatch(r"([A-Z][\w ]+) \((\w+)\)", field)  # "API Key (login)", not "`app_id` (extra)"
+        if standard is not None:
+            documented[standard.group(2)] = standard.group(1)
+    assert behaviour["relabeling"] == documented
+    # the README says "schema and port are hidden"; the raw extra is replaced by the extra fields
+    assert "schema and port are hidden" in " ".join(README.read_text(encoding="utf-8").split())
+    assert sorted(behaviour["hidden-fields"]) == sorted(["schema", "port", "extra"])
+    assert not set(behaviour["hidden-fields"]) & set(behaviour["relabeling"])
+    # every field the form shows has a placeholder; the Base URL's is the default the hook uses
+    assert set(behaviour["placeholders"]) == {*behaviour["relabeling"], *EXTRA_FIELDS}
+    hostless = _hook_config_with({"app_id": "a"}, host=None)
+    assert behaviour["placeholders"]["host"] == hostless.base_url
     # the standard-field part is what Airflow validates (its own JSON schema for field behaviours)
     import jsonschema
 
@@ -92,16 +114,63 @@ def test_ui_field_behaviour_hides_relabels_and_fills_placeholders() -> None:
     jsonschema.validate(as_hook_spells_it, _airflow_schema("customized_form_field_behaviours.schema.json"))
 
 
+def test_the_readme_describes_the_forms_fields() -> None:
+    """Check the README's connection table and its UI paragraph against the form's single definition."""
+    extras = [field for field, _ in _readme_connection_table() if "(extra" in field]
+    assert [field.split("`")[1] for field in extras] == EXTRA_FIELDS
+    required = {field.split("`")[1] for field in extras if "required" in field}
+    assert required == {name for name, field in FIELDS.items() if field.required}
+    assert _readme_ui_labels("Extra Fields") == [field.label for field in FIELDS.values()]
+    relabeling = _itnio_conn_type()["ui-field-behaviour"]["relabeling"]
+    assert set(_readme_ui_labels("Standard Fields")) == {"Description", *relabeling.values()}
+
+
 def test_conn_fields_have_label_json_schema_type_and_a_one_line_description() -> None:
     fields = _itnio_conn_type()["conn-fields"]
     assert list(fields) == EXTRA_FIELDS
     for name, spec in fields.items():
-        assert spec["label"] == LABELS[name]
-        assert spec["schema"]["type"] == TYPES[name]
+        field = FIELDS[name]
+        assert spec["label"] == field.label
         description = spec["description"]
         assert description and "\n" not in description and len(description) <= 100, name
+        # Airflow 3.3's form marks a field required when its type does not allow null
+        assert spec["schema"]["type"] == (field.type if field.required else [field.type, "null"]), name
+        assert description.startswith("Required.") == field.required, name
     assert fields["timeout"]["schema"]["minimum"] == 1
-    assert fields["app_id"]["description"].startswith("Required.")
+
+
+def _hook_config_with(extra: dict[str, Any], host: str | None = "https://api.itniotech.com") -> Any:
+    """
+    Return the hook's config for an ``itnio`` connection with these extras.
+
+    :param extra: The connection's ``extra``.
+    :param host: The connection's host (Base URL); ``None`` to leave it empty.
+    """
+    conn = {"conn_type": "itnio", "host": host, "login": "k", "password": "s", "extra": extra}
+    os.environ["AIRFLOW_CONN_ITNIO_FIELDS"] = json.dumps(conn)
+    try:
+        return ItnioHook(itnio_conn_id="itnio_fields").config
+    finally:
+        os.environ.pop("AIRFLOW_CONN_ITNIO_FIELDS")
+
+
+def test_the_required_fields_are_those_the_hook_cannot_do_without() -> None:
+    """Check that a field whose type allows null may be left out, and the hook refuses a connection without another."""
+    from airflow_provider_itnio.errors import ItnioConfigError
+
+    fields = _itnio_conn_type()["conn-fields"]
+    examples = {  # each field's placeholder, as a value of the field's schema type
+        name: int(FIELDS[name].placeholder) if FIELDS[name].type == "integer" else FIELDS[name].placeholder
+        for name in fields
+    }
+    _hook_config_with(examples)  # every example value is one the hook accepts
+    for name, spec in fields.items():
+        without = {key: value for key, value in examples.items() if key != name}
+        if "null" in spec["schema"]["type"]:
+            _hook_config_with(without)
+        else:
+            with pytest.raises(ItnioConfigError, match=name):
+                _hook_config_with(without)
 
 
 def test_the_hooks_answers_are_the_provider_infos_fields() -> None:
@@ -139,18 +208,20 @@ def test_providers_manager_registers_the_form_fields() -> None:
         assert info.hook_class_name in ("airflow_provider_itnio.hooks.itnio.ItnioHook", "ItnioHook")
         assert not info.is_sensitive
         if AIRFLOW_2:  # from the hook: unbound WTForms fields
-            assert str(info.field.args[0]) == LABELS[name]
+            assert str(info.field.args[0]) == FIELDS[name].label
         else:  # from conn-fields, never importing the hook
-            assert info.field["schema"]["type"] == TYPES[name]
-            assert info.field["schema"]["title"] == LABELS[name]
+            assert info.field["schema"] == {**FIELDS[name].json_schema(), "title": FIELDS[name].label}
     behaviour = manager.field_behaviours["itnio"]
-    assert sorted(behaviour["hidden_fields"]) == ["extra", "port", "schema"]
-    assert behaviour["relabeling"] == RELABELING
+    assert behaviour["hidden_fields"] == list(connection_fields.HIDDEN_FIELDS)
+    assert behaviour["relabeling"] == connection_fields.RELABELING
     # extra-field placeholders are namespaced by Airflow, standard ones are not
-    assert behaviour["placeholders"]["host"] == "https://api.itniotech.com"
-    assert behaviour["placeholders"]["extra__itnio__app_id"] == "DGziZf5u"
+    assert behaviour["placeholders"] == {
+        **connection_fields.STANDARD_PLACEHOLDERS,
+        **{f"extra__itnio__{name}": field.placeholder for name, field in FIELDS.items()},
+    }
 
 
+@pytest.mark.slow  # a subprocess importing Airflow
 @pytest.mark.skipif(AIRFLOW_2, reason="Airflow 2 has no provider-info form metadata; it always imports the hook")
 def test_airflow_3_builds_the_form_without_calling_the_hooks_form_methods() -> None:
     """With ``conn-fields`` present, Airflow 3 must not call the hook's form methods (deprecated there)."""

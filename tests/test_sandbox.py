@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 import requests
 
+from airflow_provider_itnio.errors import STATUS_CODES
 from airflow_provider_itnio.sandbox import Sandbox
 from airflow_provider_itnio.sandbox.testing import sandbox_fixture  # noqa: F401 - registers `sandbox`
 
@@ -363,16 +364,25 @@ BAD_TEMPLATES: list[tuple[str, str, dict[str, Any]]] = [
     ("template-app-unknown", "-2", _set(_g("template"), "appId", "nope")),
 ]
 
-#: Every status the sandbox produces (-69, no price configured, is never produced).
-PRODUCED = {"-1", "-2", "-16", "-68", "-70", "-71", "-72", "-93", "-94", "-95", "-96", "-97", "-112"} | {
-    "-114", "-115", "-116", "-117", "-118", "-119", "-120", "-121", "-122", "-123", "-124", "-125",
-    "-127", "-128", "-129", "-132", "-133", "-134", "-135",
-}  # fmt: skip
+#: Every status the sandbox produces: every documented failure but -69 (no price configured), never produced.
+PRODUCED = set(STATUS_CODES) - {"0", "-69"}
 
 
 def test_every_produced_status_is_covered() -> None:
     covered = {code for _, code, _ in BAD_BODIES + BAD_TEMPLATES} | {"-1", "-16", "-68", "-97"}
     assert covered == PRODUCED
+
+
+SPEC = REPO_ROOT.parent / "shared" / "spec" / "itniotech-api.md"
+
+
+@pytest.mark.skipif(not SPEC.is_file(), reason=f"shared spec not found at {SPEC}")
+def test_the_status_codes_are_the_specs() -> None:
+    """Check that errors.STATUS_CODES knows every code of the spec's "Status codes" table."""
+    table = SPEC.read_text(encoding="utf-8").split("### Status codes", 1)[1].split("\n\n", 2)[1]
+    documented = {code for row in table.splitlines()[2:] for code in re.findall(r"-\d+", row.split("|")[1])}
+    assert len(documented) > 20  # the table was found
+    assert documented <= set(STATUS_CODES)
 
 
 @pytest.mark.parametrize(("body", "status"), [pytest.param(b, s, id=n) for n, s, b in BAD_BODIES])
