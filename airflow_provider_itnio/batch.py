@@ -10,7 +10,10 @@ Pieces, each usable (and tested) on its own:
   Airflow clears at the start of every try) in a key-value store, with a lease (one try sends at a time),
   write retries, a bound on sends without a durable record and a completion marker.
 * :class:`BatchSender` - reads rows lazily, hands them to ``concurrency`` worker threads through a bounded
-  queue, stops at the first account-level error and flushes progress at least every ``flush_interval``.
+  queue, stops at the first account-level error and flushes progress at least every ``flush_interval``. With a
+  fallback template and a window chooser (:mod:`airflow_provider_itnio.window`), it asks about the rows'
+  24-hour windows a chunk at a time, just before sending them, and sends the template to those whose window is
+  closed.
 
 Nothing here imports Airflow: the Airflow Variable backend and the task's glue live in
 :mod:`airflow_provider_itnio.operators._batch_task`.
@@ -46,6 +49,7 @@ from airflow_provider_itnio.errors import (
     error_payload,
 )
 from airflow_provider_itnio.templating import has_template, map_strings, unprotect_row_expressions
+from airflow_provider_itnio.window import SESSION, TEMPLATE, WINDOW_CHUNK
 
 #: Prefix of the Airflow Variables that hold a batch task's progress.
 PROGRESS_PREFIX = "itnio_batch_progress"
@@ -105,15 +109,20 @@ class MessagePlan:
     is validated once, here.
 
     :param message: The message dict, e.g. ``{"type": "text", "text": {"body": "Hi {{ row.name }}"}}``.
+    :param factory: Builds (and validates) the model from the rendered dict (default
+        :func:`~airflow_provider_itnio.messages.message_from_dict`; the fallback template's checks it is a template).
     :raises ItnioValidationError: When the message has no templates and is invalid.
     :raises RowTemplateError: When a template string does not compile.
     """
 
-    def __init__(self, message: Mapping[str, Any]) -> None:
+    def __init__(
+        self, message: Mapping[str, Any], factory: Callable[[Mapping[str, Any]], m.Message] | None = None
+    ) -> None:
         if not isinstance(message, Mapping):
             raise ItnioValidationError(
                 "message", "must be a messages model or the API's dict form", f"got {type(message).__name__}"
             )
+        self._factory = factory or m.message_from_dict
         self._env = _template_env()
         self._templates = 0
         try:
@@ -122,7 +131,7 @@ class MessagePlan:
             raise RowTemplateError(err) from err
         self.static: m.Message | None = None
         if self._templates == 0:
-            self.static = m.message_from_dict(self._tree)
+            self.static = self._factory(self._tree)
 
     def _compile(self, value: Any) -> Any:
         if isinstance(value, str) and has_template(value):
@@ -155,7 +164,7 @@ class MessagePlan:
         """
         if self.static is not None:
             return self.static
-        return m.message_from_dict(self.render(row, recipient))
+        return self._factory(self.render(row, recipient))
 
 
 # ------------------------------------------------------------------------------------------ rate limit
@@ -861,6 +870,10 @@ class BatchOutcome:
     :param unrecorded: Sends accepted in this try that the ledger could not record (a later try repeats them).
     :param completed_earlier: The completion marker when an earlier try completed the batch (nothing was sent).
     :param rows_digest: Digest of the rows' recipients, in order (see :attr:`BatchSender.rows_digest`).
+    :param windows: The batch chose per row between the message and a fallback template (the result then also
+        has ``sent_by_kind`` and ``template_recipients``).
+    :param sent_by_kind: This try's ``sent``, split into ``session`` (the message) and ``template`` (the fallback).
+    :param template_recipients: The recipients this try sent the fallback template to.
     """
 
     sent: int = 0
@@ -875,6 +888,9 @@ class BatchOutcome:
     unrecorded: int = 0
     completed_earlier: dict[str, Any] | None = None
     rows_digest: str | None = None
+    windows: bool = False
+    sent_by_kind: dict[str, int] = field(default_factory=lambda: {SESSION: 0, TEMPLATE: 0})
+    template_recipients: list[str] = field(default_factory=list)
 
     @property
     def rows(self) -> int:
@@ -882,12 +898,16 @@ class BatchOutcome:
         return sum(getattr(self, name) for name in COUNTERS)
 
     def result(self) -> dict[str, Any]:
-        """Return the XCom: the :data:`COUNTERS`, ``message_ids`` and ``errors``."""
-        return {
+        """Return the XCom: the :data:`COUNTERS`, ``message_ids`` and ``errors`` (and the kinds sent, with windows)."""
+        result: dict[str, Any] = {
             **{name: getattr(self, name) for name in COUNTERS},
             "message_ids": self.message_ids,
             "errors": self.errors,
         }
+        if self.windows:
+            result["sent_by_kind"] = dict(self.sent_by_kind)
+            result["template_recipients"] = list(self.template_recipients)
+        return result
 
     @classmethod
     def replay(
@@ -928,6 +948,11 @@ class BatchOutcome:
             f"sent {self.sent}, failed {self.failed}, skipped (already sent by an earlier try) "
             f"{self.skipped_already_sent}, duplicates {self.duplicates}, not attempted {self.not_attempted}"
         )
+        if self.windows and self.completed_earlier is None:
+            text += (
+                f" (session messages {self.sent_by_kind[SESSION]}, fallback templates {self.sent_by_kind[TEMPLATE]}:"
+                " no message from those customers in the last 24 hours)"
+            )
         if self.completed_earlier is not None:
             text += (
                 f" (the result recorded when {self.completed_earlier.get('by') or 'an earlier try'} completed the "
@@ -970,6 +995,11 @@ class BatchSender:
     :param flush_interval: Longest time between two progress flushes, seconds.
     :param log: Logger for progress lines.
     :param limiter: A ready rate limiter (overrides ``max_per_second``; tests pass one with a fake clock).
+    :param fallback: The fallback template, compiled (its factory checks it is a template); needs ``choose``.
+    :param choose: Given a chunk of normalised recipients, returns ``{recipient: "session" or "template"}``
+        (:meth:`airflow_provider_itnio.window.WindowChooser.kinds` for one sender); an ``ItnioError`` it raises
+        stops the batch before that chunk is sent.
+    :param window_chunk: Rows whose windows are asked about at once, just before they are sent.
     """
 
     def __init__(
@@ -984,9 +1014,14 @@ class BatchSender:
         flush_interval: float = 1.0,
         log: Any = None,
         limiter: RateLimiter | None = None,
+        fallback: MessagePlan | None = None,
+        choose: Callable[[list[str]], Mapping[str, str]] | None = None,
+        window_chunk: int = WINDOW_CHUNK,
     ) -> None:
         if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
             raise ValueError(f"concurrency must be a positive integer, got {concurrency!r}")
+        if (fallback is None) != (choose is None):
+            raise ValueError("fallback and choose go together")
         self.send = send
         self.plan = plan
         self.recipient_field = recipient_field
@@ -997,7 +1032,12 @@ class BatchSender:
         self.log = log
         self._lock = threading.Lock()
         self._abort = threading.Event()
-        self._outcome = BatchOutcome()
+        self.fallback = fallback
+        self.choose = choose
+        self.window_chunk = max(1, int(window_chunk))
+        self._outcome = BatchOutcome(windows=choose is not None)
+        #: Why no more rows are read (the windows could not be read): rows queued before still go out.
+        self._halt: BaseException | None = None
         self._digest = hashlib.sha256()
 
     @property
@@ -1057,7 +1097,7 @@ class BatchSender:
             item = work.get()
             if item is _DONE:
                 return
-            recipient, message = item
+            recipient, message, kind = item
             if self._abort.is_set():
                 self._skip_not_attempted()
                 continue
@@ -1066,12 +1106,12 @@ class BatchSender:
                 self._skip_not_attempted()
                 continue
             try:
-                self._send_one(recipient, message)
+                self._send_one(recipient, message, kind)
             finally:
                 if progress is not None:
                     progress.end_send()
 
-    def _send_one(self, recipient: str, message: m.Message) -> None:
+    def _send_one(self, recipient: str, message: m.Message, kind: str | None = None) -> None:
         if self.limiter is not None:
             self.limiter.acquire()
             if self._abort.is_set():
@@ -1113,6 +1153,10 @@ class BatchSender:
             with self._lock:
                 self._outcome.sent += 1
                 self._outcome.message_ids[recipient] = message_id
+                if kind is not None:
+                    self._outcome.sent_by_kind[kind] += 1
+                    if kind == TEMPLATE:
+                        self._outcome.template_recipients.append(recipient)
 
     def _skip_not_attempted(self) -> None:
         with self._lock:
@@ -1190,21 +1234,24 @@ class BatchSender:
         for worker in workers:
             worker.start()
         last_flush = [time.monotonic()]
+        pending: list[tuple[str, Any]] = []  # rows waiting for their windows (with a fallback)
         try:
             for index, row in enumerate(rows):
-                if self._abort.is_set():
+                if self._abort.is_set() or self._halt is not None:
                     self._skip_not_attempted()
                     continue
                 item = self._prepare(row, index, seen, earlier)
                 if item is None:
                     continue
-                while True:
-                    try:
-                        work.put(item, timeout=min(0.2, self.flush_interval))
-                        break
-                    except queue.Full:
-                        self._maybe_flush(last_flush)
-                self._maybe_flush(last_flush)
+                if self.choose is None:
+                    self._put(work, item, last_flush)
+                    continue
+                pending.append(item)
+                if len(pending) >= self.window_chunk:
+                    self._send_chunk(pending, work, last_flush)
+                    pending = []
+            if pending:
+                self._send_chunk(pending, work, last_flush)
         except BaseException as err:
             self._stop(err)
             raise
@@ -1214,8 +1261,53 @@ class BatchSender:
                 outcome.unrecorded = self.progress.unwritten
         if interrupted is not None:
             raise interrupted
+        if self._halt is not None and outcome.aborted is None:
+            outcome.aborted = self._halt
         outcome.rows_digest = self.rows_digest
         return outcome
+
+    def _put(self, work: queue.Queue[Any], item: Any, last_flush: list[float]) -> None:
+        """Queue a ``(recipient, message, kind)`` work item, flushing progress while the queue is full."""
+        while True:
+            try:
+                work.put(item, timeout=min(0.2, self.flush_interval))
+                break
+            except queue.Full:
+                self._maybe_flush(last_flush)
+        self._maybe_flush(last_flush)
+
+    def _send_chunk(self, pending: list[tuple[str, Any]], work: queue.Queue[Any], last_flush: list[float]) -> None:
+        """Ask about the windows of ``pending`` ``(recipient, row)`` items, then queue each one's message."""
+        assert self.choose is not None and self.fallback is not None
+        if self._abort.is_set():
+            for _ in pending:
+                self._skip_not_attempted()
+            return
+        try:
+            kinds = self.choose([recipient for recipient, _ in pending])
+        except ItnioError as err:  # the windows are unknown: send none of these rows (a retry resumes here)
+            self._halt = err  # the rows queued before, whose windows are known, still go out
+            for _ in pending:
+                self._skip_not_attempted()
+            return
+        for recipient, row in pending:
+            if self._abort.is_set():
+                self._skip_not_attempted()
+                continue
+            kind = kinds.get(recipient, TEMPLATE)
+            message = self._build(self.fallback if kind == TEMPLATE else self.plan, row, recipient)
+            if message is not None:
+                self._put(work, (recipient, message, kind), last_flush)
+
+    def _build(self, plan: MessagePlan, row: Any, recipient: str) -> m.Message | None:
+        """Return the row's message from ``plan``, or None when it cannot be built (the row is failed)."""
+        try:
+            return plan.build(row, recipient)
+        except RowTemplateError as err:
+            self._fail_row(recipient, err.payload())
+        except ItnioValidationError as err:
+            self._fail_row(recipient, error_payload(err))
+        return None
 
     def _finish(self, work: queue.Queue[Any], workers: list[threading.Thread], last_flush: list[float]) -> Any:
         """
@@ -1261,7 +1353,11 @@ class BatchSender:
         return digest.hexdigest(), recipients
 
     def _prepare(self, row: Any, index: int, seen: set[str], earlier: Mapping[str, str | None]) -> Any:
-        """Return the ``(recipient, message)`` work item for a row, or None when the row is skipped or failed."""
+        """
+        Return the ``(recipient, message, None)`` work item for a row, or None when the row is skipped or failed.
+
+        With a window chooser, return ``(recipient, row)``: the message is built once the window is known.
+        """
         outcome = self._outcome
         try:
             raw, template_row = self._recipient_of(row, index)
@@ -1292,12 +1388,7 @@ class BatchSender:
                     },
                 )
             return None
-        try:
-            message = self.plan.build(template_row, recipient)
-        except RowTemplateError as err:
-            self._fail_row(recipient, err.payload())
-            return None
-        except ItnioValidationError as err:
-            self._fail_row(recipient, error_payload(err))
-            return None
-        return recipient, message
+        if self.choose is not None:
+            return recipient, template_row
+        message = self._build(self.plan, template_row, recipient)
+        return None if message is None else (recipient, message, None)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterable, Mapping
+from functools import partial
 from typing import Any
 
 from airflow_provider_itnio import messages as m
@@ -143,6 +144,8 @@ def run_batch(
     max_per_second: float | None,
     fail_on_errors: bool,
     context: Mapping[str, Any],
+    fallback_template: Any = None,
+    window_unknown: str = "fail",
     log: Any,
     flush_interval: float = 1.0,
     store_options: Mapping[str, Any] | None = None,
@@ -159,6 +162,9 @@ def run_batch(
     :param concurrency: Worker threads.
     :param max_per_second: Rate limit, or None.
     :param fail_on_errors: Fail the task when a row failed.
+    :param fallback_template: The rendered fallback template dict (``{{ row.* }}`` still in it), or None: no
+        window is checked.
+    :param window_unknown: ``"fail"`` or ``"template"`` (see :class:`~airflow_provider_itnio.window.WindowChooser`).
     :param context: The task's context (its ``ti`` names the ledger).
     :param log: The operator's logger.
     :param flush_interval: Seconds between progress flushes.
@@ -179,6 +185,17 @@ def run_batch(
         plan = MessagePlan(message)
     except ItnioError as err:
         raise task_failure(err, message=f"The message is invalid, no row can be sent: {err}") from err
+    fallback: MessagePlan | None = None
+    if fallback_template is not None:
+        from airflow_provider_itnio.window import as_message_dict, check_fallback
+
+        try:
+            payload = as_message_dict(fallback_template)
+            if not isinstance(payload, Mapping):
+                check_fallback(payload)  # raises, naming fallback_template
+            fallback = MessagePlan(payload, factory=check_fallback)
+        except ItnioError as err:
+            raise task_failure(err, message=f"The fallback_template is invalid, no row can be sent: {err}") from err
 
     ti = context["ti"]
     map_index = getattr(ti, "map_index", -1)
@@ -208,6 +225,13 @@ def run_batch(
         def send(recipient: str, msg: m.Message) -> str:
             return hook.send(recipient, msg, business_phone=sender).message_id
 
+        choose: Callable[[list[str]], dict[str, str]] | None = None
+        if fallback is not None:
+            from airflow_provider_itnio.window import WindowChooser, check_window_unknown
+
+            chooser = WindowChooser(itnio_conn_id, window_unknown=check_window_unknown(window_unknown), log=log)
+            choose = partial(chooser.kinds, sender)
+
         engine = BatchSender(
             send,
             plan,
@@ -217,6 +241,8 @@ def run_batch(
             progress=store,
             flush_interval=flush_interval,
             log=log,
+            fallback=fallback,
+            choose=choose,
         )
         if on_start is not None:
             on_start(engine)

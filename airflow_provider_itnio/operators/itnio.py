@@ -8,6 +8,10 @@ and returns the vendor's ``messageId`` (pushed to XCom as ``return_value``).
 A value that breaks one of the API's rules and holds no Jinja template fails when the DAG file is parsed;
 a templated one fails in ``execute()``, before any request is sent. The hook is imported only when a task
 runs, so parsing a DAG file that uses these operators stays cheap.
+
+The session-message operators and the batch take ``fallback_template``: sent instead of the message when the
+webhook receiver recorded no message from the recipient to the business number in the last 24 hours (see
+:mod:`airflow_provider_itnio.window`).
 """
 
 from __future__ import annotations
@@ -21,6 +25,14 @@ from airflow_provider_itnio import messages as m
 from airflow_provider_itnio.errors import ItnioError, ItnioValidationError
 from airflow_provider_itnio.operators._airflow_errors import task_failure
 from airflow_provider_itnio.templating import is_static, protect_row_expressions
+from airflow_provider_itnio.window import (
+    SENT_KIND_KEY,
+    SESSION,
+    TEMPLATE,
+    WindowUnknown,
+    check_window_unknown,
+    fallback_payload,
+)
 
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Context
@@ -37,12 +49,26 @@ class ItnioBaseOperator(BaseOperator):
     :param retry_on_unknown_delivery: By default a failure where the message may already have been delivered
         (a read timeout, a connection dropped after sending) fails the task without Airflow retries, so that
         no one gets the message twice. Set True to let Airflow's retries send it again anyway.
+    :param fallback_template: An approved template (a :class:`~airflow_provider_itnio.messages.Template` or the
+        API's template dict) sent instead of the message when the webhook receiver recorded no message from the
+        recipient to the business number in the last 24 hours (templated; checked at parse time when static).
+        XCom key ``sent_kind`` then says what was sent: ``"session"`` or ``"template"``. Needs the receiver
+        (Airflow 3.1+). None (default): the message is sent as it is, and the receiver is not asked.
+    :param window_unknown: What to do when ``fallback_template`` is given and the receiver cannot be asked
+        (unreachable, an error answer, no ``webhook_token``): ``"fail"`` (default) fails the task before
+        sending; ``"template"`` sends the fallback template.
     """
 
     #: The model the operator builds, from its own arguments named in ``message_fields`` (also template fields).
     model: ClassVar[type[m.Message] | None] = None
     message_fields: ClassVar[tuple[str, ...]] = ()
-    template_fields: Sequence[str] = ("recipient", "business_phone", "itnio_conn_id", "reply_to")
+    template_fields: Sequence[str] = (
+        "recipient",
+        "business_phone",
+        "itnio_conn_id",
+        "reply_to",
+        "fallback_template",
+    )
     ui_color = "#25D366"
 
     def __init__(
@@ -53,6 +79,8 @@ class ItnioBaseOperator(BaseOperator):
         itnio_conn_id: str = "itnio_default",
         reply_to: str | None = None,
         retry_on_unknown_delivery: bool = False,
+        fallback_template: m.Template | dict[str, Any] | str | None = None,
+        window_unknown: WindowUnknown = "fail",
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -61,6 +89,9 @@ class ItnioBaseOperator(BaseOperator):
         self.itnio_conn_id = itnio_conn_id
         self.reply_to = reply_to
         self.retry_on_unknown_delivery = retry_on_unknown_delivery
+        self.window_unknown = check_window_unknown(window_unknown)
+        # Kept in the API's dict form so that Airflow can render and serialise it.
+        self.fallback_template = fallback_payload(fallback_template)
 
     def build_message(self) -> m.Message:
         """Return the message model built from the operator's (rendered) arguments."""
@@ -77,17 +108,44 @@ class ItnioBaseOperator(BaseOperator):
             if value not in (None, "") and is_static(value):
                 m.normalize_phone(value, field)
 
+    def _choose(self, hook: Any, message: m.Message) -> tuple[m.Message, str]:
+        """Return the message to send and its kind: the fallback template when the recipient's window is closed."""
+        from airflow_provider_itnio.window import WindowChooser, check_fallback
+
+        if isinstance(message, m.Template):  # a template reaches the customer whatever the window
+            return message, TEMPLATE
+        fallback = check_fallback(self.fallback_template)
+        sender = m.normalize_phone(hook.business_phone_for(self.business_phone), "businessPhone")
+        recipient = m.normalize_phone(self.recipient, "recipient")
+        chooser = WindowChooser(self.itnio_conn_id, window_unknown=self.window_unknown, log=self.log)
+        if chooser.kind(sender, recipient) == SESSION:
+            self.log.info("%s wrote to %s in the last 24 hours: sending the session message", recipient, sender)
+            return message, SESSION
+        self.log.info(
+            "No message from %s to %s in the last 24 hours (the window is closed): sending the fallback template "
+            "%r instead of the %s message%s",
+            recipient,
+            sender,
+            fallback.name,
+            type(message).__name__,
+            " (a template cannot quote a message: reply_to is dropped)" if self.reply_to else "",
+        )
+        return fallback, TEMPLATE
+
     def execute(self, context: Context) -> str:
         from airflow_provider_itnio.hooks.itnio import ItnioHook
 
         hook = ItnioHook(itnio_conn_id=self.itnio_conn_id)
+        kind = SESSION
         try:
             message = self.build_message()
+            if self.fallback_template is not None:
+                message, kind = self._choose(hook, message)
             result = hook.send(
                 self.recipient,
                 message,
                 business_phone=self.business_phone,
-                reply_to=self.reply_to or None,
+                reply_to=(self.reply_to or None) if kind == SESSION else None,
             )
         except ItnioError as err:
             failure = task_failure(err, retry_on_unknown_delivery=self.retry_on_unknown_delivery)
@@ -97,6 +155,8 @@ class ItnioBaseOperator(BaseOperator):
         finally:
             hook.close()
         self.log.info("Sent %s message to %s: messageId %s", type(message).__name__, self.recipient, result.message_id)
+        if self.fallback_template is not None:
+            context["ti"].xcom_push(key=SENT_KIND_KEY, value=kind)
         return result.message_id
 
 
@@ -364,6 +424,11 @@ class ItnioSendTemplateOperator(ItnioBaseOperator):
     ) -> None:
         if kwargs.get("reply_to") is not None:
             raise TypeError("ItnioSendTemplateOperator does not take reply_to: templates cannot quote a message.")
+        if kwargs.get("fallback_template") is not None:
+            raise TypeError(
+                "ItnioSendTemplateOperator does not take fallback_template: a template reaches the customer whatever "
+                "the 24-hour window, so no window is checked."
+            )
         super().__init__(**kwargs)
         self.template_name = template_name
         self.language = language
@@ -444,9 +509,17 @@ class ItnioBatchSendOperator(BaseOperator):
         margin on the window: about 2% slower than the nominal rate); None (default) = no limit.
     :param fail_on_errors: Fail the task after the batch when a row failed (default True); False = succeed and
         report the failures in the result only.
+    :param fallback_template: An approved template (a :class:`~airflow_provider_itnio.messages.Template` or the
+        API's template dict, whose strings may use ``{{ row.<field> }}`` too) sent instead of the message to the
+        rows whose customer sent no message to the business number in the last 24 hours, as the webhook receiver
+        recorded (asked in bulk, a chunk of rows at a time, just before sending them). The result then also has
+        ``sent_by_kind`` (``{"session": n, "template": n}``, this try's sends) and ``template_recipients``.
+        Needs the receiver (Airflow 3.1+). None (default): no window is checked.
+    :param window_unknown: With ``fallback_template``, when the receiver cannot be asked: ``"fail"`` (default)
+        stops the batch before sending those rows (a retry resumes there); ``"template"`` sends them the template.
     """
 
-    template_fields: Sequence[str] = ("rows", "message", "business_phone", "itnio_conn_id")
+    template_fields: Sequence[str] = ("rows", "message", "business_phone", "itnio_conn_id", "fallback_template")
     ui_color = "#25D366"
 
     def __init__(
@@ -460,6 +533,8 @@ class ItnioBatchSendOperator(BaseOperator):
         concurrency: int = 8,
         max_per_second: float | None = None,
         fail_on_errors: bool = True,
+        fallback_template: m.Template | dict[str, Any] | str | None = None,
+        window_unknown: WindowUnknown = "fail",
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -479,6 +554,8 @@ class ItnioBatchSendOperator(BaseOperator):
         self.concurrency = concurrency
         self.max_per_second = max_per_second
         self.fail_on_errors = fail_on_errors
+        self.window_unknown = check_window_unknown(window_unknown)
+        self.fallback_template = fallback_payload(fallback_template, keep=protect_row_expressions)
 
     def execute(self, context: Context) -> dict[str, Any]:
         from airflow_provider_itnio.operators._batch_task import run_batch
@@ -492,6 +569,8 @@ class ItnioBatchSendOperator(BaseOperator):
             concurrency=self.concurrency,
             max_per_second=self.max_per_second,
             fail_on_errors=self.fail_on_errors,
+            fallback_template=self.fallback_template,
+            window_unknown=self.window_unknown,
             context=context,
             log=self.log,
             on_start=self._keep_engine,

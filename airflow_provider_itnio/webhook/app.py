@@ -19,9 +19,10 @@ at once (no outbound call inside the request). The answers:
 Nothing is recorded for an answer other than 200. A push recorded for the first time is also an Airflow asset
 event (:mod:`airflow_provider_itnio.assets`), written in the same transaction, when a DAG uses the asset.
 
-``GET /itnio/api/{conn_id}/messages/{message_id}/status`` and ``GET /itnio/api/{conn_id}/window`` answer what was
-recorded to workers and triggers (which Airflow 3 keeps off the metadata database), authenticated by
-``Authorization: Bearer <webhook_token>``; see :mod:`airflow_provider_itnio.webhook.client`.
+``GET /itnio/api/{conn_id}/messages/{message_id}/status``, ``GET /itnio/api/{conn_id}/window`` and its bulk form
+``POST /itnio/api/{conn_id}/windows`` (up to :data:`~airflow_provider_itnio.webhook.client.MAX_WINDOW_RECIPIENTS`
+customers per request) answer what was recorded to workers and triggers (which Airflow 3 keeps off the metadata
+database), authenticated by ``Authorization: Bearer <webhook_token>``; see :mod:`airflow_provider_itnio.webhook.client`.
 
 The token is compared in constant time (``hmac.compare_digest`` of SHA-256 digests, so not even its length leaks).
 
@@ -53,7 +54,7 @@ require_airflow_3_1("The itnio webhook receiver")
 
 from fastapi import FastAPI, Request  # noqa: E402
 from fastapi.responses import JSONResponse  # noqa: E402
-from sqlalchemy import select  # noqa: E402
+from sqlalchemy import func, select  # noqa: E402
 from sqlalchemy.exc import SQLAlchemyError  # noqa: E402
 from sqlalchemy.orm import Session  # noqa: E402
 from starlette.concurrency import run_in_threadpool  # noqa: E402
@@ -69,6 +70,8 @@ from airflow_provider_itnio.events import (  # noqa: E402
     is_final,
     parse_push,
 )
+from airflow_provider_itnio.webhook.client import MAX_WINDOW_RECIPIENTS  # noqa: E402
+from airflow_provider_itnio.webhook.models import inbound_message_table  # noqa: E402
 from airflow_provider_itnio.webhook.store import (  # noqa: E402
     Recorded,
     get_message_status,
@@ -434,17 +437,108 @@ async def get_window(conn_id: str, request: Request) -> JSONResponse:
     except SQLAlchemyError:
         log.exception("itnio webhook %s: cannot read a window", conn_id)
         return JSONResponse(status_code=503, content={"detail": "The window cannot be read now; retry later."})
-    now = datetime.datetime.now(datetime.UTC)
+    content = {"business_phone": phones["business_phone"], "recipient": phones["recipient"]}
+    content.update(_window(last, datetime.datetime.now(datetime.UTC)))
+    return JSONResponse(status_code=200, content=content)
+
+
+def _window(last: datetime.datetime | None, now: datetime.datetime) -> dict[str, Any]:
+    """Return ``{"last_inbound_at", "open", "closes_at"}`` for a customer whose last message arrived at ``last``."""
     is_open = last is not None and now < last + WINDOW
+    return {
+        "last_inbound_at": _iso(last),
+        "open": is_open,
+        "closes_at": _iso(last + WINDOW) if is_open and last is not None else None,
+    }
+
+
+#: Customers per ``IN (...)`` list of the bulk window query (well under every database's parameter limit).
+_IN_CHUNK = 500
+
+
+def _read_last_inbounds(business_phone: str, recipients: list[str], app_id: str) -> dict[str, datetime.datetime]:
+    """Return ``{recipient: when their last message to business_phone arrived}`` for those who ever wrote."""
+    columns = inbound_message_table.c
+    found: dict[str, datetime.datetime] = {}
+    with _create_session() as session:
+        for start in range(0, len(recipients), _IN_CHUNK):
+            query = (
+                select(columns.from_phone, func.max(columns.received_at))
+                .where(
+                    columns.app_id == app_id,
+                    columns.business_phone == business_phone,
+                    columns.from_phone.in_(recipients[start : start + _IN_CHUNK]),
+                )
+                .group_by(columns.from_phone)
+            )
+            for phone, last in session.execute(query):
+                if last is not None:
+                    found[phone] = last if last.tzinfo is not None else last.replace(tzinfo=datetime.UTC)
+    return found
+
+
+def _bad_request(detail: str, field: str) -> JSONResponse:
+    return JSONResponse(status_code=400, content={"detail": detail, "field": field})
+
+
+async def get_windows(conn_id: str, request: Request) -> JSONResponse:
+    """
+    Answer the 24-hour windows of many customers with one business number (``Authorization: Bearer ...``).
+
+    The body: ``{"business_phone": "...", "recipients": ["...", ...]}``, 1 to
+    :data:`~airflow_provider_itnio.webhook.client.MAX_WINDOW_RECIPIENTS` numbers (any way people write them).
+    The answer: ``{"business_phone", "windows": {digits: {"last_inbound_at", "open", "closes_at"}}}``, one entry
+    per distinct recipient. 400 names the first bad field (``recipients[3]``); 413 for a body over 1 MiB.
+
+    :param conn_id: The ``itnio`` connection; only messages received for its application count.
+    :param request: The request.
+    """
+    import json
+
+    from airflow_provider_itnio.errors import ItnioValidationError
+    from airflow_provider_itnio.messages import normalize_phone
+
+    receiver = await _authorize(conn_id, request)
+    if isinstance(receiver, JSONResponse):
+        return receiver
+    body = await _read_body(request)
+    if body is None:
+        return _too_large(f"more than {MAX_PUSH_BYTES} bytes")
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return _bad_request("body: must be JSON", "body")
+    if not isinstance(data, dict):
+        return _bad_request("body: must be a JSON object", "body")
+    business = data.get("business_phone")
+    recipients = data.get("recipients")
+    if not isinstance(recipients, list) or not recipients:
+        return _bad_request("recipients: must be a non-empty list of phone numbers", "recipients")
+    if len(recipients) > MAX_WINDOW_RECIPIENTS:
+        return _bad_request(
+            f"recipients: at most {MAX_WINDOW_RECIPIENTS} per request; got {len(recipients)}", "recipients"
+        )
+    try:
+        field = "business_phone"
+        sender = normalize_phone(business if isinstance(business, str | int) else "", "businessPhone")
+        phones: list[str] = []
+        for index, value in enumerate(recipients):
+            field = f"recipients[{index}]"
+            if isinstance(value, bool) or not isinstance(value, str | int):
+                return _bad_request(f"{field}: must be a phone number; got {type(value).__name__}", field)
+            phones.append(normalize_phone(value, "recipient"))
+    except ItnioValidationError as err:
+        return _bad_request(f"{field}: {err.rule}; {err.problem}", field)
+    distinct = list(dict.fromkeys(phones))
+    try:
+        last = await run_in_threadpool(_read_last_inbounds, sender, distinct, receiver.app_id)
+    except SQLAlchemyError:
+        log.exception("itnio webhook %s: cannot read windows", conn_id)
+        return JSONResponse(status_code=503, content={"detail": "The windows cannot be read now; retry later."})
+    now = datetime.datetime.now(datetime.UTC)
     return JSONResponse(
         status_code=200,
-        content={
-            "business_phone": phones["business_phone"],
-            "recipient": phones["recipient"],
-            "last_inbound_at": _iso(last),
-            "open": is_open,
-            "closes_at": _iso(last + WINDOW) if is_open and last is not None else None,
-        },
+        content={"business_phone": sender, "windows": {phone: _window(last.get(phone), now) for phone in distinct}},
     )
 
 
@@ -476,6 +570,13 @@ def create_app() -> FastAPI:
         get_window,
         methods=["GET"],
         summary="Read a customer's 24-hour window (Authorization: Bearer <webhook_token>)",
+        response_class=JSONResponse,
+    )
+    receiver.add_api_route(
+        "/api/{conn_id}/windows",
+        get_windows,
+        methods=["POST"],
+        summary="Read many customers' 24-hour windows (Authorization: Bearer <webhook_token>)",
         response_class=JSONResponse,
     )
     receiver.add_middleware(MaskTokenMiddleware)

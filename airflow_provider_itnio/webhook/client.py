@@ -6,9 +6,11 @@ through the API server. The receiver's tables are in that database, so the recei
 answers two authenticated read endpoints, and :class:`ItnioReceiverClient` asks them:
 
 - ``GET /itnio/api/{conn_id}/messages/{message_id}/status``: a message's furthest status and its history;
-- ``GET /itnio/api/{conn_id}/window?business_phone=...&recipient=...``: the customer's 24-hour window.
+- ``GET /itnio/api/{conn_id}/window?business_phone=...&recipient=...``: the customer's 24-hour window;
+- ``POST /itnio/api/{conn_id}/windows`` ``{"business_phone", "recipients": [...]}``: the windows of up to
+  :data:`MAX_WINDOW_RECIPIENTS` customers in one request (:meth:`ItnioReceiverClient.windows` chunks longer lists).
 
-Both take ``Authorization: Bearer <the connection's webhook_token>`` (the same secret as the webhook address, so
+All take ``Authorization: Bearer <the connection's webhook_token>`` (the same secret as the webhook address, so
 nothing new to configure; never in a URL here, never logged) and answer ``404 {"detail": "Not Found"}`` for an
 unknown connection and a wrong token alike.
 
@@ -34,6 +36,7 @@ from airflow_provider_itnio.errors import ItnioConfigError, ItnioError  # noqa: 
 
 __all__ = [
     "DEFAULT_BASE_URL",
+    "MAX_WINDOW_RECIPIENTS",
     "RECEIVER_URL_EXTRA",
     "ItnioReceiverClient",
     "ItnioReceiverError",
@@ -54,6 +57,8 @@ TOKEN_EXTRA = "webhook_token"
 #: The receiver's path under the API server's base URL.
 URL_PREFIX = "/itnio"
 _DEFAULT_TIMEOUT = 10.0
+#: The most recipients one ``POST /itnio/api/{conn_id}/windows`` request may ask about.
+MAX_WINDOW_RECIPIENTS = 1000
 
 
 class ItnioReceiverError(ItnioError):
@@ -186,11 +191,18 @@ class ItnioReceiverClient:
             raise ValueError(f"message_id: must be a non-empty string; got {message_id!r}")
         return f"messages/{quote(message_id.strip(), safe='')}/status"
 
-    def _request(self, path: str, params: dict[str, str] | None, message_id: str | None = None) -> dict[str, Any]:
+    def _request(
+        self,
+        path: str,
+        params: dict[str, str] | None,
+        message_id: str | None = None,
+        *,
+        json: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
         kwargs = self._request_kwargs(path, params)
         try:
             with httpx.Client(timeout=self.timeout) as client:
-                response = client.get(**kwargs)
+                response = client.get(**kwargs) if json is None else client.post(**kwargs, json=json)
         except httpx.HTTPError as err:
             raise self._unreachable(err) from None
         return self._answer(response, message_id)
@@ -300,3 +312,30 @@ class ItnioReceiverClient:
         """
         await self.aget_connection()
         return await self._arequest("window", {"business_phone": str(business_phone), "recipient": str(recipient)})
+
+    def windows(self, business_phone: str, recipients: list[str] | tuple[str, ...]) -> dict[str, dict[str, Any]]:
+        """
+        Return the 24-hour windows of many customers with a business number, keyed by their digits.
+
+        One ``POST .../windows`` request per :data:`MAX_WINDOW_RECIPIENTS` recipients. Each value has
+        ``last_inbound_at``, ``open`` and ``closes_at``, as :meth:`window` answers them.
+
+        :param business_phone: The business number.
+        :param recipients: The customers' numbers (any way people write numbers; the keys are their digits).
+        :raises ItnioReceiverNotFoundError: The API server does not know the connection or its token.
+        :raises ItnioReceiverUnreachableError: The API server cannot be reached or answered an error.
+        :raises ValueError: The receiver refused a number.
+        """
+        self.get_connection()
+        answer: dict[str, dict[str, Any]] = {}
+        numbers = [str(recipient) for recipient in recipients]
+        for start in range(0, len(numbers), MAX_WINDOW_RECIPIENTS):
+            body = {"business_phone": str(business_phone), "recipients": numbers[start : start + MAX_WINDOW_RECIPIENTS]}
+            windows = self._request("windows", None, json=body).get("windows")
+            if not isinstance(windows, dict):
+                raise ItnioReceiverUnreachableError(
+                    f"The itnio receiver at {self._base_url}{URL_PREFIX} answered windows without a 'windows' "
+                    "object: is the provider on the API server the same version as on the workers?"
+                )
+            answer.update(windows)
+        return answer

@@ -1,0 +1,430 @@
+"""
+Sending inside or outside the 24-hour window: ``fallback_template``, through a real API server with the receiver.
+
+One module-wide setup: a sandbox that pushes (statuses and simulated customers' messages) to a real
+``airflow api-server`` serving the receiver, on the session's Airflow database. The connection ``itnio_window``
+points at that sandbox for sending and carries the ``webhook_token`` and the ``receiver_url`` (the API server) that
+workers use to read windows; ``itnio_window_unreachable`` is the same with a ``receiver_url`` nothing listens on.
+DAGs (``tests/dags/itnio_window_dags.py``) run through real Airflow (``dag.test()``): the tasks reach the API server
+over HTTP, as a worker does.
+
+What decides the expectations: the spec's rule that session messages are allowed only within 24 hours of the
+customer's last message to that business number (the sandbox enforces it with a ``failed`` 131047 push), and the
+issue's contract (``sent_kind`` XCom, the batch result's ``sent_by_kind`` / ``template_recipients``).
+
+On Airflow 2 the receiver does not exist: the server tests skip; the last test checks that ``fallback_template`` is
+refused at parse time with an error saying Airflow 3.1+ is needed.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import re
+import secrets
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+import sqlalchemy as sa
+
+from airflow_provider_itnio.sandbox import Sandbox
+from tests.airflow_runs import run_dag, task_states, xcom_value
+from tests.conftest import SANDBOX_PHONES
+from tests.test_connection_ui import _free_port, _stop
+
+AIRFLOW_2 = metadata.version("apache-airflow").startswith("2.")
+needs_airflow_3 = pytest.mark.skipif(AIRFLOW_2, reason="the receiver needs Airflow 3.1+")
+CONN_ID = "itnio_window"
+UNREACHABLE_CONN_ID = "itnio_window_unreachable"
+TEMPLATE_PATH = "/wa/template/sendMsg"
+CUSTOM_PATH = "/wa/custom/sendMsg"
+WAIT = 30.0  # seconds: an upper bound for waits that end as soon as the condition holds
+
+
+@dataclass
+class Env:
+    """The running setup: the sandbox, the API server's address and log, the metadata database, the token."""
+
+    sandbox: Sandbox
+    base_url: str
+    log_path: Path
+    engine: sa.engine.Engine
+    token: str
+
+    def rows(self, sql: str, **params: Any) -> list[dict[str, Any]]:
+        with self.engine.connect() as connection:
+            return [dict(row) for row in connection.execute(sa.text(sql), params).mappings()]
+
+    def customer_writes(self, customer: str, business_phone: str | None = None) -> None:
+        """Simulate the customer writing (the sandbox pushes it) and wait until the receiver recorded it."""
+        fields = {"business_phone": business_phone} if business_phone else {}
+        pushed = self.sandbox.simulate_inbound(customer, "Where is my order?", **fields)
+        deadline = time.monotonic() + WAIT
+        while not self.rows("SELECT id FROM itnio_inbound_message WHERE message_id = :m", m=pushed["messageId"]):
+            assert time.monotonic() < deadline, self.log_path.read_text(errors="replace")[-3000:]
+            time.sleep(0.1)
+
+    def sent_to(self, recipient: str) -> list[dict[str, Any]]:
+        return [m for m in self.sandbox.messages() if m["body"]["recipient"] == recipient]
+
+    def window_requests(self) -> tuple[int, int]:
+        """Return how many bulk (``POST .../windows``) and single (``GET .../window``) reads the access log shows."""
+        text = self.log_path.read_text(errors="replace")
+        return (
+            len(re.findall(rf"/itnio/api/{CONN_ID}/windows\b", text)),
+            len(re.findall(rf"/itnio/api/{CONN_ID}/window\?", text)),
+        )
+
+
+@pytest.fixture(scope="module")
+def env(airflow_db: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
+    """Start the sandbox (pushing to the API server) and the API server; set both connections; stop them after."""
+    if AIRFLOW_2:
+        pytest.skip("the receiver needs Airflow 3.1+")
+    home = tmp_path_factory.mktemp("itnio-window-server")
+    plugins = home / "plugins"
+    plugins.mkdir()
+    if "itnio_webhook" not in {ep.name for ep in metadata.entry_points(group="airflow.plugins")}:
+        (plugins / "itnio_webhook_plugin.py").write_text(
+            "from airflow_provider_itnio.webhook.plugin import ItnioWebhookPlugin  # noqa: F401\n"
+        )
+    port, dead_port = _free_port(), _free_port()
+    token = secrets.token_urlsafe(32)
+    base_url = f"http://127.0.0.1:{port}"
+    push_url = f"{base_url}/itnio/webhook/{CONN_ID}/{token}"
+    with Sandbox(business_phones=SANDBOX_PHONES, push_url=push_url, push_time_scale=0.01) as sandbox:
+        conn = json.loads(sandbox.conn_json())
+        conn["extra"].update(webhook_token=token, receiver_url=base_url)
+        unreachable = json.loads(sandbox.conn_json())
+        unreachable["extra"].update(webhook_token=token, receiver_url=f"http://127.0.0.1:{dead_port}")
+        connections = {
+            f"AIRFLOW_CONN_{CONN_ID.upper()}": json.dumps(conn),
+            f"AIRFLOW_CONN_{UNREACHABLE_CONN_ID.upper()}": json.dumps(unreachable),
+        }
+        os.environ.update(connections)  # the tasks run in this process (dag.test())
+        log_path = home / "api-server.log"
+        server_env = {
+            **os.environ,
+            "AIRFLOW__CORE__PLUGINS_FOLDER": str(plugins),
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
+        }
+        with log_path.open("wb") as log:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "airflow", "api-server", "--host", "127.0.0.1", "--port", str(port)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=server_env,
+                start_new_session=True,
+            )
+        engine = sa.create_engine(f"sqlite:///{airflow_db / 'airflow.db'}")
+        try:
+            deadline = time.monotonic() + 120
+            while True:
+                if process.poll() is not None:
+                    pytest.fail(f"airflow api-server exited with {process.returncode}:\n{log_path.read_text()[-3000:]}")
+                try:
+                    if requests.get(f"{base_url}/api/v2/monitor/health", timeout=2).status_code == 200:
+                        break
+                except requests.ConnectionError:
+                    pass
+                if time.monotonic() > deadline:
+                    pytest.fail(f"airflow api-server did not answer in 120 s:\n{log_path.read_text()[-3000:]}")
+                time.sleep(0.5)
+            yield Env(sandbox, base_url, log_path, engine, token)
+        finally:
+            _stop(process)
+            engine.dispose()
+            for name in connections:
+                os.environ.pop(name, None)
+    assert token not in log_path.read_text(errors="replace")
+
+
+def template_of(message: dict[str, Any]) -> tuple[str, list[str]]:
+    """Return a sent template's name and its body parameters' texts."""
+    template = message["body"]["template"]
+    texts = [
+        parameter["text"]
+        for component in template.get("components", [])
+        if component["type"] == "body"
+        for parameter in component["parameters"]
+    ]
+    return template["name"], texts
+
+
+def xcom(dag_run: Any, task_id: str, key: str) -> Any:
+    return dag_run.get_task_instance(task_id).xcom_pull(task_ids=task_id, key=key)
+
+
+# -- single operators ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.api_server
+@needs_airflow_3
+def test_an_open_window_sends_the_session_message(env: Env, capfd: pytest.CaptureFixture[str]) -> None:
+    customer = "15550400001"
+    env.customer_writes(customer)
+    dag_run = run_dag("itnio_window_single", conf={"recipient": customer, "name": "Ada"})
+    assert task_states(dag_run) == {
+        "text": ("success", 1),
+        "buttons": ("success", 1),
+        "generic_template": ("success", 1),
+    }
+    sent = {m["messageId"]: m for m in env.sent_to(customer)}
+    text, buttons, template = (sent[xcom_value(dag_run, task)] for task in ("text", "buttons", "generic_template"))
+    assert (text["path"], text["body"]["type"], text["body"]["text"]["body"]) == (
+        CUSTOM_PATH,
+        "text",
+        "Your order shipped, Ada.",
+    )
+    assert (buttons["path"], buttons["body"]["type"]) == (CUSTOM_PATH, "interactive")
+    assert template["path"] == TEMPLATE_PATH
+    assert [xcom(dag_run, task, "sent_kind") for task in ("text", "buttons", "generic_template")] == [
+        "session",
+        "session",
+        "template",  # the message is a template: the window is not asked about
+    ]
+    logged = "".join(capfd.readouterr())
+    assert f"{customer} wrote to {env.sandbox.business_phone} in the last 24 hours: sending the session" in logged
+    assert env.token not in logged
+
+
+@pytest.mark.api_server
+@needs_airflow_3
+def test_a_closed_window_sends_the_fallback_template(env: Env, capfd: pytest.CaptureFixture[str]) -> None:
+    customer = "15550400002"  # never wrote
+    before = env.window_requests()
+    dag_run = run_dag("itnio_window_single", conf={"recipient": customer, "name": "Bea"})
+    assert task_states(dag_run) == {
+        "text": ("success", 1),
+        "buttons": ("success", 1),
+        "generic_template": ("success", 1),
+    }
+    sent = {m["messageId"]: m for m in env.sent_to(customer)}
+    assert len(sent) == 3 and {m["path"] for m in sent.values()} == {TEMPLATE_PATH}  # no session message at all
+    assert template_of(sent[xcom_value(dag_run, "text")]) == ("order_update", ["Bea"])  # rendered: {{ params.name }}
+    assert template_of(sent[xcom_value(dag_run, "buttons")]) == ("delivery_check", [])
+    assert [xcom(dag_run, task, "sent_kind") for task in ("text", "buttons")] == ["template", "template"]
+    logged = "".join(capfd.readouterr())
+    assert (
+        f"No message from {customer} to {env.sandbox.business_phone} in the last 24 hours (the window is closed): "
+        "sending the fallback template 'order_update' instead of the Text message"
+    ) in logged
+    assert "sending the fallback template 'delivery_check' instead of the ReplyButtons message" in logged
+    # two session operators asked once each (the template operator did not ask)
+    deadline = time.monotonic() + WAIT
+    while env.window_requests()[0] - before[0] < 2:
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    assert env.window_requests()[0] - before[0] == 2
+
+
+@pytest.mark.api_server
+@needs_airflow_3
+def test_a_window_older_than_24_hours_is_closed(env: Env) -> None:
+    from airflow_provider_itnio.webhook.models import inbound_message_table
+
+    customer = "15550400003"
+    env.customer_writes(customer)
+    with env.engine.begin() as connection:
+        connection.execute(
+            sa.update(inbound_message_table)
+            .where(inbound_message_table.c.from_phone == customer)
+            .values(received_at=datetime.datetime.now(datetime.UTC) - datetime.timedelta(hours=24, minutes=1))
+        )
+    dag_run = run_dag("itnio_window_single", conf={"recipient": customer, "name": "Cy"})
+    assert xcom(dag_run, "text", "sent_kind") == "template"
+    assert {m["path"] for m in env.sent_to(customer)} == {TEMPLATE_PATH}
+
+
+@pytest.mark.api_server
+@needs_airflow_3
+def test_an_unreachable_receiver_fails_before_sending_unless_told_to_send_the_template(
+    env: Env, capfd: pytest.CaptureFixture[str]
+) -> None:
+    customer = "15550400009"
+    dag_run = run_dag("itnio_window_unreachable", conf={"recipient": customer, "name": "Bo"})
+    assert task_states(dag_run) == {"fail": ("failed", 1), "template_anyway": ("success", 1)}
+    [sent] = env.sent_to(customer)  # only the task told to send the template anyway sent anything
+    assert sent["messageId"] == xcom_value(dag_run, "template_anyway")
+    assert template_of(sent) == ("order_update", ["Bo"])
+    assert xcom(dag_run, "template_anyway", "sent_kind") == "template"
+    assert xcom(dag_run, "fail", "sent_kind") is None
+    logged = "".join(capfd.readouterr())
+    assert (
+        f"Not sent: the 24-hour window could not be read from the itnio receiver of connection '{UNREACHABLE_CONN_ID}'"
+    ) in logged
+    assert "window_unknown='template'" in logged
+    assert env.token not in logged
+
+
+# -- the batch ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.api_server
+@needs_airflow_3
+def test_a_batch_sends_each_row_what_its_window_allows_with_bulk_reads(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import airflow_provider_itnio.window as window
+
+    monkeypatch.setattr(window, "WINDOW_CHUNK", 2)  # 5 distinct recipients: 3 bulk reads
+    wrote, other_business, never, stale = "15550400101", "15550400102", "15550400103", "15550400104"
+    wrote_too = "15550400105"
+    env.customer_writes(wrote)
+    env.customer_writes(wrote_too)
+    env.customer_writes(other_business, business_phone=SANDBOX_PHONES[1])  # wrote, but to another number
+    rows = [
+        {"recipient": wrote, "name": "Ann"},
+        {"recipient": other_business, "name": "Ben"},
+        {"recipient": never, "name": "Cid"},
+        {"recipient": "+1 555 040 0101", "name": "Ann again"},  # a duplicate of the first row
+        {"recipient": stale, "name": "Dee"},
+        {"recipient": wrote_too, "name": "Eve"},
+    ]
+    before = env.window_requests()
+    dag_run = run_dag("itnio_window_batch", conf={"rows": rows})
+    assert task_states(dag_run) == {"campaign": ("success", 1)}
+    result = xcom_value(dag_run, "campaign")
+    assert (result["sent"], result["duplicates"], result["failed"]) == (5, 1, 0)
+    assert result["sent_by_kind"] == {"session": 2, "template": 3}
+    assert sorted(result["template_recipients"]) == sorted([other_business, never, stale])
+
+    sent = {
+        m["body"]["recipient"]: m for m in env.sandbox.messages() if m["messageId"] in result["message_ids"].values()
+    }
+    assert sent[wrote]["body"]["text"]["body"] == "Hi Ann, your order shipped."
+    assert sent[wrote_too]["path"] == CUSTOM_PATH
+    for who, name in ((other_business, "Ben"), (never, "Cid"), (stale, "Dee")):
+        assert template_of(sent[who]) == ("order_update", [name])  # {{ row.name }} rendered per row
+
+    deadline = time.monotonic() + WAIT
+    while env.window_requests()[0] - before[0] < 3:
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    time.sleep(0.5)
+    assert (env.window_requests()[0] - before[0], env.window_requests()[1] - before[1]) == (3, 0)
+
+
+# -- the bulk endpoint ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.api_server
+@needs_airflow_3
+def test_the_bulk_window_endpoint_answers_each_recipient_and_bounds_the_list(env: Env) -> None:
+    from airflow_provider_itnio.webhook.client import MAX_WINDOW_RECIPIENTS, ItnioReceiverClient
+
+    customer = "15550400201"
+    env.customer_writes(customer)
+    url = f"{env.base_url}/itnio/api/{CONN_ID}/windows"
+    headers = {"Authorization": f"Bearer {env.token}"}
+    business = env.sandbox.business_phone
+    answer = requests.post(
+        url, json={"business_phone": business, "recipients": ["+1 555 040 0201", "15550400202"]}, headers=headers
+    )
+    assert answer.status_code == 200, answer.text
+    windows = answer.json()["windows"]
+    assert set(windows) == {customer, "15550400202"}
+    assert windows[customer]["open"] is True and windows[customer]["closes_at"] is not None
+    assert windows["15550400202"] == {"last_inbound_at": None, "open": False, "closes_at": None}
+    single = requests.get(
+        f"{env.base_url}/itnio/api/{CONN_ID}/window",
+        params={"business_phone": business, "recipient": customer},
+        headers=headers,
+    ).json()
+    assert single["last_inbound_at"] == windows[customer]["last_inbound_at"]  # the same answer as the single read
+
+    too_many = [f"1555050{i:04d}" for i in range(MAX_WINDOW_RECIPIENTS + 1)]
+    refused = requests.post(url, json={"business_phone": business, "recipients": too_many}, headers=headers)
+    assert (refused.status_code, refused.json()["field"]) == (400, "recipients")
+    bad = requests.post(url, json={"business_phone": business, "recipients": [customer, "12"]}, headers=headers)
+    assert (bad.status_code, bad.json()["field"]) == (400, "recipients[1]")
+    wrong = requests.post(url, json={"business_phone": business, "recipients": [customer]}, headers={})
+    assert wrong.status_code == 404
+
+    # the client chunks a longer list into requests of at most MAX_WINDOW_RECIPIENTS
+    before = env.window_requests()[0]
+    answered = ItnioReceiverClient(CONN_ID).windows(business, [customer, *too_many])
+    assert len(answered) == MAX_WINDOW_RECIPIENTS + 2 and answered[customer]["open"] is True
+    deadline = time.monotonic() + WAIT
+    while env.window_requests()[0] - before < 2:
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+
+
+# -- parse time ----------------------------------------------------------------------------------------------
+
+
+def _import_errors(tmp_path: Path, source: str) -> dict[str, str]:
+    """Parse a DAG file in its own folder (a subprocess: a fresh DagBag) and return its import errors."""
+    dag_file = tmp_path / "itnio_window_broken.py"
+    dag_file.write_text(textwrap.dedent(source))
+    script = textwrap.dedent(
+        f"""
+        import json
+        try:
+            from airflow.dag_processing.dagbag import DagBag
+            options = {{}}
+        except ImportError:  # Airflow 2
+            from airflow.models.dagbag import DagBag
+            options = {{"include_examples": False}}
+        bag = DagBag(dag_folder={str(tmp_path)!r}, **options)
+        print(json.dumps({{k.rsplit("/", 1)[-1]: v for k, v in bag.import_errors.items()}}))
+        """
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, env=os.environ.copy(), timeout=300, check=False
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    errors: dict[str, str] = json.loads(result.stdout.strip().splitlines()[-1])
+    return errors
+
+
+_BROKEN_DAG = """
+    import pendulum
+    from airflow.providers.common.compat.sdk import DAG
+    from airflow_provider_itnio.operators import ItnioSendTextOperator
+
+    with DAG("itnio_window_broken", schedule=None, start_date=pendulum.datetime(2026, 1, 1, tz="UTC")):
+        ItnioSendTextOperator(
+            task_id="text",
+            recipient="15550400001",
+            body="Hi",
+            fallback_template=FALLBACK,
+        )
+"""
+
+
+@needs_airflow_3
+@pytest.mark.parametrize(
+    ("fallback", "field"),
+    [
+        ('{"template": {"name": "Order Update", "language": {"code": "en_US"}}}', "fallback_template.template.name"),
+        ('{"type": "text", "text": {"body": "not a template"}}', "fallback_template"),
+    ],
+)
+def test_a_static_invalid_fallback_is_a_dag_import_error_naming_the_field(
+    airflow_db: Path, tmp_path: Path, fallback: str, field: str
+) -> None:
+    errors = _import_errors(tmp_path, _BROKEN_DAG.replace("FALLBACK", fallback))
+    [error] = errors.values()
+    assert field in error, error
+
+
+@pytest.mark.skipif(not AIRFLOW_2, reason="Airflow 3.1+ has the receiver")
+def test_on_airflow_2_a_fallback_template_is_refused_at_parse_time(airflow_db: Path, tmp_path: Path) -> None:
+    errors = _import_errors(
+        tmp_path, _BROKEN_DAG.replace("FALLBACK", '{"template": {"name": "ok", "language": {"code": "en"}}}')
+    )
+    [error] = errors.values()
+    assert "fallback_template needs the itnio webhook receiver" in error
+    assert "Airflow 3.1 or later" in error
