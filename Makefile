@@ -84,3 +84,37 @@ airflow: install
 
 clean:
 	rm -rf $(VENV) $(COMPAT_VENV) .airflow_home .mypy_cache .ruff_cache .pytest_cache
+
+# The production-like stack (scripts/stack.py; README "Production-like stack"): PostgreSQL and Redis from Debian's
+# packages (apt-get, scripts/install_stack_deps.sh), Airflow 3.3 with CeleryExecutor (api-server, scheduler,
+# dag-processor, triggerer, two Celery workers) and the sandbox, on loopback; data, logs and state in .stack/.
+# Its own venv (the Celery provider and the PostgreSQL drivers, pinned in CONSTRAINTS), so `make test` is unaffected.
+# `make test-stack` runs tests/stack against it (starting it first and stopping it after, unless it was running).
+.PHONY: install-stack stack stack-down test-stack
+STACK_VENV ?= .venv-stack
+STACK_BIN := $(STACK_VENV)/bin
+STACK_STAMP := $(STACK_VENV)/.installed-$(AIRFLOW_VERSION)
+STACK_PACKAGES := apache-airflow-providers-celery asyncpg psycopg2-binary
+
+install-stack: $(STACK_STAMP)
+	bash scripts/install_stack_deps.sh
+
+$(STACK_STAMP): pyproject.toml $(wildcard $(CONSTRAINTS))
+	test -x $(STACK_BIN)/python || $(PYTHON) -m venv $(STACK_VENV)
+	$(STACK_BIN)/python -m pip install --quiet --disable-pip-version-check "uv>=0.4"
+	$(STACK_BIN)/uv pip install --quiet --python $(STACK_BIN)/python \
+		$(if $(wildcard $(CONSTRAINTS)),--constraint $(CONSTRAINTS)) \
+		"apache-airflow==$(AIRFLOW_VERSION)" -e ".[dev]" $(STACK_PACKAGES)
+	touch $@
+
+stack: install-stack
+	$(STACK_BIN)/python scripts/stack.py up
+
+stack-down:
+	$(if $(wildcard $(STACK_BIN)/python),$(STACK_BIN)/python,$(PYTHON)) scripts/stack.py down
+
+test-stack: install-stack
+	@if $(STACK_BIN)/python scripts/stack.py status >/dev/null; then started=0; else started=1; fi; \
+	$(STACK_BIN)/python scripts/stack.py up || { [ $$started = 0 ] || $(STACK_BIN)/python scripts/stack.py down; exit 1; }; \
+	ITNIO_STACK_TESTS=1 $(STACK_BIN)/pytest -q tests/stack; rc=$$?; \
+	if [ $$started = 1 ]; then $(STACK_BIN)/python scripts/stack.py down; fi; exit $$rc
