@@ -40,6 +40,11 @@ BENCHES = [
         "5. Rate limit (max_per_second=50, 1,000 rows)",
         "<= 50 in any 1 s window, total within 10% of 19.98 s",
     ),
+    (
+        "bench_ledger_size",
+        "6. Batch ledger size (100,000 rows, 50% invalid)",
+        "largest Variable written < 1 MiB, replayed result equal",
+    ),
 ]
 
 
@@ -71,6 +76,18 @@ def machine() -> list[str]:
         f"- Load average when the run started: {load} (other work was running on the machine: see the spread)",
         f"- Date: {datetime.datetime.now(datetime.UTC).strftime('%Y-%m-%d %H:%M UTC')}",
     ]
+
+
+def kept_sections(old: str, ours: set[str]) -> str:
+    """
+    Return the ``## `` sections of ``old`` that another command wrote (e.g. ``make test-stack``), to keep them.
+
+    :param old: The results file as it was.
+    :param ours: The titles of the sections this run writes (and so replaces).
+    """
+    chunks = old.split("\n## ")[1:]
+    keep = [chunk for chunk in chunks if chunk.splitlines()[0].strip() not in ours]
+    return "".join(f"## {chunk.rstrip()}\n\n" for chunk in keep)
 
 
 def main() -> int:
@@ -124,7 +141,10 @@ def main() -> int:
         "",
         *sections,
     ]
-    (ROOT / "bench" / "RESULTS.md").write_text("\n".join(text))
+    results = ROOT / "bench" / "RESULTS.md"
+    ours = {title for _, title, _ in BENCHES}
+    kept = kept_sections(results.read_text() if results.exists() else "", ours)
+    results.write_text("\n".join(text) + ("\n" + kept if kept else ""))
     return 0 if ok else 1
 
 
