@@ -50,6 +50,9 @@ def get_provider_info() -> dict[str, Any]:
             }
         ],
         "connection-types": [connection_type_info()],
-        "notifications": ["airflow_provider_itnio.notifications.itnio.ItnioNotifier"],
+        "notifications": [
+            "airflow_provider_itnio.notifications.itnio.ItnioNotifier",
+            "airflow_provider_itnio.notifications.hitl.ItnioHITLNotifier",  # Airflow 3.1+
+        ],
         "db-managers": ["airflow_provider_itnio.webhook.db_manager.ItnioDBManager"],  # Airflow 3.2+ runs it
     }

@@ -308,7 +308,12 @@ async def receive_push(conn_id: str, token: str, request: Request) -> JSONRespon
         answer["status"] = recorded.status.value if recorded.status is not None else None
     if event.warnings:
         answer["warnings"] = list(event.warnings)
-    return JSONResponse(status_code=200, content=answer)
+    background = None
+    if recorded.new and isinstance(event, InboundEvent):  # a HITL answer, or an approver writing back
+        from airflow_provider_itnio.webhook.hitl import on_new_inbound
+
+        background = await on_new_inbound(event, conn_id)  # never raises; what it sends goes after this answer
+    return JSONResponse(status_code=200, content=answer, background=background)
 
 
 # -- the read API: what the triggerer and workers ask instead of the metadata database ------------------------
