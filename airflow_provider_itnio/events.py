@@ -68,8 +68,11 @@ from airflow_provider_itnio.errors import ItnioError
 __all__ = [
     "EVENT_TYPES",
     "INBOUND_EVENT",
+    "MAX_ID_CHARS",
+    "MAX_INTEGER",
     "MAX_PHONE_DIGITS",
     "MAX_PUSH_BYTES",
+    "MAX_TYPE_CHARS",
     "MEDIA_TYPES",
     "STATUS_EVENT",
     "STATUS_RANK",
@@ -98,6 +101,13 @@ EVENT_TYPES: tuple[str, ...] = (STATUS_EVENT, INBOUND_EVENT)
 
 #: Inbound ``message.type`` values whose object describes a media file (``id``, ``filePath``, ``mimeType``, ...).
 MEDIA_TYPES: frozenset[str] = frozenset({"image", "video", "audio", "document", "sticker"})
+
+#: The longest ``appId``, ``messageId`` and ``conversationId`` recorded (the width of the tables' id columns).
+MAX_ID_CHARS = 191
+#: The longest ``message.type`` recorded (the width of the table's column).
+MAX_TYPE_CHARS = 64
+#: The largest integer read from a push (a 64-bit column; a larger ``timestamp`` is not a time).
+MAX_INTEGER = 2**63 - 1
 
 #: More digits than any phone number has (E.164 allows 15; the vendor's own examples have up to 17).
 MAX_PHONE_DIGITS = 20
@@ -429,6 +439,10 @@ def _decode(body: object) -> dict[str, Any]:
         _fail("body", "must be JSON", _json_problem(err))
     if not isinstance(data, dict):
         _fail("body", "must be a JSON object", f"got a JSON {_json_kind(data)}")
+    try:  # "\\ud800" decodes to a lone surrogate, which no database column (UTF-8) can hold
+        json.dumps(data, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError as err:
+        _fail("body", "must be JSON in Unicode", f"a string holds the lone surrogate {err.object[err.start]!r}")
     return data
 
 
@@ -453,15 +467,15 @@ def _json_kind(value: object) -> str:
 def _status_event(data: dict[str, Any], reader: _Reader) -> StatusEvent:
     sender_key = "form" if data.get("form") is not None or "from" not in data else "from"
     return StatusEvent(
-        app_id=_required_text(data, "appId"),
+        app_id=_required_text(data, "appId", max_chars=MAX_ID_CHARS),
         channel_type=reader.integer(data, "channelType"),
-        message_id=_required_text(data, "messageId"),
+        message_id=_required_text(data, "messageId", max_chars=MAX_ID_CHARS),
         status=parse_status(data.get("status")),
         billable=reader.boolean(data, "billable"),
         business_phone=_phone(data, sender_key, sender_key, missing="it is missing (neither 'form' nor 'from')"),
         recipient=_phone(data, "recipient", "recipient"),
         failure=_failure(data.get("failure")),
-        conversation_id=reader.text(data, "conversationId", strip=True),
+        conversation_id=reader.text(data, "conversationId", strip=True, max_chars=MAX_ID_CHARS),
         expires_at=reader.integer(data, "expiresAt", minimum=0),
         conversation_type=reader.text(data, "conversationType", strip=True),
         timestamp=reader.integer(data, "timestamp", minimum=0),
@@ -471,8 +485,8 @@ def _status_event(data: dict[str, Any], reader: _Reader) -> StatusEvent:
 
 
 def _inbound_event(data: dict[str, Any], reader: _Reader) -> InboundEvent:
-    app_id = _required_text(data, "appId")
-    message_id = _required_text(data, "messageId")
+    app_id = _required_text(data, "appId", max_chars=MAX_ID_CHARS)
+    message_id = _required_text(data, "messageId", max_chars=MAX_ID_CHARS)
     business_phone = _phone(data, "businessPhone", "businessPhone")
     sender = data.get("from")
     if isinstance(sender, Mapping):
@@ -486,7 +500,7 @@ def _inbound_event(data: dict[str, Any], reader: _Reader) -> InboundEvent:
     message = data.get("message")
     if not isinstance(message, Mapping):
         _fail("message", "required: an object with 'type'", _missing_or_type(data, "message"))
-    message_type = _required_text(message, "type", "message.type")
+    message_type = _required_text(message, "type", "message.type", max_chars=MAX_TYPE_CHARS)
     kind = message_type.lower()
     content_key = message_type if message_type in message else kind
     content = message.get(content_key)
@@ -596,8 +610,8 @@ def _missing_or_type(data: Mapping[str, Any], key: str) -> str:
     return "it is null" if value is None else f"got a JSON {_json_kind(value)}"
 
 
-def _required_text(data: Mapping[str, Any], key: str, field: str | None = None) -> str:
-    """Return a required identifier (a string, or an integer turned into one), stripped and not blank."""
+def _required_text(data: Mapping[str, Any], key: str, field: str | None = None, *, max_chars: int | None = None) -> str:
+    """Return a required identifier (a string, or an integer turned into one), stripped, not blank, not too long."""
     field = field or key
     value = data.get(key)
     if isinstance(value, bool) or not isinstance(value, str | int):
@@ -605,6 +619,8 @@ def _required_text(data: Mapping[str, Any], key: str, field: str | None = None) 
     text = str(value).strip()
     if not text:
         _fail(field, "required: a string", "it is blank")
+    if max_chars is not None and len(text) > max_chars:
+        _fail(field, f"at most {max_chars} characters", f"it has {len(text)}")
     return text
 
 
@@ -637,11 +653,20 @@ class _Reader:
         """Record that optional ``field`` was ignored."""
         self.warnings.append(f"{field}: {rule}; {problem}")
 
-    def text(self, data: Mapping[str, Any], key: str, field: str | None = None, *, strip: bool = False) -> str | None:
+    def text(
+        self,
+        data: Mapping[str, Any],
+        key: str,
+        field: str | None = None,
+        *,
+        strip: bool = False,
+        max_chars: int | None = None,
+    ) -> str | None:
         """
         Return an optional string (a number is turned into one); ``None`` when absent, null or empty.
 
         :param strip: Strip surrounding white space (identifiers); texts and names are kept as sent.
+        :param max_chars: The most characters (an identifier's column width); a longer value is ignored.
         """
         value = data.get(key)
         if value is None or value == "":
@@ -652,6 +677,9 @@ class _Reader:
         text = value if isinstance(value, str) else json.dumps(value)
         if strip:
             text = text.strip()
+        if max_chars is not None and len(text) > max_chars:
+            self.warn(field or key, f"at most {max_chars} characters", f"it has {len(text)}")
+            return None
         return text or None
 
     def integer(self, data: Mapping[str, Any], key: str, *, minimum: int | None = None) -> int | None:
@@ -680,6 +708,9 @@ class _Reader:
             return None
         if minimum is not None and number < minimum:
             self.warn(key, f"must be at least {minimum}", f"got {number}")
+            return None
+        if not -MAX_INTEGER <= number <= MAX_INTEGER:  # a 64-bit column cannot hold it
+            self.warn(key, f"must be at most {MAX_INTEGER}", f"it has {len(str(abs(number)))} digits")
             return None
         return number
 

@@ -23,6 +23,7 @@ import pytest
 from airflow_provider_itnio.errors import ItnioError
 from airflow_provider_itnio.events import (
     INBOUND_EVENT,
+    MAX_ID_CHARS,
     MAX_PHONE_DIGITS,
     MAX_PUSH_BYTES,
     MEDIA_TYPES,
@@ -590,6 +591,63 @@ def test_multibyte_text_under_the_limit_in_characters_but_not_in_bytes() -> None
     assert err.value.http_status == 413
 
 
+def _column_width(table: str, column: str) -> int:
+    from airflow_provider_itnio.webhook.models import metadata
+
+    length = getattr(metadata.tables[table].c[column].type, "length", None)
+    assert isinstance(length, int)
+    return length
+
+
+@pytest.mark.parametrize(
+    ("push", "field", "table", "column"),
+    [
+        pytest.param(lambda n: status_push(messageId="m" * n), "messageId", "itnio_message_status", "message_id"),
+        pytest.param(lambda n: status_push(appId="a" * n), "appId", "itnio_status_history", "app_id"),
+        pytest.param(
+            lambda n: inbound(MESSAGES["text"], messageId="m" * n), "messageId", "itnio_inbound_message", "message_id"
+        ),
+        pytest.param(lambda n: inbound({"type": "t" * n}), "message.type", "itnio_inbound_message", "type"),
+    ],
+)
+def test_ids_wider_than_their_column_are_400_not_a_database_error(
+    push: Any, field: str, table: str, column: str
+) -> None:
+    """PostgreSQL refuses a value wider than its ``VARCHAR``: the push is refused before it gets there."""
+    width = _column_width(table, column)
+    assert parse_push(push(width)) is not None
+    with pytest.raises(PushError) as err:
+        parse_push(push(width + 1))
+    assert (err.value.http_status, err.value.field) == (400, field)
+
+
+def test_optional_values_a_column_cannot_hold_are_none_with_a_warning() -> None:
+    width = _column_width("itnio_message_status", "conversation_id")
+    event = parse_push(status_push(conversationId="c" * (width + 1), timestamp=2**63, expiresAt=10**30))
+    assert isinstance(event, StatusEvent)
+    assert (event.conversation_id, event.timestamp, event.expires_at) == (None, None, None)
+    assert [w.split(":")[0] for w in event.warnings] == ["conversationId", "expiresAt", "timestamp"]
+    assert event.raw["timestamp"] == 2**63  # kept as sent
+    assert parse_push(status_push(timestamp=2**63 - 1)).timestamp == 2**63 - 1  # a BIGINT's largest
+
+
+@pytest.mark.parametrize("where", ["text", "messageId", "key"])
+def test_a_lone_surrogate_is_400_not_a_database_error(where: str) -> None:
+    """``"\\ud800"`` is valid JSON syntax but no UTF-8 column can store it."""
+    push = inbound(MESSAGES["text"])
+    if where == "text":
+        push["message"]["text"]["body"] = "half an emoji \ud83d"
+    elif where == "messageId":
+        push["messageId"] = "wamid.\udc00"
+    else:
+        push["extra\ud800"] = 1
+    with pytest.raises(PushError) as err:
+        parse_push(json.dumps(push).encode())
+    assert (err.value.http_status, err.value.field) == (400, "body")
+    assert "lone surrogate" in str(err.value)
+    assert parse_push(json.dumps(inbound(MESSAGES["text"], note="\ud83d\ude00")).encode())  # a pair is fine
+
+
 # ------------------------------------------------------------------------------------------- status progress
 
 #: The spec's order statement (checked against the spec by test_order_sentence_is_the_specs).
@@ -671,7 +729,7 @@ def test_re_pushed_inbound_message_has_the_same_key() -> None:
 
 
 def test_key_is_short_and_unambiguous_whatever_the_ids() -> None:
-    long_id = parse_push(status_push(messageId="m" * 5000))
+    long_id = parse_push(status_push(appId="a" * MAX_ID_CHARS, messageId="m" * MAX_ID_CHARS))  # the longest
     tricky_a = parse_push(status_push(appId="a:b", messageId="c"))
     tricky_b = parse_push(status_push(appId="a", messageId="b:c"))
     assert len(dedup_key(long_id)) <= 72

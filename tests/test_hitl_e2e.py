@@ -296,3 +296,81 @@ def test_a_tap_after_the_response_timeout_is_refused_and_a_closed_window_gets_th
         reply == "\u201cApprove job late-1 quickly?\u201d is no longer waiting for an answer. Your tap changed nothing."
     )
     assert hitl(stack, TIMEOUT, "approve") == before
+
+
+#: Two approvers' taps on one request handled at once (threads, as the API server's thread pool runs them); both
+#: have read "not answered" before either writes (a barrier in :func:`responder`, which runs between the read and
+#: the write): the interleaving a real race produces now and then, made to happen every time.
+_TAPS_AT_ONCE = """
+import json, sys, threading
+from airflow_provider_itnio.events import parse_push
+from airflow_provider_itnio.webhook import hitl
+events = [parse_push(push) for push in json.loads(sys.argv[1])]
+barrier = threading.Barrier(len(events))
+responder = hitl.responder
+def both_have_read(*args):
+    barrier.wait(timeout=60)
+    return responder(*args)
+hitl.responder = both_have_read
+outcomes = {}
+def handle(event):
+    outcomes[event.from_phone] = hitl.handle_tap(event, "itnio_default").code
+threads = [threading.Thread(target=handle, args=(event,)) for event in events]
+for thread in threads:
+    thread.start()
+for thread in threads:
+    thread.join()
+print(json.dumps(outcomes))
+"""
+
+
+def test_two_approvers_tapping_at_once_on_sqlite_record_only_the_first_answer(stack: Any) -> None:
+    from airflow_provider_itnio.webhook.hitl import parse_button
+
+    run_id = stack.trigger_dag(REFUND, conf={"order": "C-3", "manager": f"+{MANAGER}, +{LATE}"})
+    path = f"/dags/{REFUND}/dagRuns/{run_id}/taskInstances/approve_refund/-1/hitlDetails"
+
+    def buttons(phone: str) -> dict[str, str] | None:
+        if stack.task_instances(REFUND, run_id).get("approve_refund", {}).get("state") != "awaiting_input":
+            return None
+        sent = [body for body in to(stack, phone) if "C-3" in json.dumps(body) and body.get("type") == "interactive"]
+        return button_ids(sent[0]) if sent else None
+
+    ids = {
+        phone: stack.wait_until(lambda p=phone: buttons(p), f"the request to {phone}", 120) for phone in (MANAGER, LATE)
+    }
+    ti_id = parse_button(ids[MANAGER]["Approve"]).ti_id  # type: ignore[union-attr]
+    taps = [(MANAGER, "Approve"), (LATE, "Reject")]
+    pushes = [
+        {
+            "appId": stack.sandbox.app_id,
+            "messageId": secrets.token_hex(16),
+            "eventType": "up-message-event",
+            "businessPhone": stack.sandbox.business_phone,
+            "from": {"phone": phone, "name": "Approver"},
+            "message": {
+                "type": "interactive",
+                "interactive": {"type": "button_reply", "button_reply": {"id": ids[phone][title], "title": title}},
+            },
+        }
+        for phone, title in taps
+    ]
+    result = subprocess.run(
+        [sys.executable, "-c", _TAPS_AT_ONCE, json.dumps(pushes)],
+        env=stack.env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    outcomes = json.loads(result.stdout.strip().splitlines()[-1])
+    assert sorted(outcomes.values()) == ["already_answered", "answered"], outcomes
+    (winner,) = [phone for phone, code in outcomes.items() if code == "answered"]
+    answer = stack.api("GET", path).json()
+    assert answer["chosen_options"] == [dict(taps)[winner]]
+    assert answer["responded_by_user"] == {"id": f"whatsapp:+{winner}", "name": f"+{winner} (WhatsApp)"}
+    assert stack.wait_for_run(REFUND, run_id, timeout=120) == "success"
+    paid = stack.task_instances(REFUND, run_id)["pay_refund"]["state"]
+    assert paid == ("success" if dict(taps)[winner] == "Approve" else "skipped")
+    assert parse_button(ids[LATE]["Reject"]).ti_id == ti_id  # type: ignore[union-attr]  # both named one request

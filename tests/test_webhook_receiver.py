@@ -87,7 +87,7 @@ class Server:
 
 @pytest.fixture(scope="module")
 def server(airflow_db: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    """A real ``airflow api-server`` with the receiver; yields it and stops it afterwards."""
+    """Start a real ``airflow api-server`` with the receiver; yield it and stop it afterwards."""
     if AIRFLOW_2:
         pytest.skip("the receiver needs Airflow 3.1+")
     home = tmp_path_factory.mktemp("itnio-webhook-server")
@@ -302,6 +302,47 @@ def test_the_access_log_shows_the_address_with_the_token_masked(server: Server) 
         assert time.monotonic() < deadline, server.log_path.read_text(errors="replace")[-3000:]
         time.sleep(0.2)
     assert TOKEN not in server.log_path.read_text(errors="replace")
+
+
+@pytest.mark.api_server
+@needs_airflow_3
+def test_an_address_pasted_with_a_trailing_slash_works_and_no_variant_logs_the_token(server: Server) -> None:
+    """A trailing slash is recorded (not redirected to the masked path); other paths under the address get 404."""
+    slash = server.push(status_push(messageId="trailing-slash-test"), token=f"{TOKEN}/", allow_redirects=False)
+    assert (slash.status_code, slash.json()["duplicate"]) == (200, False), slash.text
+    variants = [f"{TOKEN}/status", f"{TOKEN}//", f"{TOKEN}/x/y"]
+    answers = [server.push(status_push(messageId="variant-test"), token=v, allow_redirects=False) for v in variants]
+    assert [a.status_code in (307, 404) for a in answers] == [True] * len(variants), [a.text for a in answers]
+    for answer in answers:
+        assert TOKEN not in answer.headers.get("location", "") and TOKEN not in answer.text
+    assert server.rows("SELECT id FROM itnio_status_history WHERE message_id = 'variant-test'") == []
+    deadline = time.monotonic() + 10
+    while server.log_path.read_text(errors="replace").count(f"/itnio/webhook/{CONN_ID}/***/") < 3:
+        assert time.monotonic() < deadline, server.log_path.read_text(errors="replace")[-3000:]
+        time.sleep(0.2)
+    assert TOKEN not in server.log_path.read_text(errors="replace")
+
+
+@pytest.mark.api_server
+@needs_airflow_3
+def test_values_no_column_can_hold_get_400_or_a_warning_never_a_server_error(server: Server) -> None:
+    before = server.counts()
+    text = json.loads(json.dumps(inbound(MESSAGES["text"], messageId="wamid.surrogate")))
+    text["message"]["text"]["body"] = "half an emoji \ud83d"  # JSON's "\\ud83d": no UTF-8 column can hold it
+    surrogate = json.dumps(text).encode()
+    refused = {
+        "lone surrogate": server.push(surrogate, headers={"Content-Type": "application/json"}),
+        "id wider than its column": server.push(status_push(messageId="m" * 400)),
+        "type wider than its column": server.push(inbound({"type": "t" * 100}, messageId="wamid.long-type")),
+    }
+    for name, answer in refused.items():
+        assert answer.status_code == 400, (name, answer.status_code, answer.text)
+    assert server.counts() == before
+    huge = server.push(status_push(messageId="huge-timestamp-test", timestamp=10**30))
+    assert huge.status_code == 200, huge.text
+    assert huge.json()["warnings"][0].startswith("timestamp: ")
+    [row] = server.rows("SELECT status_timestamp FROM itnio_message_status WHERE message_id = 'huge-timestamp-test'")
+    assert row["status_timestamp"] is None
 
 
 @pytest.mark.api_server

@@ -27,7 +27,9 @@ database), authenticated by ``Authorization: Bearer <webhook_token>``; see :mod:
 The token is compared in constant time (``hmac.compare_digest`` of SHA-256 digests, so not even its length leaks).
 
 The token never reaches a log line: the app's first middleware moves it out of the request's ``path`` (and
-``raw_path``) into a private scope key and leaves ``***`` in its place, before routing. Airflow 3's API server logs
+``raw_path``) into a private scope key and leaves ``***`` in its place, before routing; it does so for any path
+under a webhook address too (``.../{token}/anything`` gets 404 with the token masked), and the address with a
+trailing slash is served as it is (not redirected). Airflow 3's API server logs
 each request once, from its ``HttpAccessLogMiddleware`` (uvicorn's and gunicorn's own access logs are turned off by
 ``airflow api-server``), reading the path from the same ASGI scope after the request, so it logs
 ``/itnio/webhook/<conn_id>/***``. A reverse proxy in front of the API server logs the URL it forwards: configure
@@ -89,7 +91,9 @@ TOKEN_EXTRA = "webhook_token"
 #: What replaces the token in the request's path (and so in the access log).
 MASK = "***"
 _SCOPE_TOKEN = "itnio.webhook_token"
-_WEBHOOK_PATH = re.compile(r"^/webhook/([^/]+)/([^/]+)/?$")
+#: A webhook address, and anything under it: the token is the segment after the connection id, whatever follows
+#: (a pasted address with a trailing slash or an extra segment must not put the token in the access log).
+_WEBHOOK_PATH = re.compile(r"^/+webhook/+[^/]+/+([^/]+)", re.IGNORECASE)
 _NOT_FOUND = {"detail": "Not Found"}
 
 
@@ -123,9 +127,9 @@ class MaskTokenMiddleware:
             route_path = path[len(root_path) :] if root_path and path.startswith(root_path) else path
             match = _WEBHOOK_PATH.match(route_path)
             if match:
-                scope[_SCOPE_TOKEN] = match.group(2)
-                masked = path[: len(path) - len(route_path)] + route_path[: match.start(2)] + MASK
-                masked += route_path[match.end(2) :]
+                scope[_SCOPE_TOKEN] = match.group(1)
+                masked = path[: len(path) - len(route_path)] + route_path[: match.start(1)] + MASK
+                masked += route_path[match.end(1) :]
                 scope["path"] = masked
                 scope["raw_path"] = quote(masked, safe="/*").encode("ascii")
         await self.app(scope, receive, send)
@@ -556,13 +560,15 @@ def create_app() -> FastAPI:
         redoc_url=None,
         openapi_url=None,
     )
-    receiver.add_api_route(
-        "/webhook/{conn_id}/{token}",
-        receive_push,
-        methods=["POST"],
-        summary="Record a push from the itniotech API",
-        response_class=JSONResponse,
-    )
+    for path in ("/webhook/{conn_id}/{token}", "/webhook/{conn_id}/{token}/"):  # a pasted trailing slash too
+        receiver.add_api_route(
+            path,
+            receive_push,
+            methods=["POST"],
+            summary="Record a push from the itniotech API",
+            response_class=JSONResponse,
+            include_in_schema=not path.endswith("/"),
+        )
     receiver.add_api_route(
         "/api/{conn_id}/messages/{message_id:path}/status",
         get_status,

@@ -380,12 +380,25 @@ def _record_answer(button: ButtonId, phone: str, sender: str, now: datetime.date
                 "not_assigned", "You are not one of the assigned approvers: answer in the Airflow UI.", button.ti_id
             )
         from airflow.models.hitl import HITLUser
+        from sqlalchemy import update
 
-        detail.responded_by = HITLUser(id=user["id"], name=user["name"])
-        detail.responded_at = moment
-        detail.chosen_options = [options[button.index]]
-        detail.params_input = {}
-        session.add(detail)
+        # Only while no answer is recorded, in the statement itself: SQLite ignores FOR UPDATE, so two taps (or a
+        # tap and the UI) that both read "not answered" would otherwise both write, the last one winning.
+        written: Any = session.execute(
+            update(HITLDetail)
+            .where(HITLDetail.ti_id == ti_uuid, HITLDetail.responded_at.is_(None))
+            .values(
+                responded_by=HITLUser(id=user["id"], name=user["name"]),
+                responded_at=moment,
+                chosen_options=[options[button.index]],
+                params_input={},
+            )
+            .execution_options(synchronize_session=False)
+        )
+        session.refresh(detail)
+        if written.rowcount != 1:
+            log.info("itnio HITL: refused a second answer from %s to %s", sender, button.ti_id)
+            return TapOutcome("already_answered", _already(detail), button.ti_id)
         if state in _PARKED_STATES and hasattr(detail, "as_resume_event_payload"):
             from airflow.models.trigger import handle_event_submit
             from airflow.triggers.base import TriggerEvent

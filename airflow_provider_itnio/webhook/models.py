@@ -35,6 +35,8 @@ from sqlalchemy import (
 from sqlalchemy.engine import Dialect
 from sqlalchemy.types import TypeDecorator
 
+from airflow_provider_itnio.events import MAX_ID_CHARS, MAX_TYPE_CHARS
+
 __all__ = [
     "TABLE_NAMES",
     "UtcDateTime",
@@ -55,8 +57,9 @@ NAMING_CONVENTION = {
 
 metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
-#: The lengths of the identifier columns (the vendor's ids are short; these leave room).
-ID_LENGTH = 191
+#: The lengths of the identifier columns (the vendor's ids are short; these leave room). The parser refuses longer
+#: ids (:data:`~airflow_provider_itnio.events.MAX_ID_CHARS`), so no push fails on a column's width.
+ID_LENGTH = MAX_ID_CHARS
 PHONE_LENGTH = 32
 STATUS_LENGTH = 16
 #: ``events.dedup_key``: ``status:`` or ``inbound:`` and a SHA-256 hex digest (at most 72 characters).
@@ -151,7 +154,7 @@ inbound_message_table = Table(
     Column("from_phone", String(PHONE_LENGTH), nullable=False),
     Column("name", Text),
     # message.type as sent (unknown types kept).
-    Column("type", String(64), nullable=False),
+    Column("type", String(MAX_TYPE_CHARS), nullable=False),
     Column("text", Text),
     Column("reply", JSON),
     Column("location", JSON),
