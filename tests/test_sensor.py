@@ -1,0 +1,495 @@
+"""
+``ItnioMessageStatusSensor`` and ``ItnioMessageStatusTrigger``: waiting on a message's delivery status (Airflow 3.1+).
+
+Two levels, both against real servers:
+
+- The trigger and the sensor's methods in this process, against a real ``airflow api-server`` with the receiver
+  (:func:`tests.test_webhook_receiver.server`): statuses are pushed over HTTP to the webhook, the trigger asks the
+  read endpoint with ``asyncio``. Which status satisfies which target follows :data:`events.STATUS_RANK`.
+- One end-to-end module fixture: a whole Airflow (:mod:`tests.airflow_stack`: API server, scheduler,
+  dag-processor, triggerer, LocalExecutor) with the sandbox pushing to the API server's webhook. A DAG sends a
+  text and waits until it is read; another one waits on a message the sandbox fails. The metadata database shows
+  the sensor was deferred (its state history, recorded by SQLite triggers, and the trigger row).
+
+On Airflow 2 everything that needs the receiver is skipped; the last tests check the modules refuse to import
+there with an error saying Airflow 3.1+ is needed, and that the test DAG files define nothing there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import json
+import secrets
+import subprocess
+import sys
+import time
+from collections.abc import AsyncGenerator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.test_events import FAILED_PUSH, status_push
+from tests.test_webhook_receiver import AIRFLOW_2, CONN_ID, OTHER_TOKEN, TOKEN, Server, needs_airflow_3, server
+
+__all__ = ["server"]  # the module-scoped API server fixture, imported for this module
+
+DAGS = Path(__file__).parent / "dags"
+READ_DAG, FAILED_DAG = "itnio_sensor_read", "itnio_sensor_failed"
+#: The reason the sandbox gives for the failed message in the end-to-end test.
+E2E_FAILURE = "131026 Message undeliverable: the receiver's phone cannot receive this message"
+
+
+@pytest.fixture
+def conn(server: Server, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Return the receiver's connection as this process (the "triggerer") sees it: token, server address."""
+    extra = {"webhook_token": TOKEN, "receiver_url": server.base_url}
+    monkeypatch.setenv(f"AIRFLOW_CONN_{CONN_ID.upper()}", json.dumps({"conn_type": "itnio", "extra": extra}))
+    return CONN_ID
+
+
+def unique(name: str) -> str:
+    """Return a message id no other test pushes (the server is shared by the module)."""
+    return f"sensor-{name}-{secrets.token_hex(4)}"
+
+
+async def push(server: Server, message_id: str, status: str, **fields: Any) -> None:
+    """Push one status report of ``message_id`` to the receiver (without blocking the event loop)."""
+    body = {**FAILED_PUSH, "messageId": message_id} if status == "failed" else status_push(messageId=message_id)
+    body.update(status=status, **fields)
+    answer = await asyncio.to_thread(server.push, body)
+    assert answer.status_code == 200, answer.text
+
+
+async def first_event(trigger: Any) -> dict[str, Any]:
+    """Run a trigger until its first event and return the payload."""
+    runner: AsyncGenerator[Any, None] = trigger.run()
+    event = await runner.__anext__()
+    await runner.aclose()
+    return dict(event.payload)
+
+
+# -- arguments, parse time -----------------------------------------------------------------------------------
+
+
+@needs_airflow_3
+def test_target_status_is_checked_when_the_dag_is_parsed_and_a_template_when_it_runs() -> None:
+    from airflow.providers.common.compat.sdk import AirflowFailException
+
+    from airflow_provider_itnio.sensors.itnio import ItnioMessageStatusSensor
+
+    for bad in ("failed", "deleted", "seen", ""):
+        with pytest.raises(ValueError, match=f"target_status must be one of sent, delivered, read; got '{bad}'"):
+            ItnioMessageStatusSensor(task_id="wait", message_id="m", target_status=bad)
+    with pytest.raises(ValueError, match="message_id must be a non-empty string"):
+        ItnioMessageStatusSensor(task_id="wait", message_id=" ")
+    assert ItnioMessageStatusSensor(task_id="wait", message_id="m", target_status=" READ ").target_status == "read"
+
+    templated = ItnioMessageStatusSensor(task_id="wait", message_id="{{ x }}", target_status="{{ params.s }}")
+    assert templated.template_fields == ("message_id", "target_status", "itnio_conn_id")
+    templated.target_status = "failed"  # what rendering gave
+    with pytest.raises(AirflowFailException, match="target_status must be one of"):
+        templated.execute({})  # type: ignore[arg-type]
+
+
+@needs_airflow_3
+def test_status_reached_follows_the_status_rank_and_finals_reach_nothing() -> None:
+    from airflow_provider_itnio.events import STATUS_RANK, MessageStatus, is_final
+    from airflow_provider_itnio.triggers.itnio import TARGET_STATUSES, status_reached
+
+    for target in TARGET_STATUSES:
+        for status in MessageStatus:
+            expected = not is_final(status) and STATUS_RANK[status] >= STATUS_RANK[MessageStatus(target)]
+            assert status_reached(status, target) is expected, (status, target)
+
+
+@needs_airflow_3
+def test_the_deferrable_sensor_defers_at_once_with_only_non_secret_arguments() -> None:
+    from airflow.sdk.exceptions import TaskDeferred
+
+    from airflow_provider_itnio.sensors.itnio import ItnioMessageStatusSensor
+    from airflow_provider_itnio.triggers.itnio import ItnioMessageStatusTrigger
+
+    sensor = ItnioMessageStatusSensor(
+        task_id="wait",
+        message_id=" wamid.1 ",
+        target_status="read",
+        itnio_conn_id="itnio_b",
+        poke_interval=7,
+        timeout=60,
+    )
+    assert (sensor.deferrable, sensor.mode) == (True, "poke")
+    before = time.time()
+    with pytest.raises(TaskDeferred) as deferred:
+        sensor.execute({})  # type: ignore[arg-type]
+    assert deferred.value.method_name == "execute_complete"
+    assert deferred.value.timeout is not None and deferred.value.timeout.total_seconds() == 60
+    trigger = deferred.value.trigger
+    assert isinstance(trigger, ItnioMessageStatusTrigger)
+    classpath, kwargs = trigger.serialize()
+    assert classpath == "airflow_provider_itnio.triggers.itnio.ItnioMessageStatusTrigger"
+    deadline = kwargs.pop("deadline")
+    assert kwargs == {
+        "message_id": "wamid.1",
+        "target_status": "read",
+        "itnio_conn_id": "itnio_b",
+        "poll_interval": 7.0,
+    }
+    assert before + 60 <= deadline <= time.time() + 60
+    assert ItnioMessageStatusTrigger(**kwargs, deadline=deadline).serialize() == (
+        classpath,
+        {**kwargs, "deadline": deadline},
+    )
+    assert ItnioMessageStatusSensor(task_id="d", message_id="m").poke_interval == 5  # cheap question: 5 s default
+
+
+# -- the trigger against a real API server -------------------------------------------------------------------
+
+
+@pytest.mark.api_server
+@needs_airflow_3
+def test_the_trigger_waits_through_earlier_statuses_and_fires_on_the_target(server: Server, conn: str) -> None:
+    from airflow_provider_itnio.triggers.itnio import ItnioMessageStatusTrigger
+
+    message_id = unique("read")
+
+    async def scenario() -> dict[str, Any]:
+        trigger = ItnioMessageStatusTrigger(
+            message_id=message_id, target_status="read", itnio_conn_id=conn, poll_interval=0.1
+        )
+        task = asyncio.create_task(first_event(trigger))
+
+        async def answered(status: str | None) -> None:
+            """Wait until the trigger has seen ``status`` and asked once more after that without firing."""
+            while trigger.last_status != status or trigger.polls == 0:
+                assert not task.done(), task.result()
+                await asyncio.sleep(0.02)
+            seen_at = trigger.polls
+            while trigger.polls < seen_at + 2:
+                assert not task.done(), task.result()
+                await asyncio.sleep(0.02)
+
+        await answered(None)  # no status recorded yet: not yet
+        for status in ("sent", "delivered"):
+            await push(server, message_id, status)
+            await answered(status)  # seen, not the target: still waiting
+        await push(server, message_id, "read")
+        return await task
+
+    payload = asyncio.run(asyncio.wait_for(scenario(), 120))
+    assert {k: payload[k] for k in ("outcome", "message_id", "target_status", "status")} == {
+        "outcome": "reached",
+        "message_id": message_id,
+        "target_status": "read",
+        "status": "read",
+    }
+    assert [h["status"] for h in payload["record"]["history"]] == ["sent", "delivered", "read"]
+    assert TOKEN not in json.dumps(payload)  # a trigger event must be serializable, and holds no secret
+
+
+@pytest.mark.api_server
+@needs_airflow_3
+def test_a_later_status_satisfies_an_earlier_target_and_a_final_one_ends_the_wait(server: Server, conn: str) -> None:
+    from airflow_provider_itnio.triggers.itnio import ItnioMessageStatusTrigger
+
+    read_id, failed_id, deleted_id = unique("later"), unique("failed"), unique("deleted")
+
+    async def scenario() -> list[dict[str, Any]]:
+        await push(server, read_id, "read")  # arrived before the others (out of order)
+        await push(server, failed_id, "delivered")
+        await push(server, failed_id, "failed")
+        await push(server, deleted_id, "deleted")
+        triggers = [
+            ItnioMessageStatusTrigger(message_id=read_id, target_status="sent", itnio_conn_id=conn),
+            ItnioMessageStatusTrigger(message_id=failed_id, target_status="delivered", itnio_conn_id=conn),
+            ItnioMessageStatusTrigger(message_id=deleted_id, target_status="sent", itnio_conn_id=conn),
+        ]
+        return list(await asyncio.gather(*(first_event(t) for t in triggers)))
+
+    reached, failed, deleted = asyncio.run(asyncio.wait_for(scenario(), 60))
+    assert (reached["outcome"], reached["status"]) == ("reached", "read")
+    assert (failed["outcome"], failed["status"]) == ("final", "failed")  # failed beats the delivered target
+    assert failed["error"] == f"failed: {FAILED_PUSH['failure']}"
+    assert failed["record"]["failure"] == FAILED_PUSH["failure"]
+    assert (deleted["outcome"], deleted["status"]) == ("final", "deleted")
+
+
+@pytest.mark.api_server
+@needs_airflow_3
+def test_the_trigger_times_out_at_its_deadline_and_keeps_asking_an_unreachable_server(
+    server: Server, conn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from airflow_provider_itnio.triggers.itnio import ItnioMessageStatusTrigger
+    from tests.test_connection_ui import _free_port
+
+    nowhere = f"http://127.0.0.1:{_free_port()}"
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_ITNIO_SENSOR_NOWHERE",
+        json.dumps({"conn_type": "itnio", "extra": {"webhook_token": TOKEN, "receiver_url": nowhere}}),
+    )
+    message_id = unique("never")
+    triggers = [
+        ItnioMessageStatusTrigger(message_id=message_id, itnio_conn_id=c, poll_interval=0.1, deadline=time.time() + 1)
+        for c in (conn, "itnio_sensor_nowhere")
+    ]
+
+    async def scenario() -> list[dict[str, Any]]:
+        return list(await asyncio.gather(*(first_event(t) for t in triggers)))
+
+    unknown, unreachable = asyncio.run(asyncio.wait_for(scenario(), 60))
+    assert (unknown["outcome"], unknown["status"], unknown["record"]) == ("timeout", None, None)
+    assert unknown["error"] == f"message {message_id} is without any status, not delivered, at the deadline"
+    assert unreachable["outcome"] == "timeout"  # not an error: an API server restarting is waited for
+    assert triggers[1].polls > 1  # it kept asking
+
+
+@pytest.mark.api_server
+@needs_airflow_3
+def test_a_wrong_token_or_a_tokenless_connection_ends_the_trigger_with_an_error(
+    server: Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from airflow_provider_itnio.triggers.itnio import ItnioMessageStatusTrigger
+
+    for conn_id, extra in (
+        ("itnio_sensor_wrong", {"webhook_token": OTHER_TOKEN, "receiver_url": server.base_url}),
+        ("itnio_sensor_tokenless", {"receiver_url": server.base_url}),
+    ):
+        monkeypatch.setenv(f"AIRFLOW_CONN_{conn_id.upper()}", json.dumps({"conn_type": "itnio", "extra": extra}))
+
+    async def scenario() -> list[dict[str, Any]]:
+        conns = ("itnio_sensor_wrong", "itnio_sensor_tokenless")
+        return list(
+            await asyncio.gather(
+                *(first_event(ItnioMessageStatusTrigger(message_id="m", itnio_conn_id=c)) for c in conns)
+            )
+        )
+
+    wrong, tokenless = asyncio.run(asyncio.wait_for(scenario(), 60))
+    assert wrong["outcome"] == tokenless["outcome"] == "error"
+    assert "answered 404 for connection 'itnio_sensor_wrong'" in wrong["error"]
+    assert "has no 'webhook_token' extra" in tokenless["error"]
+    assert OTHER_TOKEN not in json.dumps(wrong) and TOKEN not in json.dumps(tokenless)
+
+
+# -- the sensor's methods against a real API server ----------------------------------------------------------
+
+
+def _resume(sensor: Any, payload: dict[str, Any]) -> Any:
+    """Resume a deferred sensor with a trigger event, as the task runner does."""
+    return sensor.resume_execution("execute_complete", {"event": payload}, {})
+
+
+@pytest.mark.api_server
+@needs_airflow_3
+def test_the_deferred_sensor_resumes_with_the_record_or_fails_without_retry(server: Server, conn: str) -> None:
+    from airflow.providers.common.compat.sdk import AirflowFailException, AirflowSensorTimeout, AirflowSkipException
+    from airflow.sdk.exceptions import TaskDeferred
+
+    from airflow_provider_itnio.sensors.itnio import ItnioMessageStatusSensor
+
+    def deferred_event(message_id: str, **kwargs: Any) -> tuple[Any, dict[str, Any]]:
+        sensor = ItnioMessageStatusSensor(
+            task_id="wait", message_id=message_id, itnio_conn_id=conn, poke_interval=0.1, **kwargs
+        )
+        with pytest.raises(TaskDeferred) as deferred:
+            sensor.execute({})  # type: ignore[arg-type]
+        return sensor, asyncio.run(asyncio.wait_for(first_event(deferred.value.trigger), 60))
+
+    delivered_id, failed_id = unique("resume"), unique("resume-failed")
+    asyncio.run(push(server, delivered_id, "delivered"))
+    asyncio.run(push(server, failed_id, "failed"))
+
+    sensor, event = deferred_event(delivered_id)
+    record = _resume(sensor, event)
+    assert record == event["record"]
+    assert (record["message_id"], record["status"], record["final"]) == (delivered_id, "delivered", False)
+
+    sensor, event = deferred_event(failed_id, retries=3)
+    with pytest.raises(AirflowFailException) as failure:
+        _resume(sensor, event)
+    assert str(failure.value) == f"Message {failed_id} ended 'failed' (the vendor's reason: {FAILED_PUSH['failure']})"
+
+    sensor, event = deferred_event(unique("timeout"), timeout=0.5)
+    with pytest.raises(AirflowSensorTimeout, match=r"Sensor has timed out: message \S+ is without any status"):
+        _resume(sensor, event)
+    sensor, event = deferred_event(unique("soft"), timeout=0.5, soft_fail=True)
+    with pytest.raises(AirflowSkipException):
+        _resume(sensor, event)
+    # Airflow's own deferral timeout (the scheduler's, when the triggerer is down) is a sensor timeout too.
+    with pytest.raises(AirflowSensorTimeout):
+        sensor.soft_fail = False
+        sensor.resume_execution("__fail__", {"error": "Trigger timeout"}, {})
+
+
+@pytest.mark.api_server
+@needs_airflow_3
+def test_poke_mode_asks_the_sync_client(server: Server, conn: str) -> None:
+    from airflow.providers.common.compat.sdk import AirflowFailException, AirflowSensorTimeout, AirflowSkipException
+
+    from airflow_provider_itnio.sensors.itnio import ItnioMessageStatusSensor
+
+    read_id, sent_id, failed_id = unique("poke-read"), unique("poke-sent"), unique("poke-failed")
+    asyncio.run(push(server, read_id, "read"))
+    asyncio.run(push(server, sent_id, "sent"))
+    asyncio.run(push(server, failed_id, "failed"))
+
+    def sensor(message_id: str, **kwargs: Any) -> Any:
+        return ItnioMessageStatusSensor(
+            task_id="poke", message_id=message_id, itnio_conn_id=conn, deferrable=False, poke_interval=0.1, **kwargs
+        )
+
+    record = sensor(read_id, target_status="read", timeout=60).execute({})
+    assert (record["message_id"], record["status"]) == (read_id, "read")
+    assert sensor(sent_id).poke({}) is False  # sent, not delivered yet
+    assert sensor(unique("poke-unknown")).poke({}) is False  # no status yet
+    with pytest.raises(AirflowSensorTimeout):
+        sensor(sent_id, timeout=0.5).execute({})
+    with pytest.raises(AirflowSkipException):
+        sensor(sent_id, timeout=0.5, soft_fail=True).execute({})
+    with pytest.raises(AirflowFailException, match=f"ended 'failed' \\(the vendor's reason: {FAILED_PUSH['failure']}"):
+        sensor(failed_id).execute({})
+    reschedule = sensor(read_id, mode="reschedule")
+    assert reschedule.reschedule and reschedule.poke({}).xcom_value["status"] == "read"
+
+
+# -- end to end through a whole Airflow ----------------------------------------------------------------------
+
+
+@dataclass
+class EndToEnd:
+    """The running stack, the sandbox pushing to it and the connection's webhook token."""
+
+    stack: Any
+    sandbox: Any
+    webhook_token: str
+
+
+@pytest.fixture(scope="module")
+def e2e(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EndToEnd]:
+    """Start a whole Airflow with the sensor DAGs and a sandbox pushing statuses to its API server's webhook."""
+    if AIRFLOW_2:
+        pytest.skip("the sensor needs Airflow 3.1+")
+    from airflow_provider_itnio.sandbox import Sandbox
+    from tests.airflow_stack import AirflowStack, free_port, webhook_url
+
+    port, token = free_port(), secrets.token_urlsafe(32)
+    home = tmp_path_factory.mktemp("itnio-sensor-stack")
+    with Sandbox(push_url=webhook_url(port, "itnio_default", token), status_delays=(0.5, 1.0, 4.0)) as sandbox:
+        connection = json.loads(sandbox.conn_json())
+        connection["extra"]["webhook_token"] = token
+        stack = AirflowStack(
+            home,
+            dags=[DAGS / f"{READ_DAG}.py", DAGS / f"{FAILED_DAG}.py"],
+            connections={"itnio_default": connection},
+            api_port=port,
+        )
+        with stack:
+            stack.record_state_history()
+            yield EndToEnd(stack, sandbox, token)
+    logs = stack.all_logs()
+    for name, text in logs.items():
+        assert token not in text, name
+        assert sandbox.api_secret not in text, name
+
+
+@pytest.mark.api_server
+@pytest.mark.slow
+@needs_airflow_3
+def test_end_to_end_the_deferred_sensor_resumes_on_the_read_push_and_fails_on_a_failed_one(e2e: EndToEnd) -> None:
+    stack, sandbox = e2e.stack, e2e.sandbox
+    read_to, failed_to = "15550100300", "15550100400"  # the DAGs' default recipients
+    sandbox.open_window(read_to)  # the customer wrote today: the session message is delivered and read
+    sandbox.set_push_failure(failed_to, failure=E2E_FAILURE, after="delivered")
+    runs = {dag_id: stack.trigger_dag(dag_id) for dag_id in (READ_DAG, FAILED_DAG)}
+    states = {dag_id: stack.wait_for_run(dag_id, run_id, timeout=150) for dag_id, run_id in runs.items()}
+    assert states == {READ_DAG: "success", FAILED_DAG: "failed"}, stack.import_errors()
+
+    # What the sandbox pushed reached the receiver, and the sensor waited until it had recorded `read`.
+    read_tis = stack.task_instances(READ_DAG, runs[READ_DAG])
+    message_id = stack.xcom(READ_DAG, runs[READ_DAG], "send")
+    pushed = [(p["status"], p["outcome"]) for p in sandbox.pushes() if p["messageId"] == message_id]
+    assert pushed == [("sent", "ok"), ("delivered", "ok"), ("read", "ok")]
+    record = stack.xcom(READ_DAG, runs[READ_DAG], "wait_read")
+    assert (record["message_id"], record["status"], record["final"], record["failure"]) == (
+        message_id,
+        "read",
+        False,
+        None,
+    )
+    assert record["recipient"] == read_to
+    assert [h["status"] for h in record["history"]] == ["sent", "delivered", "read"]
+    assert {task: (ti["state"], ti["try_number"]) for task, ti in read_tis.items()} == {
+        "send": ("success", 1),
+        "wait_read": ("success", 1),
+    }
+
+    # Deferred, not poking on a worker: in try 1 the task instance ran, was deferred (to our trigger, to resume
+    # in execute_complete), was scheduled again when the trigger fired, and ran to success; no retry.
+    history = stack.state_history(READ_DAG, runs[READ_DAG], "wait_read")
+    tried = [(row["state"], row["next_method"]) for row in history if row["try_number"] == 1]
+    assert tried == [
+        ("scheduled", None),
+        ("queued", None),
+        ("running", None),
+        ("deferred", "execute_complete"),
+        ("scheduled", "execute_complete"),
+        ("queued", "execute_complete"),
+        ("running", "execute_complete"),
+        ("success", None),
+    ]
+    assert {row["try_number"] for row in history} == {0, 1}  # 0: created with the run, before it was scheduled
+    [deferred] = [row for row in history if row["state"] == "deferred"]
+    [trigger] = stack.rows("SELECT * FROM itnio_test_trigger_history WHERE id = :i", i=deferred["trigger_id"])
+    assert trigger["classpath"] == "airflow_provider_itnio.triggers.itnio.ItnioMessageStatusTrigger"
+    kwargs = stack.trigger_kwargs(trigger["kwargs"])
+    assert isinstance(kwargs.pop("deadline"), float)
+    assert kwargs == {
+        "message_id": message_id,
+        "target_status": "read",
+        "itnio_conn_id": "itnio_default",
+        "poll_interval": 1.0,
+    }  # nothing secret: the triggerer reads the token from the connection
+    # The triggerer ran the wait: the trigger's log of this task instance (written by the triggerer) shows it.
+    trigger_logs = "\n".join(
+        text for name, text in stack.all_logs().items() if runs[READ_DAG] in name and ".trigger." in name
+    )
+    assert f"Waiting for message {message_id} to be read" in trigger_logs
+    assert f"Message {message_id} is read" in trigger_logs
+
+    # The failed message: the sensor fails in try 1 with the vendor's reason, its 2 retries unused.
+    failed_tis = stack.task_instances(FAILED_DAG, runs[FAILED_DAG])
+    assert {task: (ti["state"], ti["try_number"]) for task, ti in failed_tis.items()} == {
+        "send": ("success", 1),
+        "wait_read": ("failed", 1),
+    }
+    failed_history = stack.state_history(FAILED_DAG, runs[FAILED_DAG], "wait_read")
+    failed_states = [row["state"] for row in failed_history if row["try_number"] == 1]
+    assert failed_states == ["scheduled", "queued", "running", "deferred", "scheduled", "queued", "running", "failed"]
+    assert {row["try_number"] for row in failed_history} == {0, 1}  # no try 2: the retries were not used
+    failed_id = stack.xcom(FAILED_DAG, runs[FAILED_DAG], "send")
+    log = stack.task_log(FAILED_DAG, runs[FAILED_DAG], "wait_read", 1)
+    assert f"Message {failed_id} ended 'failed' (the vendor's reason: {E2E_FAILURE})" in log
+
+
+# -- which Airflow -------------------------------------------------------------------------------------------
+
+
+@pytest.mark.skipif(not AIRFLOW_2, reason="checks the error on Airflow 2")
+@pytest.mark.parametrize("module", ["airflow_provider_itnio.sensors.itnio", "airflow_provider_itnio.triggers.itnio"])
+def test_on_airflow_2_the_sensor_and_trigger_say_airflow_3_1_is_needed(module: str) -> None:
+    result = subprocess.run(
+        [sys.executable, "-c", f"import {module}"], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert result.returncode == 1
+    assert "needs Airflow 3.1 or later" in result.stderr
+
+
+@pytest.mark.parametrize("dag_id", [READ_DAG, FAILED_DAG])
+def test_the_sensor_dag_files_define_their_dag_only_where_the_sensor_exists(dag_id: str) -> None:
+    spec = importlib.util.spec_from_file_location(f"{dag_id}_check", DAGS / f"{dag_id}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert hasattr(module, "ItnioMessageStatusSensor") is not AIRFLOW_2
