@@ -39,7 +39,7 @@ DAG_ID = "itnio_webhook_on_pushes"
 
 @pytest.fixture(scope="module")
 def scheduled(server: Server) -> Server:
-    """The API server, once ``airflow dags reserialize`` has put the test DAG and its assets in the database."""
+    """Return the API server once ``airflow dags reserialize`` has put the test DAG and its assets in the database."""
     result = subprocess.run(
         [sys.executable, "-m", "airflow", "dags", "reserialize"],
         capture_output=True,
@@ -296,7 +296,7 @@ def test_the_window_endpoint_says_whether_the_customer_wrote_in_the_last_24_hour
 
 @pytest.fixture
 def client_conn(server: Server, monkeypatch: pytest.MonkeyPatch) -> str:
-    """The receiver's connection as the worker sees it, with ``receiver_url`` pointing at the test server."""
+    """Return the receiver's connection as the worker sees it, with ``receiver_url`` pointing at the test server."""
     extra = {"app_id": APP_ID, "webhook_token": TOKEN, "receiver_url": server.base_url + "/"}
     monkeypatch.setenv(f"AIRFLOW_CONN_{CONN_ID.upper()}", json.dumps({"conn_type": "itnio", "extra": extra}))
     return CONN_ID
