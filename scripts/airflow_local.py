@@ -5,7 +5,12 @@
   DAGs folder: ``dags_examples/``, ``[core] test_connection = Enabled`` (the connection form's Test button).
 - The sandbox runs as its own process on a free port; each request it receives is printed here.
 - The connection ``itnio_default`` is (re)written in the metadata database to point at it, so it shows in
-  Admin > Connections and can be tested and edited there.
+  Admin > Connections and can be tested and edited there, with a new random ``webhook_token`` extra.
+- Two-way: the sandbox pushes statuses and customers' messages to the webhook receiver on the local API server
+  (``/itnio/webhook/itnio_default/<token>``, given through the sandbox's control API, so the token is on no
+  command line), so a simulated customer reply (``POST /sandbox/inbound``, printed as a ``curl`` command) starts
+  the DAGs scheduled on it in the UI. When the installed package does not register the receiver's entry point (an
+  editable install made before it existed), ``plugins/itnio_webhook_plugin.py`` in the home loads it.
 - Prints the UI's URL and the admin login (the simple auth manager's generated password), then waits.
 - Ctrl-C (or SIGTERM) stops Airflow's components and the sandbox, and waits until every one is gone.
 
@@ -17,18 +22,24 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import secrets
+import shlex
 import signal
 import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
+from importlib import metadata
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 PASSWORD_FILE = "simple_auth_manager_passwords.json.generated"
+#: The customer the printed commands simulate (the example DAGs' default recipient, +1 555 010 0200).
+CUSTOMER = "15550100200"
 
 
 def build_env(home: Path, dags_folder: Path, api_port: int) -> dict[str, str]:
@@ -56,11 +67,12 @@ def build_env(home: Path, dags_folder: Path, api_port: int) -> dict[str, str]:
     return env
 
 
-def sandbox_conn_json(port: int) -> str:
+def sandbox_conn_json(port: int, webhook_token: str | None = None) -> str:
     """
     Return the ``itnio_default`` connection for a sandbox CLI on ``port`` (it runs with the default account).
 
     :param port: The sandbox's port.
+    :param webhook_token: The receiver's ``webhook_token`` extra (None: none).
     """
     from airflow_provider_itnio.sandbox.server import (
         DEFAULT_API_KEY,
@@ -69,6 +81,9 @@ def sandbox_conn_json(port: int) -> str:
         DEFAULT_BUSINESS_PHONES,
     )
 
+    extra: dict[str, Any] = {"app_id": DEFAULT_APP_ID, "business_phone": DEFAULT_BUSINESS_PHONES[0]}
+    if webhook_token is not None:
+        extra["webhook_token"] = webhook_token
     return json.dumps(
         {
             "conn_type": "itnio",
@@ -76,8 +91,70 @@ def sandbox_conn_json(port: int) -> str:
             "login": DEFAULT_API_KEY,
             "password": DEFAULT_API_SECRET,
             "host": f"http://127.0.0.1:{port}",
-            "extra": {"app_id": DEFAULT_APP_ID, "business_phone": DEFAULT_BUSINESS_PHONES[0]},
+            "extra": extra,
         }
+    )
+
+
+def webhook_url(api_port: int, token: str, conn_id: str = "itnio_default") -> str:
+    """
+    Return the receiver's address on the local API server (where the sandbox pushes).
+
+    :param api_port: The API server's port.
+    :param token: The connection's ``webhook_token``.
+    :param conn_id: The ``itnio`` connection.
+    """
+    return f"http://127.0.0.1:{api_port}/itnio/webhook/{conn_id}/{token}"
+
+
+def ensure_webhook_plugin(home: Path) -> Path | None:
+    """
+    Make ``airflow standalone`` load the webhook receiver; return the plugin file written, if one was needed.
+
+    The installed package registers the plugin through the ``airflow.plugins`` entry point; an editable install made
+    before that entry point existed does not, so the home's plugins folder then gets a file importing the class.
+
+    :param home: The Airflow home (its plugins folder is ``home/plugins``).
+    """
+    if "itnio_webhook" in {ep.name for ep in metadata.entry_points(group="airflow.plugins")}:
+        return None
+    path = home / "plugins" / "itnio_webhook_plugin.py"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("from airflow_provider_itnio.webhook.plugin import ItnioWebhookPlugin  # noqa: F401\n")
+    return path
+
+
+def point_pushes(sandbox_port: int, push_url: str) -> None:
+    """
+    Make the sandbox push statuses and customers' messages to ``push_url`` (``POST /sandbox/config``).
+
+    :param sandbox_port: The sandbox's port.
+    :param push_url: The receiver's address (it holds the token: it goes in the request body only).
+    """
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{sandbox_port}/sandbox/config",
+        data=json.dumps({"push_url": push_url}).encode(),
+        headers={"Content-Type": "application/json"},
+        method="POST",
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=10):
+            pass
+    except (urllib.error.URLError, OSError) as err:  # HTTPError (a 400) included
+        raise RuntimeError(f"the sandbox did not take the push address: {err}") from None
+
+
+def inbound_command(sandbox_port: int, **message: Any) -> str:
+    """
+    Return a ``curl`` command that simulates a customer writing (``POST /sandbox/inbound``).
+
+    :param sandbox_port: The sandbox's port.
+    :param message: The request's fields (``from``, ``text``, ``type``, ``context``, ``reply_title``...).
+    """
+    body = json.dumps(message)
+    return (
+        f"curl -s -X POST http://127.0.0.1:{sandbox_port}/sandbox/inbound "
+        f"-H 'Content-Type: application/json' -d {shlex.quote(body)}"
     )
 
 
@@ -225,14 +302,20 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _on_signal)
 
     print(f"Airflow home {home}; DAGs folder {args.dags_folder}; log {log}")
+    ensure_webhook_plugin(home)
     sandbox, sandbox_port = start_sandbox(home / "sandbox.port")
     airflow: subprocess.Popen[bytes] | None = None
     try:
         print("Migrating the metadata database ...")
         _airflow(["db", "migrate"], env, log)
         _airflow(["connections", "delete", "itnio_default"], env, log, check=False)
-        _airflow(["connections", "add", "itnio_default", "--conn-json", sandbox_conn_json(sandbox_port)], env, log)
+        token = secrets.token_urlsafe(32)
+        _airflow(
+            ["connections", "add", "itnio_default", "--conn-json", sandbox_conn_json(sandbox_port, token)], env, log
+        )
         print(f"Connection itnio_default -> the sandbox at http://127.0.0.1:{sandbox_port}")
+        point_pushes(sandbox_port, webhook_url(args.port, token))
+        print(f"The sandbox pushes to http://127.0.0.1:{args.port}/itnio/webhook/itnio_default/*** (the receiver)")
         print("Starting `airflow standalone` (api-server, scheduler, dag-processor, triggerer) ...")
         airflow = start_standalone(env, log)
         url = f"http://localhost:{args.port}"
@@ -251,6 +334,13 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  Login:       admin / {password or f'(see {home / PASSWORD_FILE})'}")
             print(f"  Sandbox:     http://127.0.0.1:{sandbox_port}/sandbox/messages  (what it received)")
             print("  Try:         trigger itnio_followup, then look at its tasks' XCom (the messageIds)")
+            print("  Two-way:     a customer writes (opens their 24-hour window for session messages):")
+            print(f"               {inbound_command(sandbox_port, **{'from': CUSTOMER, 'text': 'Hi'})}")
+            print("               unpause itnio_reschedule_on_reply, trigger itnio_appointment_confirm, then tap")
+            print("               Reschedule on its buttons (the messageId is in its task's XCom):")
+            tap = {"from": CUSTOMER, "type": "button_reply", "context": "<messageId>", "reply_title": "Reschedule"}
+            print(f"               {inbound_command(sandbox_port, **tap)}")
+            print("               the tap starts a run of itnio_reschedule_on_reply, which answers with free slots")
             print("  Ctrl-C stops Airflow and the sandbox.")
             print()
             sys.stdout.flush()

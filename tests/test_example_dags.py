@@ -205,3 +205,77 @@ def test_new_collection(airflow_sandbox: Any) -> None:
     assert bodies[4]["contacts"][0]["name"]["formatted_name"] == "Mia Chen"
     assert bodies[5]["text"]["body"].endswith("off the autumn-26 collection with code AUTUMN2610, until Sunday.")
     assert bodies[5]["text"]["body"] == xcom_value(dag_run, "build_offer")["text"]["body"]
+
+
+def _example_module(name: str) -> Any:
+    """Import an example file as a module of its own (for its helper functions)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(f"itnio_example_{name}", EXAMPLES / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_appointment_confirm_sends_keep_and_reschedule_buttons_naming_the_appointment(airflow_sandbox: Any) -> None:
+    dag_run = run_dag("itnio_appointment_confirm", conf={"phone": PHONE, "appointment_id": "APT-9", "when": "Mon"})
+    _check_run(dag_run, airflow_sandbox, {"ask_keep_or_reschedule": "interactive:button"})
+    buttons = airflow_sandbox.messages()[0]["body"]["interactive"]["action"]["buttons"]
+    assert [b["reply"] for b in buttons] == [
+        {"id": "keep:APT-9", "title": "Keep"},
+        {"id": "reschedule:APT-9", "title": "Reschedule"},
+    ]
+
+
+def test_reschedule_requests_answer_each_reschedule_tap_once_in_context() -> None:
+    module = _example_module("itnio_reschedule_on_reply")
+    tap = {"message_id": "in-1", "from": PHONE, "reply": {"id": "reschedule:APT-9", "title": "Reschedule"}}
+    extras = [
+        tap,
+        dict(tap),  # the same message twice in one run's events
+        {"message_id": "in-2", "from": PHONE, "reply": {"id": "keep:APT-9", "title": "Keep"}},
+        {"message_id": "in-3", "from": PHONE, "reply": None, "text": "reschedule:APT-9"},
+    ]
+    (request,) = module.reschedule_requests(extras)
+    assert (request["recipient"], request["reply_to"]) == (PHONE, "in-1")
+    (section,) = request["sections"]
+    assert [row["id"] for row in section["rows"]] == [f"APT-9-{suffix}" for suffix, _, _ in module.SLOTS]
+    # What the mapped list operator builds from it is a valid list message.
+    from airflow_provider_itnio import messages as m
+
+    m.ListMessage(body="b", button="See free slots", sections=request["sections"])
+
+
+def test_record_failures_appends_each_failed_message_once(tmp_path: Path) -> None:
+    import sqlite3
+
+    module = _example_module("itnio_record_failed_statuses")
+    db = tmp_path / "failures.db"
+    failed = {"message_id": "m-1", "recipient": PHONE, "failure": "131026 Message undeliverable", "timestamp": 5}
+    assert [row["message_id"] for row in module.record_failures([failed], db)] == ["m-1"]
+    assert module.record_failures([failed], db) == []  # a retried task writes nothing twice
+    with sqlite3.connect(db) as connection:
+        rows = connection.execute("SELECT message_id, recipient, failure, timestamp FROM failed_messages").fetchall()
+    assert rows == [("m-1", PHONE, "131026 Message undeliverable", 5)]
+
+
+@pytest.mark.parametrize("dag_id", ["itnio_reschedule_on_reply", "itnio_record_failed_statuses"])
+def test_asset_scheduled_examples_run_without_events_and_send_nothing(
+    airflow_sandbox: Any, dag_id: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A manual run (no triggering event) of a DAG scheduled on the receiver's assets does nothing, successfully."""
+    import airflow
+
+    if airflow.__version__.startswith("2."):
+        pytest.skip("scheduling on the receiver's assets needs Airflow 3.1+ (the file defines a stub DAG)")
+    monkeypatch.setenv("ITNIO_FAILED_MESSAGES_DB", str(tmp_path / "failures.db"))
+    dag_run = run_dag(dag_id)
+    assert str(dag_run.state) == "success"
+    states = task_states(dag_run)
+    if dag_id == "itnio_reschedule_on_reply":
+        assert states["reschedule_taps"] == ("success", 1) and states["offer_slots"][0] == "skipped"
+        assert xcom_value(dag_run, "reschedule_taps") == []
+    else:
+        assert states == {"record": ("success", 1)} and xcom_value(dag_run, "record") == []
+    assert airflow_sandbox.messages() == []
