@@ -492,6 +492,22 @@ class AirflowStack:
         """
         return self.logs_folder / f"{name}.log"
 
+    def deferral_race(self, dag_id: str) -> bool:
+        """
+        Return True when the scheduler failed a task of ``dag_id`` over Airflow's own deferral race.
+
+        A trigger that fires within seconds of the deferral can beat the scheduler to the deferring process's
+        executor event; the scheduler then marks the resumed task instance failed ("finished with state success,
+        but the task instance's state attribute is queued"): apache/airflow#66374 and #72716, not the provider.
+
+        :param dag_id: The DAG whose task instances to look for.
+        """
+        log = (self.logs_folder / "scheduler.log").read_text(errors="replace")
+        return any(
+            f"<TaskInstance: {dag_id}." in line and "finished with state success, but the task instance's state" in line
+            for line in log.splitlines()
+        )
+
     def all_logs(self) -> dict[str, str]:
         """Return every log file under the home's ``logs`` folder (components, CLI, tasks) by relative path."""
         return {

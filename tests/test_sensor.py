@@ -25,7 +25,7 @@ import subprocess
 import sys
 import time
 from collections.abc import AsyncGenerator, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -363,7 +363,7 @@ class EndToEnd:
 
     stack: Any
     sandbox: Any
-    webhook_token: str
+    webhook_token: str = field(repr=False)  # never in a failure report
 
 
 @pytest.fixture(scope="module")
@@ -404,6 +404,9 @@ def test_end_to_end_the_deferred_sensor_resumes_on_the_read_push_and_fails_on_a_
     sandbox.set_push_failure(failed_to, failure=E2E_FAILURE, after="delivered")
     runs = {dag_id: stack.trigger_dag(dag_id) for dag_id in (READ_DAG, FAILED_DAG)}
     states = {dag_id: stack.wait_for_run(dag_id, run_id, timeout=150) for dag_id, run_id in runs.items()}
+    raced = [dag_id for dag_id in runs if stack.deferral_race(dag_id)]
+    if raced:  # the scheduler, not the sensor, failed the resumed task: say so rather than pass or fail blindly
+        pytest.xfail(f"Airflow's deferral race (apache/airflow#66374, #72716) hit {raced}")
     assert states == {READ_DAG: "success", FAILED_DAG: "failed"}, stack.import_errors()
 
     # What the sandbox pushed reached the receiver, and the sensor waited until it had recorded `read`.
