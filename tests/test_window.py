@@ -28,7 +28,7 @@ import sys
 import textwrap
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -59,7 +59,7 @@ class Env:
     base_url: str
     log_path: Path
     engine: sa.engine.Engine
-    token: str
+    token: str = field(repr=False)  # never in a failure report
 
     def rows(self, sql: str, **params: Any) -> list[dict[str, Any]]:
         with self.engine.connect() as connection:
