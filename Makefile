@@ -75,6 +75,25 @@ $(BENCH_STAMP): $(STAMP) $(BENCH_CONSTRAINTS)
 bench: $(BENCH_STAMP)
 	$(BIN)/python -m bench.run_all
 
+# The two-way benchmarks, not in `make bench` (heavy: each starts a whole Airflow): receiver throughput next to
+# Airflow's REST and airflow-provider-inbound-webhooks (bench/bench_receiver.py), and many deferred sensors on one
+# triggerer (bench/bench_deferred_sensors.py). Adds the peer to .venv (pinned in BENCH_CONSTRAINTS; it adds no
+# other package) and writes sections 7 and 8 of bench/RESULTS.md. Scale with BENCH_PUSHES / BENCH_SENSORS.
+.PHONY: bench-two-way
+BENCH_TWO_WAY_PEERS := airflow-provider-inbound-webhooks
+BENCH_TWO_WAY_STAMP := $(VENV)/.installed-bench-two-way-$(AIRFLOW_VERSION)
+BENCH_PUSHES ?= 20000
+BENCH_SENSORS ?= 1000
+
+$(BENCH_TWO_WAY_STAMP): $(STAMP) $(BENCH_CONSTRAINTS)
+	$(BIN)/uv pip install --quiet --python $(BIN)/python \
+		$(if $(wildcard $(CONSTRAINTS)),--constraint $(CONSTRAINTS)) --constraint $(BENCH_CONSTRAINTS) $(BENCH_TWO_WAY_PEERS)
+	touch $@
+
+bench-two-way: $(BENCH_TWO_WAY_STAMP)
+	$(BIN)/python -m bench.bench_receiver --pushes $(BENCH_PUSHES) --results
+	$(BIN)/python -m bench.bench_deferred_sensors --sensors $(BENCH_SENSORS) --results
+
 sandbox: install
 	$(BIN)/python -m airflow_provider_itnio.sandbox
 

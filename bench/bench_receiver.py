@@ -1,0 +1,464 @@
+"""
+Receiver throughput and latency on a real Airflow 3 API server, next to its peers in the same run.
+
+One Airflow (tests/airflow_stack.py: SQLite, LocalExecutor) with the itnio plugin and the peer plugin
+``airflow-provider-inbound-webhooks`` (installed by ``make bench-two-way``). A DAG file schedules on the three
+targets' assets, so each of them writes asset events; once it is parsed, the scheduler, dag-processor and triggerer
+are stopped, so only the API server (one worker, the default) runs while the clients push. The same pushes go,
+one target after the other, to:
+
+- ours: ``POST /itnio/webhook/itnio_default/<token>`` (status pushes in the vendor's shape);
+- Airflow's REST ``POST /api/v2/assets/events`` (JWT from ``/auth/token``), the push as the event's ``extra``;
+- the peer: ``POST /webhooks/itnio``, a ``token_header`` source (secret in ``X-Itnio-Secret``, event name from
+  ``eventType``, delivery id ``<messageId>:<status>`` in ``X-Delivery-Id`` so that re-pushes are recognised).
+
+The pushes: ``--pushes`` in all, 5% re-pushes of earlier ones, 5% arriving after a later status of the same message
+(``read`` before ``delivered`` before ``sent``), from ``--clients`` threads each with its own keep-alive session and
+one request in flight (loopback). Afterwards the rows are counted in each target's tables: lost and recorded-twice.
+
+    .venv/bin/python -m bench.bench_receiver [--pushes 20000] [--clients 16] [--out result.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import queue
+import random
+import statistics
+import tempfile
+import textwrap
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import requests
+
+from bench.common import ROOT, emit
+from tests.airflow_stack import AirflowStack
+from tests.test_connection_ui import _stop
+
+APP_ID = "BenchApp1"
+BUSINESS = "15550100000"
+CONN_ID = "itnio_default"
+PEER_NAME = "itnio"
+PEER_ASSET = f"{PEER_NAME}/message-status-event"
+REST_ASSET = "bench_rest_status_events"
+ORDER = ("sent", "delivered", "read")
+WARMUP = 30
+RESULTS = ROOT / "bench" / "RESULTS.md"
+HEADING = "## 7. Receiver throughput and latency (pushes from 16 clients to a real API server, peers in the same run)"
+TARGET = "throughput >= each peer's, p99 < 50 ms, 0 lost, 0 recorded twice"
+
+DAG_FILE = textwrap.dedent(
+    f'''
+    """Schedules on the three targets' assets, so that each of them records asset events."""
+    import pendulum
+    from airflow.sdk import DAG, Asset
+    from airflow_provider_itnio.assets import message_status
+
+    with DAG(
+        "bench_receiver_assets",
+        schedule=(
+            message_status("{CONN_ID}", "sent")
+            | message_status("{CONN_ID}", "delivered")
+            | message_status("{CONN_ID}", "read")
+            | Asset("{PEER_ASSET}")
+            | Asset("{REST_ASSET}")
+        ),
+        start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+        catchup=False,
+    ):
+        pass
+    '''
+)
+
+
+def build_pushes(total: int, seed: int = 8) -> tuple[list[dict[str, Any]], dict[str, str], int, int]:
+    """
+    Return (the pushes in sending order, each message's furthest status, distinct pushes, out-of-order pushes).
+
+    :param total: Pushes in all (5% of them re-pushes).
+    :param seed: The random seed.
+    """
+    rng = random.Random(seed)
+    duplicates = total // 20
+    distinct = total - duplicates
+    pushes: list[dict[str, Any]] = []
+    furthest: dict[str, str] = {}
+    out_of_order = 0
+    now = int(time.time())
+    while len(pushes) < distinct:
+        message_id = uuid.uuid4().hex
+        statuses = list(ORDER[: min(3, distinct - len(pushes))])
+        furthest[message_id] = statuses[-1]
+        if len(statuses) == 3 and rng.random() < 0.075:  # 2 of 3 behind a later status: 5% of the pushes
+            statuses.reverse()
+            out_of_order += 2
+        for status in statuses:
+            pushes.append(
+                {
+                    "appId": APP_ID,
+                    "channelType": 0,
+                    "messageId": message_id,
+                    "eventType": "message-status-event",
+                    "billable": "true",
+                    "form": BUSINESS,
+                    "recipient": f"1555{rng.randrange(10**7):07d}",
+                    "status": status,
+                    "failure": "",
+                    "conversationType": "service",
+                    "timestamp": now + ORDER.index(status),
+                }
+            )
+    for _ in range(duplicates):  # a re-push comes after its original
+        index = rng.randrange(len(pushes))
+        pushes.insert(rng.randrange(index + 1, len(pushes) + 1), pushes[index])
+    return pushes, furthest, distinct, out_of_order
+
+
+def push_all(
+    send: Callable[[requests.Session, dict[str, Any]], requests.Response],
+    pushes: list[dict[str, Any]],
+    clients: int,
+    budget: float = float("inf"),
+) -> dict[str, Any]:
+    """
+    Send ``pushes`` from ``clients`` threads (one keep-alive session each, one request in flight each).
+
+    :param send: Sends one push with a session and returns the answer.
+    :param pushes: The pushes, taken in order from a shared queue.
+    :param clients: The number of threads.
+    :param budget: Seconds after which the clients take no new push (the rest is reported as not sent).
+    """
+    deadline = time.perf_counter() + budget
+    work: queue.SimpleQueue[dict[str, Any] | None] = queue.SimpleQueue()
+    for push in pushes:
+        work.put(push)
+    for _ in range(clients):
+        work.put(None)
+    latencies: list[float] = []
+    codes: dict[int, int] = {}
+    lock = threading.Lock()
+    first_answers: dict[str, int] = {}
+
+    def client() -> None:
+        mine: list[float] = []
+        statuses: dict[int, int] = {}
+        with requests.Session() as session:
+            while (push := work.get()) is not None and time.perf_counter() < deadline:
+                started = time.perf_counter()
+                try:
+                    answer = send(session, push)
+                except requests.RequestException:
+                    statuses[0] = statuses.get(0, 0) + 1  # no answer (timed out): code 0
+                    mine.append(time.perf_counter() - started)
+                    continue
+                mine.append(time.perf_counter() - started)
+                if answer.status_code < 300:
+                    with lock:
+                        key = f"{push['messageId']}:{push['status']}"
+                        first_answers[key] = first_answers.get(key, 0) + 1
+                statuses[answer.status_code] = statuses.get(answer.status_code, 0) + 1
+        with lock:
+            latencies.extend(mine)
+            for code, count in statuses.items():
+                codes[code] = codes.get(code, 0) + count
+
+    threads = [threading.Thread(target=client) for _ in range(clients)]
+    started = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    wall = time.perf_counter() - started
+    latencies.sort()
+    return {
+        "requests": len(latencies),
+        "not_sent": len(pushes) - len(latencies),
+        "distinct_answered_2xx": len(first_answers),
+        "wall_s": round(wall, 2),
+        "per_s": round(len(latencies) / wall, 1),
+        "p50_ms": round(1000 * statistics.median(latencies), 1),
+        "p99_ms": round(1000 * latencies[int(0.99 * (len(latencies) - 1))], 1),
+        "max_ms": round(1000 * latencies[-1], 1),
+        "codes": {str(code): count for code, count in sorted(codes.items())},
+    }
+
+
+def ok(measured: dict[str, Any]) -> int:
+    """Return how many requests of a measurement were answered 2xx."""
+    return sum(n for code, n in measured["codes"].items() if code.startswith("2"))
+
+
+def count(stack: AirflowStack, sql: str, **params: Any) -> int:
+    """Return the single number ``sql`` selects from the metadata database."""
+    return int(next(iter(stack.rows(sql, **params)[0].values())))
+
+
+def asset_events(stack: AirflowStack, names: list[str]) -> int:
+    """Return the number of asset events recorded on the assets named ``names``."""
+    marks = ", ".join(f":n{i}" for i in range(len(names)))
+    params = {f"n{i}": name for i, name in enumerate(names)}
+    return count(
+        stack,
+        f"SELECT COUNT(*) FROM asset_event e JOIN asset a ON a.id = e.asset_id WHERE a.name IN ({marks})",
+        **params,
+    )
+
+
+def run(total: int, clients: int, budget: float) -> dict[str, Any]:
+    """
+    Start the stack, push to the three targets and return the measurements and the row counts.
+
+    :param total: Pushes per target.
+    :param clients: Concurrent clients.
+    :param budget: Seconds each target may take at most (then the clients stop taking pushes).
+    """
+    from airflow_provider_itnio.assets import message_status_uri
+
+    token = uuid.uuid4().hex + uuid.uuid4().hex
+    peer_secret = uuid.uuid4().hex
+    pushes, furthest, distinct, out_of_order = build_pushes(total)
+    warm, _, _, _ = build_pushes(WARMUP, seed=9)
+    ours_assets = [message_status_uri(CONN_ID, status) for status in ORDER]
+    home = Path(tempfile.mkdtemp(prefix="itnio-bench-receiver-"))
+    dag = home / "bench_receiver_assets.py"
+    dag.write_text(DAG_FILE)
+    connections = {
+        CONN_ID: {
+            "conn_type": "itnio",
+            "login": "key",
+            "password": "secret",
+            "host": "http://127.0.0.1:9",
+            "extra": {"app_id": APP_ID, "business_phone": BUSINESS, "webhook_token": token},
+        },
+        f"webhook_{PEER_NAME}": {
+            "conn_type": "inbound_webhook",
+            "password": peer_secret,
+            "extra": {
+                "source_type": "token_header",
+                "token_header": "X-Itnio-Secret",
+                "event_field": "eventType",
+                "delivery_id_header": "X-Delivery-Id",
+            },
+        },
+    }
+    env = {"AIRFLOW__INBOUND_WEBHOOKS__WEBHOOK_NAMES": PEER_NAME, "AIRFLOW__LOGGING__LOGGING_LEVEL": "WARNING"}
+    result: dict[str, Any] = {
+        "pushes": total,
+        "distinct": distinct,
+        "duplicates": total - distinct,
+        "out_of_order": out_of_order,
+        "messages": len(furthest),
+        "clients": clients,
+        "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
+    }
+    with AirflowStack(home / "home", dags=[dag], connections=connections, env=env) as stack:
+        stack.wait_for_dag("bench_receiver_assets")
+        stack.wait_until(
+            lambda: count(stack, "SELECT COUNT(*) FROM dag_schedule_asset_reference") >= 5, "asset references", 120
+        )
+        for name in ("triggerer", "dag-processor", "scheduler"):  # only the API server runs while measuring
+            _stop(stack.processes.pop(name))
+        answer = stack.api("GET", "/assets", params={"name_pattern": REST_ASSET})
+        rest_asset_id = answer.json()["assets"][0]["id"]
+        jwt = stack.token()
+        base = stack.base_url
+
+        def ours(session: requests.Session, push: dict[str, Any]) -> requests.Response:
+            return session.post(f"{base}/itnio/webhook/{CONN_ID}/{token}", json=push, timeout=30)
+
+        def rest(session: requests.Session, push: dict[str, Any]) -> requests.Response:
+            return session.post(
+                f"{base}/api/v2/assets/events",
+                json={"asset_id": rest_asset_id, "extra": push},
+                headers={"Authorization": f"Bearer {jwt}"},
+                timeout=30,
+            )
+
+        def peer(session: requests.Session, push: dict[str, Any]) -> requests.Response:
+            headers = {"X-Itnio-Secret": peer_secret, "X-Delivery-Id": f"{push['messageId']}:{push['status']}"}
+            return session.post(f"{base}/webhooks/{PEER_NAME}", json=push, headers=headers, timeout=30)
+
+        targets = {"ours": ours, "airflow_rest": rest, "inbound_webhooks": peer}
+        for name, send in targets.items():  # warm every target up (imports, caches) before any is measured
+            started = time.perf_counter()
+            push_all(send, warm, 1, budget)
+            print("warmed up", name, round(time.perf_counter() - started, 1), "s", flush=True)
+        before = {
+            "ours_history": count(stack, "SELECT COUNT(*) FROM itnio_status_history"),
+            "ours_messages": count(stack, "SELECT COUNT(*) FROM itnio_message_status"),
+            "ours_events": asset_events(stack, ours_assets),
+            "rest_events": asset_events(stack, [REST_ASSET]),
+            "peer_deliveries": count(stack, "SELECT COUNT(*) FROM inbound_webhooks_delivery"),
+            "peer_events": asset_events(stack, [PEER_ASSET]),
+        }
+        for name, send in targets.items():
+            result[name] = push_all(send, pushes, clients, budget)
+            print(name, json.dumps(result[name]), flush=True)
+        ids = list(furthest)
+        history = count(stack, "SELECT COUNT(*) FROM itnio_status_history") - before["ours_history"]
+        twice = count(
+            stack,
+            "SELECT COUNT(*) FROM (SELECT message_id, status FROM itnio_status_history "
+            "GROUP BY message_id, status HAVING COUNT(*) > 1) AS t",
+        )
+        rows = stack.rows("SELECT message_id, status FROM itnio_message_status")
+        final = {row["message_id"]: row["status"] for row in rows if row["message_id"] in furthest}
+        result["ours"]["rows"] = {
+            "status_history": history,
+            "message_status": count(stack, "SELECT COUNT(*) FROM itnio_message_status") - before["ours_messages"],
+            "asset_events": asset_events(stack, ours_assets) - before["ours_events"],
+            "lost": result["ours"]["distinct_answered_2xx"] - history,
+            "messages_without_status": len(ids) - len(final),
+            "recorded_twice": twice,
+            "wrong_furthest_status": sum(1 for mid in ids if final.get(mid) != furthest[mid]),
+        }
+        rest_events = asset_events(stack, [REST_ASSET]) - before["rest_events"]
+        result["airflow_rest"]["rows"] = {
+            "asset_events": rest_events,
+            "lost": max(0, ok(result["airflow_rest"]) - rest_events),
+            "recorded_twice": max(0, rest_events - distinct),  # it has no idempotency: every re-push is an event
+        }
+        deliveries = count(stack, "SELECT COUNT(*) FROM inbound_webhooks_delivery") - before["peer_deliveries"]
+        peer_twice = count(
+            stack,
+            "SELECT COUNT(*) FROM (SELECT delivery_id FROM inbound_webhooks_delivery WHERE webhook = :w "
+            "GROUP BY delivery_id HAVING COUNT(*) > 1) AS t",
+            w=PEER_NAME,
+        )
+        peer_events = asset_events(stack, [PEER_ASSET]) - before["peer_events"]
+        result["inbound_webhooks"]["rows"] = {
+            "deliveries": deliveries,
+            "asset_events": peer_events,
+            "lost": max(0, result["inbound_webhooks"]["distinct_answered_2xx"] - deliveries),
+            "recorded_twice": peer_twice,
+        }
+        logs = "\n".join(stack.all_logs().values())
+        result["token_in_logs"] = token in logs or peer_secret in logs
+    return result
+
+
+def record_section(heading: str, lines: list[str], path: Path = RESULTS) -> None:
+    """
+    Replace the section ``heading`` (up to the next ``## `` heading) of ``bench/RESULTS.md``, or append it.
+
+    :param heading: The section's heading line.
+    :param lines: The section's lines after the heading.
+    :param path: The results file.
+    """
+    text = path.read_text() if path.exists() else "# Benchmark results\n"
+    existing = text.splitlines()
+    section = [heading, *lines]
+    if heading in existing:
+        start = existing.index(heading)
+        end = next((i for i in range(start + 1, len(existing)) if existing[i].startswith("## ")), len(existing))
+        existing[start:end] = ["", *section, ""] if start else section
+    else:
+        existing += ["", *section] if existing and existing[-1] else section
+    path.write_text("\n".join(existing).rstrip("\n") + "\n")
+
+
+def section(result: dict[str, Any], command: str) -> list[str]:
+    """
+    Return the lines of the results section for ``result``.
+
+    :param result: What :func:`run` returned (plus the wall time).
+    :param command: The command that produced it.
+    """
+    names = {
+        "ours": "itnio receiver",
+        "airflow_rest": "Airflow REST assets/events",
+        "inbound_webhooks": "inbound-webhooks",
+    }
+    ours = result["ours"]
+    peers = [result[name] for name in ("airflow_rest", "inbound_webhooks")]
+    complete = ours["not_sent"] == 0
+    met = (
+        complete
+        and all(ours["per_s"] >= peer["per_s"] for peer in peers)
+        and ours["p99_ms"] < 50
+        and ours["rows"]["lost"] == 0
+        and ours["rows"]["recorded_twice"] == 0
+        and ours["rows"]["wrong_furthest_status"] == 0
+    )
+    faster = all(ours["per_s"] >= peer["per_s"] for peer in peers)
+    exact = ours["rows"]["lost"] == 0 and ours["rows"]["recorded_twice"] == 0
+    verdicts = [
+        f"throughput {'met' if complete and faster else 'NOT met'}",
+        f"p99 {'met' if ours['p99_ms'] < 50 else 'NOT met'} ({ours['p99_ms']} ms)",
+        f"0 lost / 0 twice {'met' if exact and ours['rows']['wrong_furthest_status'] == 0 else 'NOT met'}",
+    ]
+    lines = [
+        "",
+        f"Target: {TARGET}. **{'met' if met else 'NOT met'}**: {'; '.join(verdicts)}. "
+        f"(whole run {result['bench_wall_s']:.0f} s)",
+        "",
+        f"`{command}`: {result['pushes']:,} pushes per target ({result['distinct']:,} distinct status pushes for "
+        f"{result['messages']:,} messages, {result['duplicates']:,} re-pushes, {result['out_of_order']:,} arriving "
+        f"after a later status of their message), {result['clients']} threads with a keep-alive session each, "
+        "loopback, one API server worker (the default), SQLite; scheduler, dag-processor and triggerer stopped "
+        f"while pushing; each target at most {result['budget_s']:.0f} s (then its clients stop: `not sent`). "
+        f"Load average at the start: {result.get('load_average_at_start', 'not recorded')} (2 cores, shared).",
+        "",
+        "| target | sent | not sent | answers | pushes/s | p50 ms | p99 ms | max ms | rows recorded | lost | twice |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for key, label in names.items():
+        m = result[key]
+        rows = m["rows"]
+        recorded = ", ".join(f"{k} {v:,}" for k, v in rows.items() if k not in ("lost", "recorded_twice"))
+        codes = ", ".join(f"{code}: {n:,}" for code, n in m["codes"].items())
+        lines.append(
+            f"| {label} | {m['requests']:,} | {m['not_sent']:,} | {codes} | {m['per_s']} | {m['p50_ms']} | "
+            f"{m['p99_ms']} | {m['max_ms']} | {recorded} | {rows['lost']} | {rows['recorded_twice']} |"
+        )
+    lines += [
+        "",
+        "Lost: answered 2xx but not in the target's table. Twice: the same status of the same message recorded "
+        "more than once (Airflow's REST has no idempotency key, so every re-push it accepts is a second event). "
+        "Code 0: no answer within 30 s. 503: the receiver could not write (SQLite busy) and recorded nothing; "
+        "the vendor re-pushes such a push after 1, 3 and 5 minutes. With SQLite every write of the API server "
+        "queues for the one database lock, which makes the long tail; the targets ran one after the other, and "
+        "requests a client gave up on keep the server busy for a while after their target's turn.",
+        "",
+        f"Raw: `{json.dumps(result)}`",
+    ]
+    return lines
+
+
+def main() -> None:
+    """Parse the arguments, run, print and emit the result."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser.add_argument("--pushes", type=int, default=20_000, help="pushes per target (5%% re-pushes)")
+    parser.add_argument("--clients", type=int, default=16, help="concurrent clients (threads)")
+    parser.add_argument("--budget", type=float, default=300.0, help="seconds per target at most")
+    parser.add_argument("--results", action="store_true", help="write the section into bench/RESULTS.md")
+    parser.add_argument("--out", type=Path, help="also write the result as JSON here")
+    parser.add_argument("--from-json", type=Path, help="do not run: write the section of a result saved by --out")
+    args = parser.parse_args()
+    if args.from_json:
+        result = json.loads(args.from_json.read_text())
+    else:
+        started = time.monotonic()
+        result = run(args.pushes, args.clients, args.budget)
+        result["bench_wall_s"] = round(time.monotonic() - started, 1)
+        result["budget_s"] = args.budget
+    if args.results:
+        command = (
+            f".venv/bin/python -m bench.bench_receiver --pushes {result['pushes']} --clients {result['clients']} "
+            f"--budget {result.get('budget_s', args.budget):g}"
+        )
+        record_section(HEADING, section(result, command))
+    if args.out:
+        args.out.write_text(json.dumps(result, indent=2))
+    emit({"bench": "bench_receiver", **result})
+
+
+if __name__ == "__main__":
+    main()
