@@ -23,6 +23,10 @@ first start and kept in ``.stack/state.json`` (mode 0600, with the generated pas
 - ``logs/``: each component's output; ``pids/``: a PID file per process (PID and start time, so a reused PID is
   never taken for ours).
 
+``kill worker1`` SIGKILLs one component's process group (an Airflow component or the sandbox) and ``restart
+worker1`` starts it again (the failure scenarios of ``tests/stack/test_faults.py``; :data:`FAILURE_DETECTION` makes
+Airflow notice a lost task within about a minute).
+
 ``up`` starts whatever is not running and waits until each part is ready (a second ``up`` changes nothing);
 ``down`` stops the Airflow components first, then the sandbox, Redis and PostgreSQL (SIGTERM to each process
 group, SIGKILL after a grace period; ``pg_ctl stop -m fast``), keeping the data for the next ``up``
@@ -65,6 +69,17 @@ WORKERS = ("worker1", "worker2")
 WORKER_CONCURRENCY = int(os.environ.get("ITNIO_STACK_WORKER_CONCURRENCY", "3"))
 #: Airflow components started with ``airflow <args>``, in start order (stopped in reverse).
 AIRFLOW_COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer", *WORKERS)
+#: Airflow settings that make a lost task instance (a killed worker or task process) be noticed and retried
+#: within about a minute instead of 5 to 10 (the defaults): no heartbeat for 45 s (default 300), checked every 5 s
+#: (10); queued (sent to a worker) for 180 s (600); orphaned tasks of a dead scheduler adopted every 30 s (300).
+FAILURE_DETECTION = {
+    "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "45",
+    "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT_DETECTION_INTERVAL": "5",
+    "AIRFLOW__SCHEDULER__TASK_QUEUED_TIMEOUT": "180",
+    "AIRFLOW__SCHEDULER__ORPHANED_TASKS_CHECK_INTERVAL": "30",
+}
+#: What ``kill`` and ``restart`` take.
+RESTARTABLE = (*AIRFLOW_COMPONENTS, "sandbox")
 START_TIMEOUT = 240.0
 STOP_GRACE = 45.0
 PORT_NAMES = ("postgres", "redis", "api", "sandbox")
@@ -546,6 +561,8 @@ def airflow_env(state: Mapping[str, Any], component: str | None = None) -> dict[
             "AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_CONFIG_LIST": json.dumps(bundles),
             "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(PATHS.home / "logs"),
             "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "False",
+            # failure detection within about a minute (README "Production-like stack": a worker is killed)
+            **FAILURE_DETECTION,
         }
     )
     if component in WORKERS:
@@ -721,17 +738,10 @@ def up() -> dict[str, Any]:
         _upsert_connection(state)
         print("  airflow db migrate done; connection itnio_default -> sandbox", flush=True)
     for name in airflow_missing:
-        # no log servers (--skip-serve-logs): Airflow's bind every interface; the API server reads the task logs
-        # from the shared log folder instead
-        if name in WORKERS:
-            args = ["celery", "worker", "--concurrency", str(WORKER_CONCURRENCY), "-H", name, "--skip-serve-logs"]
-        else:
-            args = [name, "--skip-serve-logs"] if name == "triggerer" else [name]
-        _spawn(name, [sys.executable, "-m", "airflow", *args], airflow_env(state, name))
+        _spawn_airflow(state, name)
     sandbox_started = not is_running("sandbox")
     if sandbox_started:
-        argv = [sys.executable, "-m", "airflow_provider_itnio.sandbox", "--port", str(state["ports"]["sandbox"])]
-        _spawn("sandbox", argv, {**os.environ, "PYTHONUNBUFFERED": "1"})
+        _spawn_sandbox(state)
     wait_until(lambda: _sandbox_ready(state), "the sandbox", 60, ("sandbox",))
     wait_until(lambda: _health(state), "Airflow's components to report healthy", START_TIMEOUT, AIRFLOW_COMPONENTS)
     for name in WORKERS:
@@ -742,6 +752,66 @@ def up() -> dict[str, Any]:
     print(f"Stack up in {time.monotonic() - started:.0f} s.", flush=True)
     _print_access(state)
     return state
+
+
+def _spawn_airflow(state: Mapping[str, Any], name: str) -> int:
+    """Start one Airflow component (``airflow <name>``, a worker with ``celery worker``); return its PID."""
+    # no log servers (--skip-serve-logs): Airflow's bind every interface; the API server reads the task logs
+    # from the shared log folder instead
+    if name in WORKERS:
+        args = ["celery", "worker", "--concurrency", str(WORKER_CONCURRENCY), "-H", name, "--skip-serve-logs"]
+    else:
+        args = [name, "--skip-serve-logs"] if name == "triggerer" else [name]
+    return _spawn(name, [sys.executable, "-m", "airflow", *args], airflow_env(state, name))
+
+
+def _spawn_sandbox(state: Mapping[str, Any]) -> int:
+    argv = [sys.executable, "-m", "airflow_provider_itnio.sandbox", "--port", str(state["ports"]["sandbox"])]
+    return _spawn("sandbox", argv, {**os.environ, "PYTHONUNBUFFERED": "1"})
+
+
+def kill(name: str, sig: int = signal.SIGKILL) -> None:
+    """
+    Send a signal to a component's whole process group (a worker: the Celery parent, its pool processes, their
+    task supervisors and task processes) and wait until the group is gone; the PID file is removed.
+
+    :param name: An Airflow component (``worker1``, ``scheduler``...) or ``sandbox``.
+    :param sig: The signal (default SIGKILL: nothing is cleaned up, as when a machine dies).
+    """
+    if name not in RESTARTABLE:
+        raise StackError(f"{name} cannot be killed or restarted alone (only {', '.join(RESTARTABLE)})")
+    pid = read_pid(name)
+    if pid is None:
+        raise StackError(f"{name} does not run")
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, sig)
+    wait_until(lambda: not _group_alive(pid), f"{name}'s processes to end", STOP_GRACE)
+    PATHS.pid(name).unlink(missing_ok=True)
+
+
+def restart(name: str) -> None:
+    """
+    Start one Airflow component or the sandbox again (after :func:`kill`, or stopping it first when it runs) and
+    wait until it is ready: a worker until Celery reports it ready, the sandbox until it answers (its pushes pointed
+    at the receiver again; it starts with nothing recorded), another component until the API server reports it
+    healthy.
+
+    :param name: An Airflow component or ``sandbox``.
+    """
+    if name not in RESTARTABLE:
+        raise StackError(f"{name} cannot be killed or restarted alone (only {', '.join(RESTARTABLE)})")
+    state = load_state()
+    _stop_group(name)
+    if name == "sandbox":
+        _spawn_sandbox(state)
+        wait_until(lambda: _sandbox_ready(state), "the sandbox", 60, ("sandbox",))
+        configure_sandbox_pushes(state)
+        return
+    _spawn_airflow(state, name)
+    if name in WORKERS:
+        wait_until(functools.partial(_worker_ready, name), f"celery worker {name}", START_TIMEOUT, (name,))
+    else:
+        wait_until(lambda: _health(state), f"{name} to report healthy", START_TIMEOUT, (name,))
 
 
 def _print_access(state: Mapping[str, Any]) -> None:
@@ -788,7 +858,7 @@ def status() -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """
-    Run ``up``, ``down`` or ``status``.
+    Run ``up``, ``down``, ``status``, ``kill <component>`` or ``restart <component>``.
 
     :param argv: Command-line arguments.
     """
@@ -798,6 +868,10 @@ def main(argv: list[str] | None = None) -> int:
     down_parser = sub.add_parser("down", help="stop everything (the data is kept)")
     down_parser.add_argument("--purge", action="store_true", help="also delete .stack/")
     sub.add_parser("status", help="show what runs (exit 1 unless everything does)")
+    kill_parser = sub.add_parser("kill", help="SIGKILL one component's process group (e.g. worker1)")
+    kill_parser.add_argument("name", choices=RESTARTABLE)
+    restart_parser = sub.add_parser("restart", help="start one component again and wait until it is ready")
+    restart_parser.add_argument("name", choices=RESTARTABLE)
     args = parser.parse_args(argv)
     try:
         if args.command == "up":
@@ -805,6 +879,12 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.command == "down":
             down(purge=args.purge)
+            return 0
+        if args.command == "kill":
+            kill(args.name)
+            return 0
+        if args.command == "restart":
+            restart(args.name)
             return 0
         return status()
     except StackError as err:
