@@ -40,7 +40,7 @@ import requests
 
 from bench.common import ROOT, emit
 from tests.airflow_stack import AirflowStack
-from tests.test_connection_ui import _stop
+from tests.servers import stop as _stop
 
 APP_ID = "BenchApp1"
 BUSINESS = "15550100000"

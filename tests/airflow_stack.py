@@ -34,7 +34,6 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterable, Mapping
-from importlib import metadata
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -42,7 +41,9 @@ from typing import Any
 import requests
 import sqlalchemy as sa
 
-from tests.test_connection_ui import _free_port, _stop
+from tests.servers import free_port as _free_port
+from tests.servers import plugins_folder
+from tests.servers import stop as _stop
 
 __all__ = ["COMPONENTS", "AirflowStack", "AirflowStackError", "free_port", "plugins_folder", "webhook_url"]
 
@@ -74,24 +75,6 @@ def webhook_url(api_port: int, conn_id: str, token: str) -> str:
     :param token: Its ``webhook_token``.
     """
     return f"http://127.0.0.1:{api_port}/itnio/webhook/{conn_id}/{token}"
-
-
-def plugins_folder(home: Path) -> Path:
-    """
-    Return a plugins folder for ``home`` that makes Airflow load the itnio webhook plugin.
-
-    The installed package registers the plugin through the ``airflow.plugins`` entry point; an editable install
-    made before that entry point existed does not, so the folder then holds a file importing the same class.
-
-    :param home: The Airflow home (the folder is ``home/plugins``).
-    """
-    plugins = home / "plugins"
-    plugins.mkdir(parents=True, exist_ok=True)
-    if "itnio_webhook" not in {ep.name for ep in metadata.entry_points(group="airflow.plugins")}:
-        (plugins / "itnio_webhook_plugin.py").write_text(
-            "from airflow_provider_itnio.webhook.plugin import ItnioWebhookPlugin  # noqa: F401\n"
-        )
-    return plugins
 
 
 class AirflowStack:

@@ -142,10 +142,10 @@ def _wait_for(condition: Any, what: str, timeout: float, process: subprocess.Pop
 )
 def test_make_airflow_a_simulated_reschedule_tap_starts_the_reply_dag(tmp_path: Path) -> None:
     """The whole script: the printed commands make a customer's tap start ``itnio_reschedule_on_reply``."""
-    from tests.test_connection_ui import _free_port
+    from tests.servers import free_port
 
     script = _script()
-    port = _free_port()
+    port = free_port()
     output = tmp_path / "out.txt"
     with output.open("w") as out:
         process = subprocess.Popen(

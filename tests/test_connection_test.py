@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -17,6 +16,7 @@ from typing import Any
 import pytest
 
 from airflow_provider_itnio.hooks.itnio import QUERY_PHONE_INFO_PATH, ItnioHook
+from tests.servers import free_port
 
 CONN_ID = "itnio_conn_test"
 WRONG_SECRET = "not-the-sandbox-secret"
@@ -34,12 +34,6 @@ def _test(monkeypatch: pytest.MonkeyPatch, conn: dict[str, Any]) -> tuple[bool, 
     assert conn["password"] not in message
     assert "sandbox-secret" not in message
     return ok, message
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def test_a_good_connection_reports_the_phone_its_status_tier_and_quality(
@@ -157,7 +151,7 @@ def test_a_missing_app_id_fails_before_any_request(sandbox: Any, monkeypatch: py
 
 
 def test_an_unreachable_host_fails_after_one_quick_try(monkeypatch: pytest.MonkeyPatch, sandbox: Any) -> None:
-    port = _free_port()  # nothing listens there: connection refused
+    port = free_port()  # nothing listens there: connection refused
     started = time.monotonic()
     ok, message = _test(monkeypatch, _conn(sandbox, host=f"http://127.0.0.1:{port}"))
     assert ok is False

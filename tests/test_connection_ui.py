@@ -17,11 +17,8 @@ import html
 import json
 import os
 import re
-import signal
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from importlib import metadata
 from pathlib import Path
@@ -31,28 +28,12 @@ import pytest
 import requests
 
 from airflow_provider_itnio import connection_fields
+from tests.servers import api_server as api_server_process
+from tests.servers import free_port
 
 AIRFLOW_2 = metadata.version("apache-airflow").startswith("2.")
 #: The form's single definition: what the UI must show.
 FIELDS = connection_fields.EXTRA_FIELDS
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    """Stop a server this test started (its own process group), politely first."""
-    if process.poll() is not None:
-        return
-    os.killpg(process.pid, signal.SIGTERM)
-    try:
-        process.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait(timeout=10)
 
 
 # -- Airflow 3: the API server ------------------------------------------------------------------------------
@@ -63,39 +44,15 @@ def api_server(airflow_db: Path, tmp_path_factory: pytest.TempPathFactory) -> It
     """Start a real ``airflow api-server`` on a free loopback port; yield its base URL and stop it afterwards."""
     if AIRFLOW_2:
         pytest.skip("Airflow 2 has no api-server (its web server is tested below)")
-    port = _free_port()
+    port = free_port()
     log_path = tmp_path_factory.mktemp("api-server") / "api-server.log"
     env = {
         **os.environ,
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
         "AIRFLOW__CORE__TEST_CONNECTION": "Enabled",
     }
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "airflow", "api-server", "--host", "127.0.0.1", "--port", str(port)],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=env,
-            start_new_session=True,
-        )
-    base_url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"airflow api-server exited with {process.returncode}:\n{log_path.read_text()[-3000:]}")
-            try:
-                if requests.get(f"{base_url}/api/v2/monitor/health", timeout=2).status_code == 200:
-                    break
-            except requests.ConnectionError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"airflow api-server did not answer in 120 s:\n{log_path.read_text()[-3000:]}")
-            time.sleep(0.5)
+    with api_server_process(port, log_path, env) as base_url:
         yield base_url
-    finally:
-        _stop(process)
-    assert process.returncode is not None
 
 
 @pytest.mark.slow

@@ -71,6 +71,15 @@ async def first_event(trigger: Any) -> dict[str, Any]:
     return dict(event.payload)
 
 
+@pytest.fixture(autouse=True)
+def no_settling(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Let triggers run in this process fire at once (the stack's triggerer keeps the default settling time)."""
+    if not AIRFLOW_2:
+        from airflow_provider_itnio.triggers.itnio import ItnioMessageStatusTrigger
+
+        monkeypatch.setattr(ItnioMessageStatusTrigger, "settle_seconds", 0.0)
+
+
 # -- arguments, parse time -----------------------------------------------------------------------------------
 
 
@@ -191,6 +200,30 @@ def test_the_trigger_waits_through_earlier_statuses_and_fires_on_the_target(serv
 
 @pytest.mark.api_server
 @needs_airflow_3
+def test_a_status_already_recorded_fires_only_after_the_settling_time(
+    server: Server, conn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from airflow_provider_itnio.triggers.itnio import SETTLE_SECONDS, ItnioMessageStatusTrigger
+
+    assert ItnioMessageStatusTrigger.settle_seconds == 0.0 and SETTLE_SECONDS > 0  # the fixture, and the default
+    monkeypatch.setattr(ItnioMessageStatusTrigger, "settle_seconds", 0.5)
+    message_id = unique("settle")
+
+    async def scenario() -> tuple[dict[str, Any], float, int]:
+        await push(server, message_id, "read")  # recorded before the task defers: the scheduler race's case
+        trigger = ItnioMessageStatusTrigger(message_id=message_id, target_status="read", itnio_conn_id=conn)
+        started = time.monotonic()
+        payload = await first_event(trigger)
+        return payload, time.monotonic() - started, trigger.polls
+
+    payload, waited, polls = asyncio.run(asyncio.wait_for(scenario(), 60))
+    assert (payload["outcome"], payload["status"]) == ("reached", "read")
+    assert polls == 0  # the first answer was the one: only the settling time was waited
+    assert waited >= 0.5  # never earlier than the settling time (a lower bound: nothing here can make it shorter)
+
+
+@pytest.mark.api_server
+@needs_airflow_3
 def test_a_later_status_satisfies_an_earlier_target_and_a_final_one_ends_the_wait(server: Server, conn: str) -> None:
     from airflow_provider_itnio.triggers.itnio import ItnioMessageStatusTrigger
 
@@ -222,9 +255,9 @@ def test_the_trigger_times_out_at_its_deadline_and_keeps_asking_an_unreachable_s
     server: Server, conn: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from airflow_provider_itnio.triggers.itnio import ItnioMessageStatusTrigger
-    from tests.test_connection_ui import _free_port
+    from tests.servers import free_port
 
-    nowhere = f"http://127.0.0.1:{_free_port()}"
+    nowhere = f"http://127.0.0.1:{free_port()}"
     monkeypatch.setenv(
         "AIRFLOW_CONN_ITNIO_SENSOR_NOWHERE",
         json.dumps({"conn_type": "itnio", "extra": {"webhook_token": TOKEN, "receiver_url": nowhere}}),

@@ -26,7 +26,7 @@ from typing import Any
 import pytest
 import requests
 
-from tests.test_connection_ui import _free_port
+from tests.servers import free_port
 from tests.test_events import APP_ID, BUSINESS, CUSTOMER, FAILED_PUSH, MESSAGES, WHEN, inbound, status_push
 from tests.test_webhook_receiver import AIRFLOW_2, CONN_ID, OTHER_TOKEN, TOKEN, Server, needs_airflow_3, server
 
@@ -367,7 +367,7 @@ def test_the_client_raises_typed_errors_without_the_token(
         return conn_id
 
     wrong = connection("itnio_client_wrong", webhook_token=OTHER_TOKEN, receiver_url=server.base_url)
-    nowhere = connection("itnio_client_nowhere", webhook_token=TOKEN, receiver_url=f"http://127.0.0.1:{_free_port()}")
+    nowhere = connection("itnio_client_nowhere", webhook_token=TOKEN, receiver_url=f"http://127.0.0.1:{free_port()}")
     tokenless = connection("itnio_client_tokenless", receiver_url=server.base_url)
     unknown_here = connection(CONN_ID.replace("test", "absent"), webhook_token=TOKEN, receiver_url=server.base_url)
 

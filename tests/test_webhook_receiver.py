@@ -32,7 +32,8 @@ import requests
 import sqlalchemy as sa
 
 from airflow_provider_itnio.events import MAX_PUSH_BYTES
-from tests.test_connection_ui import _free_port, _stop
+from tests.servers import api_server as api_server_process
+from tests.servers import free_port, plugins_folder
 from tests.test_events import APP_ID, FAILED_PUSH, MESSAGES, inbound, status_push
 
 AIRFLOW_2 = metadata.version("apache-airflow").startswith("2.")
@@ -91,14 +92,8 @@ def server(airflow_db: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     if AIRFLOW_2:
         pytest.skip("the receiver needs Airflow 3.1+")
     home = tmp_path_factory.mktemp("itnio-webhook-server")
-    plugins = home / "plugins"
-    plugins.mkdir()
-    entry_points = {ep.name for ep in metadata.entry_points(group="airflow.plugins")}
-    if "itnio_webhook" not in entry_points:  # an install older than the entry point: load the same class
-        (plugins / "itnio_webhook_plugin.py").write_text(
-            "from airflow_provider_itnio.webhook.plugin import ItnioWebhookPlugin  # noqa: F401\n"
-        )
-    port = _free_port()
+    plugins = plugins_folder(home)
+    port = free_port()
     log_path = home / "api-server.log"
     env = {
         **os.environ,
@@ -106,32 +101,11 @@ def server(airflow_db: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterat
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
         **{f"AIRFLOW_CONN_{conn_id.upper()}": json.dumps(conn) for conn_id, conn in SERVER_CONNECTIONS.items()},
     }
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "airflow", "api-server", "--host", "127.0.0.1", "--port", str(port)],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=env,
-            start_new_session=True,
-        )
-    base_url = f"http://127.0.0.1:{port}"
     engine = sa.create_engine(f"sqlite:///{airflow_db / 'airflow.db'}")
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"airflow api-server exited with {process.returncode}:\n{log_path.read_text()[-3000:]}")
-            try:
-                if requests.get(f"{base_url}/api/v2/monitor/health", timeout=2).status_code == 200:
-                    break
-            except requests.ConnectionError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"airflow api-server did not answer in 120 s:\n{log_path.read_text()[-3000:]}")
-            time.sleep(0.5)
-        yield Server(base_url, log_path, engine)
+        with api_server_process(port, log_path, env) as base_url:
+            yield Server(base_url, log_path, engine)
     finally:
-        _stop(process)
         engine.dispose()
     log_text = log_path.read_text(errors="replace")
     # The token is in every address pushed to, and in no log line.

@@ -40,7 +40,8 @@ import sqlalchemy as sa
 from airflow_provider_itnio.sandbox import Sandbox
 from tests.airflow_runs import run_dag, task_states, xcom_value
 from tests.conftest import SANDBOX_PHONES
-from tests.test_connection_ui import _free_port, _stop
+from tests.servers import api_server as api_server_process
+from tests.servers import free_port, plugins_folder
 
 AIRFLOW_2 = metadata.version("apache-airflow").startswith("2.")
 needs_airflow_3 = pytest.mark.skipif(AIRFLOW_2, reason="the receiver needs Airflow 3.1+")
@@ -92,13 +93,8 @@ def env(airflow_db: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     if AIRFLOW_2:
         pytest.skip("the receiver needs Airflow 3.1+")
     home = tmp_path_factory.mktemp("itnio-window-server")
-    plugins = home / "plugins"
-    plugins.mkdir()
-    if "itnio_webhook" not in {ep.name for ep in metadata.entry_points(group="airflow.plugins")}:
-        (plugins / "itnio_webhook_plugin.py").write_text(
-            "from airflow_provider_itnio.webhook.plugin import ItnioWebhookPlugin  # noqa: F401\n"
-        )
-    port, dead_port = _free_port(), _free_port()
+    plugins = plugins_folder(home)
+    port, dead_port = free_port(), free_port()
     token = secrets.token_urlsafe(32)
     base_url = f"http://127.0.0.1:{port}"
     push_url = f"{base_url}/itnio/webhook/{CONN_ID}/{token}"
@@ -118,31 +114,11 @@ def env(airflow_db: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
             "AIRFLOW__CORE__PLUGINS_FOLDER": str(plugins),
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
         }
-        with log_path.open("wb") as log:
-            process = subprocess.Popen(
-                [sys.executable, "-m", "airflow", "api-server", "--host", "127.0.0.1", "--port", str(port)],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=server_env,
-                start_new_session=True,
-            )
         engine = sa.create_engine(f"sqlite:///{airflow_db / 'airflow.db'}")
         try:
-            deadline = time.monotonic() + 120
-            while True:
-                if process.poll() is not None:
-                    pytest.fail(f"airflow api-server exited with {process.returncode}:\n{log_path.read_text()[-3000:]}")
-                try:
-                    if requests.get(f"{base_url}/api/v2/monitor/health", timeout=2).status_code == 200:
-                        break
-                except requests.ConnectionError:
-                    pass
-                if time.monotonic() > deadline:
-                    pytest.fail(f"airflow api-server did not answer in 120 s:\n{log_path.read_text()[-3000:]}")
-                time.sleep(0.5)
-            yield Env(sandbox, base_url, log_path, engine, token)
+            with api_server_process(port, log_path, server_env):
+                yield Env(sandbox, base_url, log_path, engine, token)
         finally:
-            _stop(process)
             engine.dispose()
             for name in connections:
                 os.environ.pop(name, None)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, ClassVar
 
 from airflow_provider_itnio.webhook import require_airflow_3_1
 
@@ -46,6 +46,8 @@ TARGET_STATUSES: tuple[str, ...] = (MessageStatus.SENT.value, MessageStatus.DELI
 DEFAULT_POLL_INTERVAL = 5.0
 #: The shortest pause between two questions (a ``poll_interval`` of 0 would otherwise flood the API server).
 MIN_POLL_INTERVAL = 0.1
+#: The least time between the trigger's start and an event it fires (see ``ItnioMessageStatusTrigger.settle_seconds``).
+SETTLE_SECONDS = 10.0
 #: The ``outcome`` of the trigger's event: target reached, message failed/deleted, deadline passed, cannot ask.
 OUTCOMES: tuple[str, ...] = ("reached", "final", "timeout", "error")
 
@@ -96,6 +98,13 @@ class ItnioMessageStatusTrigger(BaseTrigger):
     :param deadline: Unix time after which the trigger gives up (``outcome`` ``timeout``); ``None``: never.
     """
 
+    #: Seconds the trigger waits after it started before it fires ``reached`` or ``final``. Airflow 3.3's scheduler
+    #: fails a deferred task whose trigger fires before it has processed the deferring process's executor event
+    #: ("finished with state success, but the task instance's state attribute is queued": apache/airflow#66374,
+    #: #72716); a status already recorded when the task defers would hit that race, so the event waits this long.
+    #: A wait on a WhatsApp status is minutes or hours long: the settling time costs nothing there.
+    settle_seconds: ClassVar[float] = SETTLE_SECONDS
+
     def __init__(
         self,
         *,
@@ -132,6 +141,16 @@ class ItnioMessageStatusTrigger(BaseTrigger):
             },
         )
 
+    async def _settle(self, started: float) -> None:
+        """
+        Wait until ``settle_seconds`` have passed since the trigger started (see the attribute).
+
+        :param started: When :meth:`run` started (monotonic seconds).
+        """
+        left = self.settle_seconds - (time.monotonic() - started)
+        if left > 0:
+            await asyncio.sleep(left)
+
     def _event(self, outcome: str, record: dict[str, Any] | None, error: str | None = None) -> TriggerEvent:
         payload: dict[str, Any] = {
             "outcome": outcome,
@@ -148,6 +167,7 @@ class ItnioMessageStatusTrigger(BaseTrigger):
         """Ask the receiver until the message reaches the target, ends, or the deadline passes."""
         client = ItnioReceiverClient(self.itnio_conn_id)
         record: dict[str, Any] | None = None
+        started = time.monotonic()
         self.log.info(
             "Waiting for message %s to be %s (connection %s, every %s s)",
             self.message_id,
@@ -172,9 +192,11 @@ class ItnioMessageStatusTrigger(BaseTrigger):
                     self.last_status = status
                 if is_final(status):
                     failure = record.get("failure")
+                    await self._settle(started)
                     yield self._event("final", record, f"{status}: {failure or 'the vendor gave no reason'}")
                     return
                 if status_reached(status, self.target_status):
+                    await self._settle(started)
                     yield self._event("reached", record)
                     return
             self.polls += 1  # asked, and not done
