@@ -55,4 +55,30 @@ def get_provider_info() -> dict[str, Any]:
             "airflow_provider_itnio.notifications.hitl.ItnioHITLNotifier",  # Airflow 3.1+
         ],
         "db-managers": ["airflow_provider_itnio.webhook.db_manager.ItnioDBManager"],  # Airflow 3.2+ runs it
+        "config": {
+            "itnio": {
+                "description": "The itniotech WhatsApp provider.",
+                "options": {
+                    "webhook_retention_days": {
+                        "description": "Days the webhook receiver keeps delivery statuses and inbound messages "
+                        "(Airflow 3.1+): `python -m airflow_provider_itnio.webhook cleanup` deletes what is older "
+                        "(its --older-than-days overrides this). Run it daily, e.g. from a DAG.",
+                        "version_added": "0.1.0",
+                        "type": "float",
+                        "example": "30",
+                        "default": "90",
+                    },
+                    "batch_results_path": {
+                        "description": "Where ItnioBatchSendOperator writes the full result (message_ids, errors) "
+                        "of a batch above inline_results_max_rows rows, one object per task instance: an Object "
+                        "Storage URL (s3://<conn_id>@bucket/prefix, gs://..., file:///shared/itnio). Empty: "
+                        "file://$AIRFLOW_HOME/itnio/results. On distributed workers, storage every worker reaches.",
+                        "version_added": "0.1.0",
+                        "type": "string",
+                        "example": "s3://aws_default@my-bucket/itnio/results",
+                        "default": "",
+                    },
+                },
+            },
+        },
     }

@@ -55,8 +55,10 @@ from airflow_provider_itnio.window import SESSION, TEMPLATE, WINDOW_CHUNK
 PROGRESS_PREFIX = "itnio_batch_progress"
 #: Longest Variable key written (Airflow's key column is 250 characters; room is left for ``__partN``).
 MAX_KEY_LENGTH = 230
-#: Recipients per Variable (about 50 bytes each: ~100 KB per Variable, so a flush stays cheap).
-SHARD_SIZE = 2000
+#: Recipients per Variable (about 60 bytes each: ~30 KB per Variable; a flush rewrites the part filling up, so
+#: the bytes written per row grow with this: for 1,000,000 rows of about 68 bytes, 2,000 wrote 301 and 500 wrote
+#: 121 bytes per row; see bench/bench_ledger_pg.py).
+SHARD_SIZE = 500
 #: Size (bytes of ASCII JSON) at which a ledger part (progress or errors) is closed and the next one started:
 #: a part holds at most this plus one entry, whatever the batch size (a database column has a limit too).
 MAX_PART_BYTES = 128 * 1024
@@ -72,6 +74,51 @@ LEASE_SAFETY = 10.0
 MAX_UNFLUSHED = 1000
 #: Seconds a failing ledger write is retried (with exponential backoff) before the batch stops.
 WRITE_RETRY_SECONDS = 30.0
+#: A ledger entry's value while its send may be under way (write-ahead "send started" record): the JSON number
+#: ``0``, distinct from a ``messageId`` (a string) and from ``null`` (maybe sent: no answer came back).
+STARTED = 0
+_STARTED_SIZE = len(str(STARTED))  # bytes of a mark's value in a part
+#: A ledger entry's value: a ``messageId``, None (maybe sent), :data:`STARTED`, or ``[messageId or None]`` (sent
+#: again after a try was cut off: see :func:`is_resent`).
+LedgerValue = str | int | list[str | None] | None
+#: Most sends marked as started at once, ahead of the workers (and at most half of ``max_unflushed``; with a rate
+#: limit, at most ``max_per_second * flush_interval``).
+WRITE_AHEAD_BLOCK = 200
+#: The completed result's per-row entries kept in parts of their own: result key -> key infix (``key__err0``).
+_RESULT_PARTS = {"errors": "err", "maybe_sent_twice": "twice", "template_recipients": "tmpl"}
+
+
+def is_started(value: Any) -> bool:
+    """
+    Return True when a ledger entry's value is :data:`STARTED` (a send cut off: its outcome is unknown).
+
+    :param value: The value read from a ledger part.
+    """
+    return type(value) is int and value == STARTED
+
+
+def is_resent(value: Any) -> bool:
+    """
+    Return True when a ledger entry records a send made again after a try was cut off while making it.
+
+    Such an entry is a one-item list, ``[messageId]`` (or ``[null]``: no answer came back): the recipient may
+    have received the message twice, and every later result lists it in ``maybe_sent_twice``.
+
+    :param value: The value read from a ledger part.
+    """
+    return type(value) is list
+
+
+def sent_message_id(value: Any) -> str | None:
+    """
+    Return the ``messageId`` a ledger entry records, or None (maybe sent, started, or no entry).
+
+    :param value: The value read from a ledger part (a plain or a :func:`is_resent` entry).
+    """
+    if type(value) is list:
+        value = value[0] if value else None
+    return value if isinstance(value, str) and value else None
+
 
 # ------------------------------------------------------------------------------------------- templates
 
@@ -372,22 +419,37 @@ class ProgressStore:
     """
     The ledger of a batch task: the recipients its tries got a ``messageId`` for (or that *may* have got it).
 
-    Kept as compact JSON objects ``{recipient: messageId}`` (``null`` = maybe sent: the request may have
-    reached the API but no answer came back) in ``key``, ``key__part1``, ``key__part2``... with at most
-    ``shard_size`` recipients (and about :data:`MAX_PART_BYTES`) each: a flush rewrites only the part still
-    filling up and parts completed since the last flush, so its cost does not grow with the batch. Parts are
-    written in order, so a reader that stops at the first missing part never misses a completed one.
-    ``key__head`` holds the lease (``owner``, ``expires``), the completion marker (``done``: the counters of
+    Kept as compact JSON objects ``{recipient: value}`` in ``key``, ``key__part1``, ``key__part2``... with at
+    most ``shard_size`` recipients (and about :data:`MAX_PART_BYTES`) each. A value is one of:
+
+    * a ``messageId`` (string): sent; never sent again;
+    * ``null``: maybe sent (the request may have reached the API but no answer came back); never sent again;
+    * ``0`` (:data:`STARTED`): the send was about to start or under way. Written *before* the send may go out
+      (write-ahead, a block of sends at a time, see :meth:`mark`) and overwritten in place by its outcome
+      (:meth:`record`) or removed when it never went out (:meth:`release`). Found by a later try, it means a
+      try was cut off (SIGKILL, OOM) with that send's outcome unknown: the later try sends it again and lists
+      it as maybe sent twice (or, with ``resend_interrupted=False``, records it as ``null``);
+    * ``[messageId]`` or ``[null]`` (:func:`is_resent`): sent again after a try was cut off while sending it,
+      so maybe received twice; never sent again, and listed in ``maybe_sent_twice`` by every later try, so
+      that the result of the try that completes the batch lists it even when the try that sent it again failed.
+
+    A flush rewrites only the parts that changed since the last one (the part filling up, parts completed since,
+    parts whose marks were resolved since), so its cost does not grow with the batch, and no recipient is in two
+    parts. Parts are written in order, so a reader that stops at the first missing part never misses a completed
+    one. ``key__head`` holds the lease (``owner``, ``expires``), the completion marker (``done``: the counters of
     the try that completed the batch) and ``task`` (whose ledger it is); it stays small whatever the batch's
-    size: the completed result's ``errors`` are in ``key__err0``, ``key__err1``... (same size bound).
+    size: the completed result's ``errors`` are in ``key__err0``, ``key__err1``..., its ``maybe_sent_twice``
+    in ``key__twice0``... and its ``template_recipients`` in ``key__tmpl0``... (same size bound).
 
     With an ``owner``, one try at a time may send (see :meth:`claim`); the lease is renewed at every
     :meth:`flush` and a try stops starting sends :data:`LEASE_SAFETY` seconds before its lease would expire.
     Writes that fail are retried with exponential backoff for ``write_retry_seconds``; while a write fails,
-    :meth:`start_send` holds new sends back. At most ``max_unflushed`` sends lack a durable record at any moment.
+    :meth:`start_send` holds new sends back. At most ``max_unflushed`` sends are marked as started and not yet
+    durably resolved at any moment (:meth:`room`): after a kill, at most that many recipients are left as
+    :data:`STARTED`, the only ones a later try can send twice.
 
-    :meth:`start_send`, :meth:`record` and :meth:`end_send` are thread-safe and only touch memory; :meth:`flush`
-    writes (call it from one thread).
+    :meth:`mark`, :meth:`start_send`, :meth:`record`, :meth:`release` and :meth:`end_send` are thread-safe and
+    only touch memory; :meth:`flush` writes (call it from one thread).
 
     :param backend: Where the values live (Airflow Variables in a task).
     :param key: The first part's key (see :func:`progress_key`).
@@ -397,7 +459,8 @@ class ProgressStore:
     :param lease_ttl: Seconds a lease lasts without renewal.
     :param settle: Seconds :meth:`claim` waits between writing its claim and reading it back.
     :param safety: Seconds before the lease's expiry that sending stops (allows for clock skew between hosts).
-    :param max_unflushed: Most sends without a durable record at any moment (in flight or not yet written).
+    :param max_unflushed: Most sends whose outcome lacks a durable record at any moment (marked as started, in
+        flight, or not yet written).
     :param write_retry_seconds: How long a failing read or write is retried.
     :param log: Logger for retried writes.
     :param clock: Wall-clock seconds since the epoch (lease expiry, shared between hosts).
@@ -440,13 +503,8 @@ class ProgressStore:
         self._monotonic = monotonic
         self._sleep = sleep
         self._lock = threading.Condition()
-        self._next_part = 0  # index of the part now filling up
-        self._open: dict[str, str | None] = {}
-        self._open_bytes = 0  # size of the part filling up, as written (ASCII JSON)
-        self._full: list[tuple[int, dict[str, str | None]]] = []  # completed, not yet written
-        self._written_parts = 0  # parts that exist in the backend (loaded or written)
         self._in_flight = 0  # reserved sends not yet recorded or released
-        self._unwritten = 0  # records not yet written
+        self._reset()
         self._healthy = True  # False while a write fails
         self._waiting = 0  # threads waiting in start_send
         self._fence: float | None = None  # monotonic time after which no send may start (lease)
@@ -455,6 +513,21 @@ class ProgressStore:
         self.failure: LedgerError | None = None
         #: Reads and writes that failed and were retried.
         self.failed_attempts = 0
+
+    def _reset(self) -> None:
+        """Forget every entry kept in memory (a new ledger: nothing loaded)."""
+        self._next_part = 0  # index of the part now filling up
+        #: Parts kept in memory: the one filling up, those not written yet, those holding a mark.
+        self._parts: dict[int, dict[str, Any]] = {0: {}}
+        self._bytes: dict[int, int] = {0: 0}  # their sizes as written (ASCII JSON)
+        self._dirty: set[int] = set()  # parts changed since the last flush
+        self._where: dict[str, int] = {}  # recipient -> index of its part, while its entry is STARTED
+        self._markers: collections.Counter[int] = collections.Counter()  # STARTED entries per part
+        self._sending: set[str] = set()  # marked by this try, outcome not recorded
+        self._inherited: set[str] = set()  # left STARTED by a killed try, not recorded by this one
+        self._reserve = _json_size("0" * 32)  # room a mark needs for its outcome: the longest outcome seen so far
+        self._unwritten = 0  # changes (outcomes, released marks) not yet written
+        self._unrecorded = 0  # outcomes not yet written
 
     # -- keys and raw access ------------------------------------------------------------------------
 
@@ -477,7 +550,7 @@ class ProgressStore:
 
         :param index: 0 for the first part.
         """
-        return f"{self.key}__err{index}"
+        return self._result_key(_RESULT_PARTS["errors"], index)
 
     def _retrying(self, action: Callable[[], Any], what: str) -> Any:
         """Run a backend call, retrying failures with exponential backoff for ``write_retry_seconds``."""
@@ -599,18 +672,41 @@ class ProgressStore:
 
     # -- recording ----------------------------------------------------------------------------------
 
-    def load(self) -> dict[str, str | None]:
-        """Return what earlier tries recorded, ``{recipient: messageId or None}``; new parts go after these."""
-        found: dict[str, str | None] = {}
+    def load(self) -> dict[str, LedgerValue]:
+        """
+        Return what earlier tries recorded, ``{recipient: LedgerValue}``; new parts go after these.
+
+        A recipient still recorded as :data:`STARTED` was being sent when a try was cut off (killed): whether the
+        message went out is unknown. Its part is kept in memory, so that :meth:`record` can overwrite its entry
+        in place (:meth:`mark` of it writes nothing: it is already durable).
+        """
+        found: dict[str, LedgerValue] = {}
+        parts: dict[int, dict[str, Any]] = {}
+        sizes: dict[int, int] = {}
+        where: dict[str, int] = {}
         index = 0
         while True:
             text = self._get(self.part_key(index))
             if text is None:
                 break
-            found.update(json.loads(text))
+            part = json.loads(text)
+            for recipient, value in part.items():
+                if is_started(value):
+                    where[recipient] = index
+                else:
+                    where.pop(recipient, None)  # a later part has the outcome (never written so by this version)
+            found.update(part)
+            parts[index], sizes[index] = part, len(text)
             index += 1
         with self._lock:
-            self._next_part = self._written_parts = index
+            self._next_part = index
+            self._where = where
+            self._inherited = set(where)
+            self._markers = collections.Counter(where.values())
+            self._parts = {i: parts[i] for i in self._markers}
+            self._bytes = {i: sizes[i] for i in self._markers}
+            self._parts[index], self._bytes[index] = {}, 0
+            self._dirty = set()
         return found
 
     def _check_fence(self) -> None:
@@ -666,33 +762,140 @@ class ProgressStore:
             if self._waiting:
                 self._lock.notify_all()
 
-    def record(self, recipient: str, message_id: str | None) -> None:
+    def _add(self, recipient: str, value: Any, size: int) -> int:
         """
-        Remember one recipient (in memory until the next :meth:`flush`).
+        Put a new entry in the part filling up (closing it when full); return its index. Hold the lock.
+
+        The part is full at ``shard_size`` entries, or at :data:`MAX_PART_BYTES` counting each mark in it as the
+        longest outcome seen so far (what it will take once its outcome overwrites it).
+        """
+        index = self._next_part
+        self._parts[index][recipient] = value
+        self._bytes[index] += size
+        if is_started(value):
+            self._where[recipient] = index
+            self._markers[index] += 1
+        self._dirty.add(index)
+        full = self._bytes[index] + self._markers[index] * (self._reserve - _STARTED_SIZE) >= MAX_PART_BYTES
+        if full or len(self._parts[index]) >= self.shard_size:
+            self._next_part += 1
+            self._parts[self._next_part], self._bytes[self._next_part] = {}, 0
+        return index
+
+    def mark(self, recipients: Iterable[str]) -> None:
+        """
+        Record ``recipients`` as :data:`STARTED` (write-ahead, in memory until the next :meth:`flush`).
+
+        A send may go out only once its recipient's mark is durable (flushed). Each mark is resolved by one
+        :meth:`record` (the send's outcome) or :meth:`release` (the send never went out, or was refused). A
+        recipient a killed try left as :data:`STARTED` (see :meth:`load`) keeps its durable mark.
+
+        :param recipients: Normalised recipients, none of them recorded in this ledger yet (or left as started).
+        """
+        with self._lock:
+            for recipient in recipients:
+                self._sending.add(recipient)
+                if recipient not in self._where:
+                    self._add(recipient, STARTED, _json_size(recipient) + _STARTED_SIZE + 2)
+
+    def room(self) -> int:
+        """
+        Return how many more sends may be marked without exceeding ``max_unflushed`` (see :meth:`mark`).
+
+        Marks not yet resolved count; outcomes not yet written do not, as the flush that makes new marks durable
+        writes them first: marks go to the part filling up, after every part an outcome can be in, and parts are
+        written in order. So the marks left in the ledger by a kill at any moment are at most ``max_unflushed``
+        (not counting those an earlier killed try left and this one did not send yet).
+        """
+        with self._lock:
+            return self.max_unflushed - len(self._sending)
+
+    def wait(self, timeout: float) -> None:
+        """
+        Wait until a send ends (:meth:`end_send`) or ``timeout`` seconds pass.
+
+        :param timeout: Seconds.
+        """
+        with self._lock:
+            self._waiting += 1
+            try:
+                self._lock.wait(timeout)
+            finally:
+                self._waiting -= 1
+
+    def _resolve(self, recipient: str) -> int | None:
+        """Forget ``recipient``'s mark (not its entry); return the index of its part, if it has one. Hold the lock."""
+        self._sending.discard(recipient)
+        self._inherited.discard(recipient)
+        index = self._where.pop(recipient, None)
+        if index is not None:
+            self._markers[index] -= 1
+            if not self._markers[index]:
+                del self._markers[index]
+        return index
+
+    def record(self, recipient: str, message_id: str | None, *, again: bool = False) -> None:
+        """
+        Remember one recipient's outcome (in memory until the next :meth:`flush`).
+
+        A marked recipient's entry is overwritten in the part it is in (that part is written again), so no
+        recipient is in two parts.
 
         :param recipient: The normalised recipient.
         :param message_id: Its ``messageId``, or None when the message may or may not have been delivered.
+        :param again: The send was made again after a try was cut off while making it (stored as
+            ``[message_id]``, see :func:`is_resent`).
         """
-        size = _json_size(recipient) + _json_size(message_id) + 2
+        value: str | list[str | None] | None = [message_id] if again else message_id
+        size = _json_size(message_id) + (2 if again else 0)
         with self._lock:
-            if recipient not in self._open:
-                self._open_bytes += size
-            self._open[recipient] = message_id
+            index = self._resolve(recipient)
+            if index is None:
+                self._add(recipient, value, _json_size(recipient) + size + 2)
+            else:
+                self._parts[index][recipient] = value
+                self._bytes[index] += size - _STARTED_SIZE
+                self._dirty.add(index)
+            self._reserve = max(self._reserve, size)
             self._unwritten += 1
-            if len(self._open) >= self.shard_size or self._open_bytes >= MAX_PART_BYTES:
-                self._full.append((self._next_part, self._open))
-                self._next_part += 1
-                self._open = {}
-                self._open_bytes = 0
+            self._unrecorded += 1
+
+    def release(self, recipient: str) -> None:
+        """
+        Drop the mark of a send that never went out, or that the API refused (nothing was delivered).
+
+        The entry is removed from its part (written again at the next :meth:`flush`), unless a killed try left it
+        as :data:`STARTED`: that try's send may have gone out, so the mark stays (a later try sends it again, or
+        :meth:`complete` records it as maybe sent).
+
+        :param recipient: The normalised recipient, marked with :meth:`mark`.
+        """
+        with self._lock:
+            inherited = recipient in self._inherited
+            if recipient not in self._sending or inherited:
+                self._sending.discard(recipient)
+                return
+            index = self._resolve(recipient)
+            if index is not None:
+                del self._parts[index][recipient]
+                self._bytes[index] -= _json_size(recipient) + _STARTED_SIZE + 2
+                self._dirty.add(index)
+                self._unwritten += 1
 
     @property
     def unwritten(self) -> int:
-        """Return how many records are not written yet."""
-        return self._unwritten
+        """Return how many outcomes recorded with :meth:`record` are not written yet."""
+        return self._unrecorded
+
+    @property
+    def interrupted(self) -> list[str]:
+        """Return the recipients a killed try left as :data:`STARTED` that no :meth:`record` resolved yet."""
+        with self._lock:
+            return sorted(self._inherited)
 
     @property
     def wants_flush(self) -> bool:
-        """Return True when half of ``max_unflushed`` is used up by records not written yet."""
+        """Return True when half of ``max_unflushed`` is used up by changes not written yet."""
         return self._unwritten * 2 >= self.max_unflushed
 
     def stop(self, error: LedgerError) -> None:
@@ -708,9 +911,11 @@ class ProgressStore:
 
     def flush(self) -> None:
         """
-        Write the parts completed since the last flush and the part filling up, then renew the lease.
+        Write the parts changed since the last flush (in order), then renew the lease.
 
-        With a lease, the head is read first: a try that lost its lease writes nothing (:class:`LeaseLostError`).
+        Only changed parts are written (the part filling up, parts completed since, parts holding a mark that
+        was resolved since), so a flush's cost does not grow with the batch. With a lease, the head is read
+        first: a try that lost its lease writes nothing (:class:`LeaseLostError`).
 
         :raises LeaseLostError: When another try holds the lease now.
         :raises LedgerWriteError: When a write still fails after ``write_retry_seconds``.
@@ -719,20 +924,23 @@ class ProgressStore:
         head = self._check_lease() if self.owner is not None and self._fence is not None else None
         with self._lock:
             self._check_fence()
-            full, self._full = self._full, []
-            open_index, open_part = self._next_part, dict(self._open)
-            count = self._unwritten
+            dirty, self._dirty = sorted(self._dirty), set()
+            parts = [(index, dict(self._parts[index])) for index in dirty]
+            count, records = self._unwritten, self._unrecorded
         try:
-            for index, part in full:
-                self._write(index, part)
-            if count and open_part:
-                self._write(open_index, open_part)
+            for index, part in parts:
+                self._set(self.part_key(index), part)
         except BaseException:
             with self._lock:  # write them again next time
-                self._full[:0] = full
+                self._dirty.update(dirty)
             raise
         with self._lock:
             self._unwritten -= count
+            self._unrecorded -= records
+            for index in dirty:  # keep in memory only the parts that may change again
+                if index != self._next_part and index not in self._markers and index not in self._dirty:
+                    self._parts.pop(index, None)
+                    self._bytes.pop(index, None)
             self._lock.notify_all()
         if head is not None:
             self._renew(head, started)
@@ -746,16 +954,16 @@ class ProgressStore:
         self._head = head
         self._fence = started + self.lease_ttl - self.safety
 
-    def _write(self, index: int, part: dict[str, str | None]) -> None:
-        self._set(self.part_key(index), part)
-        self._written_parts = max(self._written_parts, index + 1)
-
     def complete(self, result: Mapping[str, Any], rows_digest: str | None = None) -> None:
         """
         Flush, then write the completion marker (a later try of the task sends nothing) and give up the lease.
 
-        The result's ``errors`` go to parts of their own (``key__err<n>``, written first, each within
-        :data:`MAX_PART_BYTES` plus one entry); the head holds only their number and digest, so it stays small.
+        Every recipient still recorded as :data:`STARTED` (a killed try's send that this try did not make again:
+        ``resend_interrupted=False``, refused, or not in these rows) is recorded as maybe sent (``null``) first:
+        a completed ledger holds no "started" record. The result's ``errors``, ``maybe_sent_twice`` and
+        ``template_recipients`` go to parts of their own (``key__err<n>``, ``key__twice<n>``, ``key__tmpl<n>``,
+        written first, each within :data:`MAX_PART_BYTES` plus one entry); the head holds only their number and
+        digest, so it stays small.
 
         :param result: The batch's result (its ``message_ids`` are not stored again: they are in the parts).
         :param rows_digest: The digest of the rows sent (:attr:`BatchSender.rows_digest`): a later try replays
@@ -763,21 +971,31 @@ class ProgressStore:
         :raises LeaseLostError: When another try holds the lease now.
         :raises LedgerWriteError: When a write still fails after ``write_retry_seconds``.
         """
+        with self._lock:
+            left = [recipient for recipient in self._where if recipient not in self._sending]
+        for recipient in left:
+            self.record(recipient, None)
         self.flush()
         leased = self.owner is not None and self._fence is not None
-        done = {key: value for key, value in result.items() if key not in ("message_ids", "errors")}
-        parts = _shards(result.get("errors") or {})
-        digest = hashlib.sha256()
-        for index, text in enumerate(parts):
-            if leased and self._monotonic() >= (self._fence or 0) - (self.lease_ttl - self.safety) / 2:
-                started = self._monotonic()  # many parts, or slow writes: renew the lease on the way
-                self._renew(self._check_lease(), started)
-            with self._lock:
-                self._check_fence()
-            self._set_text(self.errors_key(index), text)
-            digest.update(text.encode())
-        done["errors_parts"] = len(parts)
-        done["errors_digest"] = digest.hexdigest()
+        done = {key: value for key, value in result.items() if key != "message_ids" and key not in _RESULT_PARTS}
+        written: dict[str, int] = {}
+        for name, infix in _RESULT_PARTS.items():
+            entries = result.get(name) or {}
+            parts = _shards(entries if isinstance(entries, Mapping) else dict.fromkeys(entries))
+            if not parts and name != "errors":
+                written[infix] = 0  # no field in the head: it stays as small as before
+                continue
+            digest = hashlib.sha256()
+            for index, text in enumerate(parts):
+                if leased and self._monotonic() >= (self._fence or 0) - (self.lease_ttl - self.safety) / 2:
+                    started = self._monotonic()  # many parts, or slow writes: renew the lease on the way
+                    self._renew(self._check_lease(), started)
+                with self._lock:
+                    self._check_fence()
+                self._set_text(self._result_key(infix, index), text)
+                digest.update(text.encode())
+            done[f"{name}_parts"] = written[infix] = len(parts)
+            done[f"{name}_digest"] = digest.hexdigest()
         head = self._check_lease() if leased else self.read_head()
         if rows_digest is not None:
             done["rows_digest"] = rows_digest
@@ -788,10 +1006,32 @@ class ProgressStore:
         self._head = head
         self._fence = None
         try:
-            self._delete_errors(start=len(parts))  # left by an earlier completion (of other rows): not ours
+            for infix, count in written.items():  # left by an earlier completion (of other rows): not ours
+                self._delete_result_parts(infix, start=count)
         except LedgerError:
             if self.log is not None:
-                self.log.warning("Could not delete the stale errors parts of the ledger %s", self.key, exc_info=True)
+                self.log.warning("Could not delete the stale result parts of the ledger %s", self.key, exc_info=True)
+
+    def _result_key(self, infix: str, index: int) -> str:
+        return f"{self.key}__{infix}{index}"
+
+    def _load_result_parts(self, done: Mapping[str, Any], name: str) -> dict[str, Any]:
+        """Return the completed result's ``name`` entries, read back from their parts (see :meth:`complete`)."""
+        entries: dict[str, Any] = {}
+        digest = hashlib.sha256()
+        for index in range(int(done.get(f"{name}_parts") or 0)):
+            key = self._result_key(_RESULT_PARTS[name], index)
+            text = self._get(key)
+            if text is None:
+                raise LedgerError(
+                    f"The completed batch's {name} part {key!r} is missing (the ledger is being deleted?): "
+                    "its result cannot be replayed"
+                )
+            digest.update(text.encode())
+            entries.update(json.loads(text))
+        if f"{name}_parts" in done and digest.hexdigest() != done.get(f"{name}_digest"):
+            raise LedgerError(f"The completed batch's {name} parts do not match its completion marker")
+        return entries
 
     def load_errors(self, done: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
         """
@@ -803,33 +1043,33 @@ class ProgressStore:
         """
         if "errors_parts" not in done:  # a marker written before the errors had parts of their own
             return dict(done.get("errors") or {})
-        errors: dict[str, dict[str, Any]] = {}
-        digest = hashlib.sha256()
-        for index in range(int(done["errors_parts"])):
-            text = self._get(self.errors_key(index))
-            if text is None:
-                raise LedgerError(
-                    f"The completed batch's errors part {self.errors_key(index)!r} is missing (the ledger is being "
-                    "deleted?): its result cannot be replayed"
-                )
-            digest.update(text.encode())
-            errors.update(json.loads(text))
-        if digest.hexdigest() != done.get("errors_digest"):
-            raise LedgerError("The completed batch's errors parts do not match its completion marker")
-        return errors
+        return self._load_result_parts(done, "errors")
 
-    def _delete_errors(self, start: int = 0) -> None:
-        """Delete the errors parts from ``start`` on (they are contiguous: written in order, deleted from the end)."""
+    def load_recipients(self, done: Mapping[str, Any], name: str) -> list[str]:
+        """
+        Return a recipient list of the completed result whose marker is ``done``, read back from its parts.
+
+        :param done: The completion marker (:meth:`claim` returned it).
+        :param name: ``maybe_sent_twice`` or ``template_recipients``.
+        :raises LedgerError: When a part is missing or does not match the marker.
+        """
+        if f"{name}_parts" not in done:  # none, or a marker written before the list had parts of its own
+            return list(done.get(name) or [])
+        return list(self._load_result_parts(done, name))
+
+    def _delete_result_parts(self, infix: str, start: int = 0) -> None:
+        """Delete a result's parts from ``start`` on (they are contiguous: written in order, deleted from the end)."""
         count = start
-        while self._get(self.errors_key(count)) is not None:
+        while self._get(self._result_key(infix, count)) is not None:
             count += 1
         for index in reversed(range(start, count)):
-            key = self.errors_key(index)
+            key = self._result_key(infix, index)
             self._retrying(partial(self.backend.delete, key), f"delete the ledger {key!r}")
 
     def delete(self) -> None:
-        """Remove every part (errors, then progress), then the head (a ledger half deleted keeps its marker)."""
-        self._delete_errors()
+        """Remove every part (result's, then progress), then the head (a ledger half deleted keeps its marker)."""
+        for infix in _RESULT_PARTS.values():
+            self._delete_result_parts(infix)
         count = 0
         while self._get(self.part_key(count)) is not None:
             count += 1
@@ -837,8 +1077,7 @@ class ProgressStore:
             self.backend.delete(self.part_key(index))
         self.backend.delete(self.head_key)
         with self._lock:
-            self._open, self._full, self._unwritten, self._open_bytes = {}, [], 0, 0
-            self._next_part = self._written_parts = 0
+            self._reset()
 
 
 # ------------------------------------------------------------------------------------------------ sender
@@ -874,6 +1113,10 @@ class BatchOutcome:
         has ``sent_by_kind`` and ``template_recipients``).
     :param sent_by_kind: This try's ``sent``, split into ``session`` (the message) and ``template`` (the fallback).
     :param template_recipients: The recipients this try sent the fallback template to.
+    :param maybe_sent_twice: Recipients a killed earlier try was sending to (its outcome unknown: the ledger
+        held :data:`STARTED`) that this try, or an earlier one that did not complete the batch, sent again
+        (accepted, or again without an answer): each may have received the message twice, so a person can check.
+        Counted in ``sent`` (or ``failed``; ``skipped_already_sent`` when an earlier try sent it again), not apart.
     """
 
     sent: int = 0
@@ -891,6 +1134,7 @@ class BatchOutcome:
     windows: bool = False
     sent_by_kind: dict[str, int] = field(default_factory=lambda: {SESSION: 0, TEMPLATE: 0})
     template_recipients: list[str] = field(default_factory=list)
+    maybe_sent_twice: list[str] = field(default_factory=list)
 
     @property
     def rows(self) -> int:
@@ -898,11 +1142,15 @@ class BatchOutcome:
         return sum(getattr(self, name) for name in COUNTERS)
 
     def result(self) -> dict[str, Any]:
-        """Return the XCom: the :data:`COUNTERS`, ``message_ids`` and ``errors`` (and the kinds sent, with windows)."""
+        """
+        Return the XCom: the :data:`COUNTERS`, ``message_ids``, ``errors`` and ``maybe_sent_twice`` (and the kinds
+        sent, with windows).
+        """
         result: dict[str, Any] = {
             **{name: getattr(self, name) for name in COUNTERS},
             "message_ids": self.message_ids,
             "errors": self.errors,
+            "maybe_sent_twice": list(self.maybe_sent_twice),
         }
         if self.windows:
             result["sent_by_kind"] = dict(self.sent_by_kind)
@@ -913,10 +1161,12 @@ class BatchOutcome:
     def replay(
         cls,
         done: Mapping[str, Any],
-        recorded: Mapping[str, str | None],
+        recorded: Mapping[str, LedgerValue],
         *,
         errors: Mapping[str, dict[str, Any]] | None = None,
         recipients: Iterable[str] | None = None,
+        maybe_sent_twice: Iterable[str] = (),
+        template_recipients: Iterable[str] = (),
     ) -> BatchOutcome:
         """
         Return the outcome an earlier try recorded in its completion marker.
@@ -924,8 +1174,12 @@ class BatchOutcome:
         :param done: The completion marker (the result's counters).
         :param recorded: The ledger's ``{recipient: messageId or None}``.
         :param errors: The result's errors (:meth:`ProgressStore.load_errors`); default: the marker's own.
-        :param recipients: The rows' recipients: ``message_ids`` holds only theirs (the ledger may also hold
-            recipients of other rows that an earlier completion of the task sent to). None = every recipient.
+        :param recipients: The rows' recipients, in order: ``message_ids`` holds only theirs, in that order (the
+            ledger may also hold recipients of other rows that an earlier completion of the task sent to). None =
+            every recipient.
+        :param maybe_sent_twice: The result's ``maybe_sent_twice`` (:meth:`ProgressStore.load_recipients`).
+        :param template_recipients: The result's ``template_recipients`` (:meth:`ProgressStore.load_recipients`),
+            when the batch chose per row between the message and a fallback template (``sent_by_kind`` in ``done``).
         """
         outcome = cls()
         for name in COUNTERS:
@@ -933,7 +1187,12 @@ class BatchOutcome:
         outcome.errors = dict(done.get("errors") or {}) if errors is None else dict(errors)
         if recipients is not None:
             recorded = {recipient: recorded[recipient] for recipient in recipients if recipient in recorded}
-        outcome.message_ids = {recipient: mid for recipient, mid in recorded.items() if mid}
+        outcome.message_ids = {r: mid for r, value in recorded.items() if (mid := sent_message_id(value)) is not None}
+        outcome.maybe_sent_twice = list(maybe_sent_twice)
+        if isinstance(done.get("sent_by_kind"), Mapping):
+            outcome.windows = True
+            outcome.sent_by_kind = dict(done["sent_by_kind"])
+            outcome.template_recipients = list(template_recipients)
         outcome.completed_earlier = dict(done)
         outcome.rows_digest = done.get("rows_digest")
         return outcome
@@ -960,8 +1219,17 @@ class BatchOutcome:
             )
         if self.aborted is not None:
             text += f"; STOPPED: {self.aborted}"
+        if self.maybe_sent_twice:
+            text += (
+                f"; {len(self.maybe_sent_twice)} recipient(s) sent again after an earlier try was cut off while "
+                "sending to them: each may have received the message twice (listed in maybe_sent_twice)"
+            )
         if self.unrecorded:
-            text += f"; {self.unrecorded} accepted send(s) could not be recorded: a later try may repeat them"
+            text += (
+                f"; {self.unrecorded} send outcome(s) could not be recorded: a later try sends to those recipients "
+                "again and lists them in maybe_sent_twice (with resend_interrupted=False: reports them as "
+                "unknown_delivery)"
+            )
         if self.errors:
             quoted = "; ".join(
                 f"{who}: {err['status']} {err['reason']}" for who, err in list(self.errors.items())[:limit]
@@ -986,6 +1254,12 @@ class BatchSender:
     be kept (:class:`LedgerError`) or an unexpected exception stops the batch: no new send starts, sends in
     flight finish and are recorded.
 
+    With a ledger, sends go out only once they are durably recorded as started (:meth:`ProgressStore.mark`): the
+    rows are marked a block at a time (at most :data:`WRITE_AHEAD_BLOCK`, half of ``max_unflushed``), ahead of
+    the workers, within ``max_unflushed`` marks not yet resolved. A recipient a killed try left as started is
+    sent again and listed in ``maybe_sent_twice`` (or, with ``resend_interrupted=False``, reported as
+    ``unknown_delivery`` and not sent).
+
     :param send: Sends one message to a normalised recipient and returns its ``messageId``.
     :param plan: The message, compiled.
     :param recipient_field: Key of the recipient in a dict row (or index in a list/tuple row).
@@ -1000,6 +1274,11 @@ class BatchSender:
         (:meth:`airflow_provider_itnio.window.WindowChooser.kinds` for one sender); an ``ItnioError`` it raises
         stops the batch before that chunk is sent.
     :param window_chunk: Rows whose windows are asked about at once, just before they are sent.
+    :param resend_interrupted: What to do with the recipients a killed earlier try was sending to (the ledger
+        holds :data:`STARTED` for them: whether the message went out is unknown). True (default): send again
+        and list them in the result's ``maybe_sent_twice`` (nobody is left without the message; at most
+        ``max_unflushed`` recipients per killed try may get it twice). False: do not send, report each in
+        ``errors`` as ``unknown_delivery`` (nobody gets it twice; some may get it never).
     """
 
     def __init__(
@@ -1017,6 +1296,7 @@ class BatchSender:
         fallback: MessagePlan | None = None,
         choose: Callable[[list[str]], Mapping[str, str]] | None = None,
         window_chunk: int = WINDOW_CHUNK,
+        resend_interrupted: bool = True,
     ) -> None:
         if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
             raise ValueError(f"concurrency must be a positive integer, got {concurrency!r}")
@@ -1039,6 +1319,11 @@ class BatchSender:
         #: Why no more rows are read (the windows could not be read): rows queued before still go out.
         self._halt: BaseException | None = None
         self._digest = hashlib.sha256()
+        self.resend_interrupted = resend_interrupted
+        self._interrupted: set[str] = set()  # recipients a killed try left as started, sent again by this one
+        self._staged: list[tuple[str, m.Message, str | None]] = []  # work items not marked yet
+        self._staged_at = 0.0  # monotonic time the first of them was staged
+        self._block = 1  # work items marked at once (set by run() from the ledger's max_unflushed)
 
     @property
     def rows_digest(self) -> str:
@@ -1099,11 +1384,11 @@ class BatchSender:
                 return
             recipient, message, kind = item
             if self._abort.is_set():
-                self._skip_not_attempted()
+                self._skip_not_attempted(recipient)
                 continue
             if progress is not None and not progress.start_send():
                 self._stop(progress.failure or LedgerError("the ledger stopped"))
-                self._skip_not_attempted()
+                self._skip_not_attempted(recipient)
                 continue
             try:
                 self._send_one(recipient, message, kind)
@@ -1115,30 +1400,31 @@ class BatchSender:
         if self.limiter is not None:
             self.limiter.acquire()
             if self._abort.is_set():
-                self._skip_not_attempted()
+                self._skip_not_attempted(recipient)
                 return
             if self.progress is not None and not self.progress.may_send():  # the lease ran out while waiting
                 self._stop(self.progress.failure or LedgerError("the ledger stopped"))
-                self._skip_not_attempted()
+                self._skip_not_attempted(recipient)
                 return
         try:
             message_id = self.send(recipient, message)
         except ItnioDeliveryUnknownError as err:
-            if self.progress is not None:
-                self.progress.record(recipient, None)
+            self._maybe_sent(recipient)
             self._fail_row(recipient, error_payload(err))
         except ItnioApiError as err:
+            self._release(recipient)  # refused: nothing was delivered
             self._fail_row(recipient, error_payload(err), retryable=not err.permanent)
             if err.account_level:
                 self._stop(err)
         except ItnioConfigError as err:
+            self._release(recipient)
             self._fail_row(recipient, error_payload(err))
             self._stop(err)
-        except ItnioError as err:  # validation (permanent), transport (retryable)
+        except ItnioError as err:  # validation (permanent), transport (retryable): nothing reached the API
+            self._release(recipient)
             self._fail_row(recipient, error_payload(err), retryable=not err.permanent)
         except BaseException as err:  # a bug or an interruption: stop everything, re-raised by the caller
-            if self.progress is not None:  # the request may have gone out: never send it again
-                self.progress.record(recipient, None)
+            self._maybe_sent(recipient)  # the request may have gone out: never send it again
             self._fail_row(
                 recipient,
                 {
@@ -1149,7 +1435,7 @@ class BatchSender:
             self._stop(err)
         else:
             if self.progress is not None:
-                self.progress.record(recipient, message_id)
+                self.progress.record(recipient, message_id, again=recipient in self._interrupted)
             with self._lock:
                 self._outcome.sent += 1
                 self._outcome.message_ids[recipient] = message_id
@@ -1157,8 +1443,26 @@ class BatchSender:
                     self._outcome.sent_by_kind[kind] += 1
                     if kind == TEMPLATE:
                         self._outcome.template_recipients.append(recipient)
+                if recipient in self._interrupted:
+                    self._outcome.maybe_sent_twice.append(recipient)
 
-    def _skip_not_attempted(self) -> None:
+    def _maybe_sent(self, recipient: str) -> None:
+        """Record a send whose request may have reached the API (no answer): never sent again."""
+        again = recipient in self._interrupted
+        if self.progress is not None:
+            self.progress.record(recipient, None, again=again)
+        if again:
+            with self._lock:
+                self._outcome.maybe_sent_twice.append(recipient)
+
+    def _release(self, recipient: str) -> None:
+        if self.progress is not None:
+            self.progress.release(recipient)
+
+    def _skip_not_attempted(self, recipient: str | None = None) -> None:
+        """Count a row never tried; ``recipient`` = its send was marked as started (the mark is released)."""
+        if recipient is not None:
+            self._release(recipient)
         with self._lock:
             self._outcome.not_attempted += 1
 
@@ -1197,14 +1501,16 @@ class BatchSender:
         Send to every row and return the outcome (raise only what is not a row's, the account's or the ledger's).
 
         With a ledger, first claim it (:meth:`ProgressStore.claim`): when an earlier try completed the batch,
-        return the outcome it recorded and send nothing.
+        return the outcome it recorded and send nothing. Recipients a killed try left as started are sent again
+        (listed in ``maybe_sent_twice``, with a warning in the log) or, with ``resend_interrupted=False``,
+        reported as ``unknown_delivery``.
 
         :param rows: Recipients, or dicts (lists/tuples) holding one at ``recipient_field``.
         :raises LeaseHeldError: When another live try holds the ledger.
         :raises LedgerError: When the ledger cannot be read, or a completed result cannot be read back whole.
         """
         outcome = self._outcome
-        earlier: Mapping[str, str | None] = {}
+        earlier: Mapping[str, LedgerValue] = {}
         if self.progress is not None:
             done = self.progress.claim()
             if done is not None:
@@ -1213,7 +1519,12 @@ class BatchSender:
                 digest, recipients = self._scan(rows)
                 if done.get("rows_digest") in (None, digest):
                     self._outcome = BatchOutcome.replay(
-                        done, self.progress.load(), errors=self.progress.load_errors(done), recipients=recipients
+                        done,
+                        self.progress.load(),
+                        errors=self.progress.load_errors(done),
+                        recipients=recipients,
+                        maybe_sent_twice=self.progress.load_recipients(done, "maybe_sent_twice"),
+                        template_recipients=self.progress.load_recipients(done, "template_recipients"),
                     )
                     return self._outcome
                 if self.log is not None:
@@ -1223,10 +1534,25 @@ class BatchSender:
                     )
                 self.progress.claim(reopen=True)
             earlier = self.progress.load()
-        if earlier and self.log is not None:
-            self.log.info("%d recipient(s) recorded by earlier tries will not be sent again.", len(earlier))
-        seen: set[str] = set()
-        work: queue.Queue[Any] = queue.Queue(maxsize=2 * self.concurrency)
+            self._block = max(1, min(self.progress.max_unflushed // 2, WRITE_AHEAD_BLOCK))
+            if self.limiter is not None:  # no more marks ahead than about one flush interval of sends
+                self._block = max(1, min(self._block, int(self.limiter.rate * self.flush_interval + 0.999)))
+        cut_off = sum(1 for value in earlier.values() if is_started(value))
+        if len(earlier) > cut_off and self.log is not None:
+            self.log.info("%d recipient(s) recorded by earlier tries will not be sent again.", len(earlier) - cut_off)
+        if cut_off and self.log is not None:
+            self.log.warning(
+                "%d recipient(s) were being sent when an earlier try was cut off (killed): whether they got the "
+                "message is unknown. %s",
+                cut_off,
+                "They are sent again and listed in the result's maybe_sent_twice."
+                if self.resend_interrupted
+                else "They are not sent again (resend_interrupted=False): reported as unknown_delivery.",
+            )
+        seen: dict[str, None] = {}  # the rows' recipients, in order
+        # with a ledger, room for the marked blocks too: they are queued whole once their marks are durable
+        backlog = 2 * self.concurrency + (2 * self._block if self.progress is not None else 0)
+        work: queue.Queue[Any] = queue.Queue(maxsize=backlog)
         workers = [
             threading.Thread(target=self._worker, args=(work,), name=f"itnio-batch-{n}", daemon=True)
             for n in range(self.concurrency)
@@ -1252,22 +1578,49 @@ class BatchSender:
                     pending = []
             if pending:
                 self._send_chunk(pending, work, last_flush)
+            if self.progress is not None and self._staged:
+                self._mark_staged(work, last_flush)
         except BaseException as err:
             self._stop(err)
             raise
         finally:
+            self._drop_pending()
             interrupted = self._finish(work, workers, last_flush)
             if self.progress is not None:
                 outcome.unrecorded = self.progress.unwritten
         if interrupted is not None:
             raise interrupted
+        ids = outcome.message_ids  # in the rows' order, as a replay of the completed result lists them
+        outcome.message_ids = {recipient: ids[recipient] for recipient in seen if recipient in ids}
         if self._halt is not None and outcome.aborted is None:
             outcome.aborted = self._halt
         outcome.rows_digest = self.rows_digest
+        if outcome.maybe_sent_twice and self.log is not None:
+            self.log.warning(
+                "%d recipient(s) were sent again after an earlier try was cut off (killed) while sending to them: "
+                "each may have received the message twice; they are listed in the result's maybe_sent_twice.",
+                len(outcome.maybe_sent_twice),
+            )
         return outcome
 
     def _put(self, work: queue.Queue[Any], item: Any, last_flush: list[float]) -> None:
-        """Queue a ``(recipient, message, kind)`` work item, flushing progress while the queue is full."""
+        """
+        Queue a ``(recipient, message, kind)`` work item, flushing progress while the queue is full.
+
+        With a ledger, the item waits in a block that is marked as started (and flushed) before it is queued: the
+        block is marked once full, or once its first item has waited ``min(0.2 s, flush_interval)`` (rows that
+        come slowly are not held back until a block is full).
+        """
+        if self.progress is not None:
+            now = time.monotonic()
+            if not self._staged:
+                self._staged_at = now
+            self._staged.append(item)
+            due = len(self._staged) >= self._block or now - self._staged_at >= min(0.2, self.flush_interval)
+            if due:
+                self._mark_staged(work, last_flush)
+            self._maybe_flush(last_flush)
+            return
         while True:
             try:
                 work.put(item, timeout=min(0.2, self.flush_interval))
@@ -1275,6 +1628,41 @@ class BatchSender:
             except queue.Full:
                 self._maybe_flush(last_flush)
         self._maybe_flush(last_flush)
+
+    def _mark_staged(self, work: queue.Queue[Any], last_flush: list[float]) -> None:
+        """
+        Record the staged items as started, durably, then queue them for the workers.
+
+        Wait first until at most half a block is queued beyond the workers' usual backlog (``2 * concurrency``)
+        and the marks fit in ``max_unflushed``: the workers keep that much work while the marks are written. The
+        queue has room for the block (see :meth:`run`), so queuing it never blocks. When the batch stopped, or the
+        marks could not be written, nothing is queued (the items are not attempted).
+        """
+        progress = self.progress
+        assert progress is not None
+        backlog = 2 * self.concurrency + self._block // 2
+        while not self._abort.is_set() and (work.qsize() > backlog or len(self._staged) > progress.room()):
+            progress.wait(min(0.2, self.flush_interval))  # the sends under way make room as they end
+            self._maybe_flush(last_flush)
+        if self._abort.is_set():
+            return  # the staged items are counted as not attempted by _drop_pending
+        block, self._staged = self._staged, []
+        progress.mark([recipient for recipient, _, _ in block])
+        try:
+            self._maybe_flush(last_flush, force=True)
+        finally:
+            if self._abort.is_set():  # the marks could not be written, or the batch stopped meanwhile: send none
+                for recipient, _, _ in block:
+                    self._skip_not_attempted(recipient)
+                block = []
+        for item in block:
+            work.put(item)
+
+    def _drop_pending(self) -> None:
+        """Count the items staged and not marked yet as not attempted."""
+        for _ in self._staged:
+            self._skip_not_attempted()
+        self._staged = []
 
     def _send_chunk(self, pending: list[tuple[str, Any]], work: queue.Queue[Any], last_flush: list[float]) -> None:
         """Ask about the windows of ``pending`` ``(recipient, row)`` items, then queue each one's message."""
@@ -1333,14 +1721,14 @@ class BatchSender:
                     raise
         return interrupted
 
-    def _scan(self, rows: Iterable[Any]) -> tuple[str, set[str]]:
+    def _scan(self, rows: Iterable[Any]) -> tuple[str, dict[str, None]]:
         """
-        Return :attr:`rows_digest` for ``rows`` and their valid recipients, without sending.
+        Return :attr:`rows_digest` for ``rows`` and their valid recipients (in order), without sending.
 
         The recipients are read as :meth:`_prepare` reads them.
         """
         digest = hashlib.sha256()
-        recipients: set[str] = set()
+        recipients: dict[str, None] = {}  # in order, as the result lists them
         for index, row in enumerate(rows):
             try:
                 raw, _ = self._recipient_of(row, index)
@@ -1348,11 +1736,11 @@ class BatchSender:
             except ItnioValidationError:
                 digest.update(f"rows[{index}]\n".encode())
                 continue
-            recipients.add(recipient)
+            recipients[recipient] = None
             digest.update(f"{recipient}\n".encode())
         return digest.hexdigest(), recipients
 
-    def _prepare(self, row: Any, index: int, seen: set[str], earlier: Mapping[str, str | None]) -> Any:
+    def _prepare(self, row: Any, index: int, seen: dict[str, None], earlier: Mapping[str, LedgerValue]) -> Any:
         """
         Return the ``(recipient, message, None)`` work item for a row, or None when the row is skipped or failed.
 
@@ -1371,10 +1759,30 @@ class BatchSender:
             with self._lock:
                 outcome.duplicates += 1
             return None
-        seen.add(recipient)
-        if recipient in earlier:
-            message_id = earlier[recipient]
-            if message_id:
+        seen[recipient] = None
+        if recipient in earlier and is_started(earlier[recipient]):
+            if self.resend_interrupted:
+                self._interrupted.add(recipient)  # sent again below, and listed in maybe_sent_twice
+            else:
+                assert self.progress is not None
+                self.progress.record(recipient, None)  # maybe sent: never sent again
+                self._fail_row(
+                    recipient,
+                    {
+                        "status": "unknown_delivery",
+                        "reason": "an earlier try was cut off (killed) while sending this message: it may have been "
+                        "delivered; it is not sent again (resend_interrupted=False). Delete its entry from the "
+                        "progress Variable to send it anyway.",
+                    },
+                )
+                return None
+        elif recipient in earlier:
+            value = earlier[recipient]
+            message_id = sent_message_id(value)
+            if is_resent(value):  # sent again by an earlier try that did not complete the batch: still listed
+                with self._lock:
+                    outcome.maybe_sent_twice.append(recipient)
+            if message_id is not None:
                 with self._lock:
                     outcome.skipped_already_sent += 1
                     outcome.message_ids[recipient] = message_id

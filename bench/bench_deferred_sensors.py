@@ -2,13 +2,15 @@
 Many deferred ``ItnioMessageStatusSensor``\\ s waiting at once on one triggerer, and how fast they resume.
 
 One Airflow (tests/airflow_stack.py: SQLite, LocalExecutor, one triggerer) runs a DAG with one sensor mapped over
-``--sensors`` made-up message ids (``target_status="read"``, ``poke_interval=--poll``: each trigger asks the
-receiver's read endpoint on the API server every ``--poll`` seconds). Parallelism, the DAG's active-task limit and
-the default pool are raised so the scheduler can start them all (each starts on a worker once, then defers and
-frees its slot). Once every one is deferred, the triggerer's CPU (its process and children, psutil) and RSS are
-sampled for ``--window`` seconds; then a ``read`` status push for every message goes to the receiver
-(``POST /itnio/webhook/itnio_default/<token>``, 16 threads), and each task's ``end_date`` is compared with the
-moment its push was answered.
+``--sensors`` made-up message ids (``target_status="read"``, ``poke_interval=--poll``: the triggerer's shared
+poller asks the receiver's bulk read endpoint about all of them, a long poll of up to ``--poll`` seconds).
+Parallelism, the DAG's active-task limit and the default pool are raised so the scheduler can start them all (each
+starts on a worker once, then defers and frees its slot). The triggerer reaches the API server through a counting
+forwarder in this process (the connection's ``receiver_url``), which counts the read requests. Once every one is
+deferred, the triggerer's CPU (its process and children, psutil) and RSS, and the read requests, are sampled for
+``--window`` seconds; then a ``read`` status push for every message goes to the receiver
+(``POST /itnio/webhook/itnio_default/<token>``, 16 threads), and each task's ``end_date`` (set by the triggerer,
+which ends the task itself) is compared with the moment its push was answered.
 
     .venv/bin/python -m bench.bench_deferred_sensors [--sensors 1000] [--poll 5] [--window 30] [--out result.json]
 """
@@ -31,7 +33,8 @@ import requests
 
 from bench.bench_receiver import APP_ID, BUSINESS, CONN_ID, push_all, record_section
 from bench.common import emit
-from tests.airflow_stack import AirflowStack
+from tests.airflow_stack import AirflowStack, free_port
+from tests.servers import CountingProxy
 
 DAG_ID = "bench_deferred_sensors"
 HEADING = "## 8. 1,000 deferred sensors waiting at once on one triggerer (ItnioMessageStatusSensor)"
@@ -64,6 +67,16 @@ def dag_file(message_ids: list[str], poll: float) -> str:
             ).expand(message_id={message_ids!r})
         '''
     )
+
+
+def reads(forwarder: CountingProxy) -> tuple[int, int]:
+    """
+    Return how many requests the triggerer sent the API server so far, and how many message ids they asked about.
+
+    :param forwarder: The counting proxy between the triggerer and the API server.
+    """
+    seen = forwarder.seen()
+    return len(seen), sum(len((body or {}).get("message_ids", [])) for _, _, body in seen)
 
 
 def parse_time(value: Any) -> float:
@@ -129,6 +142,8 @@ def run(sensors: int, poll: float, window: float, clients: int) -> dict[str, Any
     :param clients: Concurrent clients pushing the ``read`` statuses.
     """
     token = uuid.uuid4().hex + uuid.uuid4().hex
+    api_port = free_port()
+    forwarder = CountingProxy(f"http://127.0.0.1:{api_port}")  # bound now, serving from the `with` below
     message_ids = [f"benchwait{i:05d}{uuid.uuid4().hex[:8]}" for i in range(sensors)]
     home = Path(tempfile.mkdtemp(prefix="itnio-bench-deferred-"))
     dag = home / f"{DAG_ID}.py"
@@ -139,7 +154,12 @@ def run(sensors: int, poll: float, window: float, clients: int) -> dict[str, Any
             "login": "key",
             "password": "secret",
             "host": "http://127.0.0.1:9",
-            "extra": {"app_id": APP_ID, "business_phone": BUSINESS, "webhook_token": token},
+            "extra": {
+                "app_id": APP_ID,
+                "business_phone": BUSINESS,
+                "webhook_token": token,
+                "receiver_url": forwarder.base_url,  # the triggerer's reads go through the counting forwarder
+            },
         }
     }
     env = {
@@ -152,7 +172,13 @@ def run(sensors: int, poll: float, window: float, clients: int) -> dict[str, Any
         "AIRFLOW__LOGGING__LOGGING_LEVEL": "WARNING",
     }
     result: dict[str, Any] = {"sensors": sensors, "poll_interval_s": poll, "parallelism": 32}
-    with AirflowStack(home / "home", dags=[dag], connections=connections, env=env, start_timeout=300) as stack:
+    stack_home = home / "home"
+    with (
+        forwarder,
+        AirflowStack(
+            stack_home, dags=[dag], connections=connections, env=env, start_timeout=300, api_port=api_port
+        ) as stack,
+    ):
         started = time.monotonic()
         run_id = stack.trigger_dag(DAG_ID)
 
@@ -166,7 +192,13 @@ def run(sensors: int, poll: float, window: float, clients: int) -> dict[str, Any
         result["time_to_defer_all_s"] = round(time.monotonic() - started, 1)
         print("all deferred after", result["time_to_defer_all_s"], "s", flush=True)
         triggerer = psutil.Process(stack.processes["triggerer"].pid)
+        reads_before, _ = reads(forwarder)
         result["triggerer_waiting"] = sample(triggerer, window)
+        reads_after, _ = reads(forwarder)
+        result["reads_while_waiting"] = {
+            "requests": reads_after - reads_before,
+            "per_s": round((reads_after - reads_before) / result["triggerer_waiting"]["window_s"], 2),
+        }
         result["trigger_rows"] = int(next(iter(stack.rows("SELECT COUNT(*) AS n FROM trigger")[0].values())))
         print("waiting", json.dumps(result["triggerer_waiting"]), flush=True)
 
@@ -195,6 +227,7 @@ def run(sensors: int, poll: float, window: float, clients: int) -> dict[str, Any
             answered[push["messageId"]] = time.time()
             return answer
 
+        reads_before, _ = reads(forwarder)
         result["pushes"] = push_all(send, pushes, clients)
 
         def all_done() -> bool:
@@ -202,6 +235,8 @@ def run(sensors: int, poll: float, window: float, clients: int) -> dict[str, Any
             return sum(now_states.get(s, 0) for s in ("success", "failed", "up_for_retry")) >= sensors
 
         stack.wait_until(all_done, f"{sensors} sensors finished", timeout=1800, interval=1)
+        reads_after, _ = reads(forwarder)
+        result["reads_from_first_push_to_all_done"] = reads_after - reads_before
         rows = stack.rows(
             "SELECT map_index, state, queued_dttm, end_date FROM task_instance WHERE dag_id = :d AND run_id = :r",
             d=DAG_ID,
@@ -212,18 +247,13 @@ def run(sensors: int, poll: float, window: float, clients: int) -> dict[str, Any
             for row in rows
             if row["state"] == "success"
         )
-        # queued_dttm: when the scheduler queued the task again for its resumption, i.e. after the trigger fired
-        queued = sorted(
-            parse_time(row["queued_dttm"]) - answered[message_ids[int(row["map_index"])]]
+        # queued_dttm is when the task was last queued: after its push only if it started again on a worker.
+        result["queued_again_after_push"] = sum(
+            1
             for row in rows
-            if row["state"] == "success" and row["queued_dttm"] is not None
+            if row["queued_dttm"] is not None
+            and parse_time(row["queued_dttm"]) > answered[message_ids[int(row["map_index"])]]
         )
-        if queued:
-            result["push_to_requeued_s"] = {
-                "p50": round(statistics.median(queued), 2),
-                "p99": round(queued[int(0.99 * (len(queued) - 1))], 2),
-                "max": round(queued[-1], 2),
-            }
         result["succeeded"] = len(delays)
         result["not_succeeded"] = sensors - len(delays)
         result["push_to_success_s"] = {
@@ -234,6 +264,7 @@ def run(sensors: int, poll: float, window: float, clients: int) -> dict[str, Any
         result["all_resumed_after_last_push_s"] = round(
             max(parse_time(row["end_date"]) for row in rows) - max(answered.values()), 2
         )
+        result["read_requests_total"], result["ids_asked_total"] = reads(forwarder)
     return result
 
 
@@ -261,37 +292,26 @@ def section(result: dict[str, Any], command: str) -> list[str]:
         f"({result['trigger_rows']:,} rows in `trigger`).",
         f"- Triggerer while all wait ({waiting['window_s']:.0f} s window, its process and children): "
         f"CPU {waiting['cpu_percent_of_one_core']}% of one core, RSS max {waiting['rss_mib_max']} MiB.",
-        f"- Poll load on the API server: {n:,} triggers each asking the read endpoint every {poll:g} s = "
-        f"{n / poll:,.0f} requests/s (1,000 at 5 s: 200/s, at 1 s: 1,000/s).",
+        f"- Read load on the API server while they wait: {result['reads_while_waiting']['requests']} requests in "
+        f"{waiting['window_s']:.0f} s = {result['reads_while_waiting']['per_s']}/s (one shared long poll of up to "
+        f"{poll:g} s per connection for all {n:,}; the previous design: {n / poll:,.0f} requests/s); "
+        f"{result['reads_from_first_push_to_all_done']} requests from the first push until all had succeeded.",
         f"- `read` pushes ({result['pushes']['requests']:,}, 16 clients): {result['pushes']['per_s']}/s, "
         f"answers {result['pushes']['codes']}.",
-        f"- Resumed: {result['succeeded']:,} of {n:,}; from its push answered to the task's `end_date`: "
+        f"- Succeeded: {result['succeeded']:,} of {n:,}, ended by the triggerer (`TaskSuccessEvent`); queued again on "
+        f"a worker after its push: {result.get('queued_again_after_push', 'n/a')}; from its push answered to the "
+        "task's `end_date`: "
         f"p50 {result['push_to_success_s']['p50']} s, p99 {result['push_to_success_s']['p99']} s, max "
         f"{result['push_to_success_s']['max']} s; the last task {result['all_resumed_after_last_push_s']} s after "
         "the last push.",
-        *(
-            [
-                f"- From its push answered to the task queued again (its trigger fired, then it waited in "
-                f"`scheduled` for one of the {result['parallelism']} executor slots): p50 "
-                f"{result['push_to_requeued_s']['p50']} s, p99 {result['push_to_requeued_s']['p99']} s. So the "
-                "time goes to resuming: every sensor starts again on a worker only to run `execute_complete`, "
-                f"about {n / max(result['all_resumed_after_last_push_s'], 0.001):.1f} resumptions/s here; the "
-                f"trigger itself sees the push within one poll interval ({poll:g} s)."
-            ]
-            if "push_to_requeued_s" in result
-            else []
-        ),
         "",
-        "Design notes. Each trigger asks the read endpoint on its own, so the API server takes sensors / poll "
-        "requests per second while they wait (and the triggerer's CPU grows with it); a push that arrives is seen "
-        "at most one poll interval later. Two changes would scale this: one shared poller per triggerer process "
-        "(the triggers of a connection register their message ids with it; it asks a bulk form of the status "
-        "endpoint, still to be added like `POST /itnio/api/{conn_id}/windows`, once per interval for all "
-        "of them and wakes the ones that reached their status), which makes "
-        "the load 1 request per interval whatever the number of sensors; and ending the task from the trigger "
-        "(Airflow 3's `TaskSuccessEvent` / `TaskFailedEvent`, with the status record as XCom) so that a resumed "
-        "sensor does not need a worker slot and a task start at all, which is where most of the time from push to "
-        "success goes here. Neither is implemented yet.",
+        "Design notes. The triggers of a triggerer process register their message with one shared poller per "
+        "connection, which asks `POST /itnio/api/{conn_id}/statuses` about all of them at once; the API server "
+        "holds that request until a status push for one of them is recorded (it looks every 0.25 s) or the poll "
+        "interval passes, so a push is seen within a fraction of a second and a quiet wait costs one request per "
+        "interval whatever the number of sensors. A reached target ends the task from the triggerer "
+        "(`TaskSuccessEvent`, the status record as XCom `return_value`): no worker slot and no task start per "
+        "success. A `failed` / `deleted` message still resumes the task on a worker, to fail it without retry.",
         "",
         f"Raw: `{json.dumps(result)}`",
     ]

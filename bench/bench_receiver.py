@@ -4,7 +4,8 @@ Receiver throughput and latency on a real Airflow 3 API server, next to its peer
 One Airflow (tests/airflow_stack.py: SQLite, LocalExecutor) with the itnio plugin and the peer plugin
 ``airflow-provider-inbound-webhooks`` (installed by ``make bench-two-way``). A DAG file schedules on the three
 targets' assets, so each of them writes asset events; once it is parsed, the scheduler, dag-processor and triggerer
-are stopped, so only the API server (one worker, the default) runs while the clients push. The same pushes go,
+are stopped, so only the API server (``--workers`` worker processes, 1 by default; 2 is what a production
+deployment runs) runs while the clients push. The same pushes go,
 one target after the other, to:
 
 - ours: ``POST /itnio/webhook/itnio_default/<token>`` (status pushes in the vendor's shape);
@@ -15,8 +16,10 @@ one target after the other, to:
 The pushes: ``--pushes`` in all, 5% re-pushes of earlier ones, 5% arriving after a later status of the same message
 (``read`` before ``delivered`` before ``sent``), from ``--clients`` threads each with its own keep-alive session and
 one request in flight (loopback). Afterwards the rows are counted in each target's tables: lost and recorded-twice.
+The CPU time the API server's processes spent during each target's turn, per push, is recorded next to its latency:
+unlike wall-clock figures it hardly depends on what else the machine runs.
 
-    .venv/bin/python -m bench.bench_receiver [--pushes 20000] [--clients 16] [--out result.json]
+    .venv/bin/python -m bench.bench_receiver [--pushes 20000] [--clients 16] [--workers 2] [--targets ours]
 """
 
 from __future__ import annotations
@@ -27,6 +30,8 @@ import os
 import queue
 import random
 import statistics
+import subprocess
+import sys
 import tempfile
 import textwrap
 import threading
@@ -211,13 +216,90 @@ def asset_events(stack: AirflowStack, names: list[str]) -> int:
     )
 
 
-def run(total: int, clients: int, budget: float) -> dict[str, Any]:
+def target_rows(stack: AirflowStack, target: str, ours_assets: list[str]) -> dict[str, int]:
     """
-    Start the stack, push to the three targets and return the measurements and the row counts.
+    Return the row counts of ``target``'s tables now (subtracted before and after its turn).
+
+    :param stack: The running Airflow.
+    :param target: A key of the targets (``ours``, ``airflow_rest``, ``airflow_rest_1_client``, ``inbound_webhooks``).
+    :param ours_assets: The receiver's asset names.
+    """
+    if target == "ours":
+        return {
+            "status_history": count(stack, "SELECT COUNT(*) FROM itnio_status_history"),
+            "message_status": count(stack, "SELECT COUNT(*) FROM itnio_message_status"),
+            "asset_events": asset_events(stack, ours_assets),
+        }
+    if target == "inbound_webhooks":
+        return {
+            "deliveries": count(stack, "SELECT COUNT(*) FROM inbound_webhooks_delivery"),
+            "asset_events": asset_events(stack, [PEER_ASSET]),
+        }
+    return {"asset_events": asset_events(stack, [REST_ASSET])}
+
+
+def server_cpu_seconds(stack: AirflowStack) -> float:
+    """
+    Return the CPU time (user + system) the API server's processes have used so far (Linux ``/proc``).
+
+    The API server runs in its own session (``start_new_session``): every process of that session counts (with
+    ``--workers 2``, gunicorn's master and its workers).
+
+    :param stack: The running Airflow.
+    """
+    session = stack.processes["api-server"].pid
+    ticks = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # the process ended meanwhile
+            continue
+        if int(fields[3]) == session:  # fields after the name: state, ppid, pgrp, session, ...
+            ticks += int(fields[11]) + int(fields[12])  # utime, stime
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def restart_api_server(stack: AirflowStack, workers: int = 1, timeout: float = 180.0) -> None:
+    """
+    Stop the stack's API server and start a new one with the same configuration; return once it answers.
+
+    :param stack: The running Airflow (its other components stopped).
+    :param workers: The API server's worker processes (``airflow api-server --workers``).
+    :param timeout: Seconds the new server may take to answer ``/api/v2/monitor/health``.
+    """
+    _stop(stack.processes.pop("api-server"))
+    command = [sys.executable, "-m", "airflow", "api-server", "--host", "127.0.0.1", "--port", str(stack.api_port)]
+    with stack.component_log("api-server").open("ab") as log:  # appended: the token check reads every run
+        stack.processes["api-server"] = subprocess.Popen(
+            [*command, "--workers", str(workers)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=stack.env,
+            start_new_session=True,
+        )
+
+    def healthy() -> bool:
+        try:
+            return requests.get(f"{stack.base_url}/api/v2/monitor/health", timeout=5).status_code == 200
+        except requests.RequestException:
+            return False
+
+    stack.wait_until(healthy, "the restarted API server", timeout)
+
+
+#: The targets, in the order they are measured.
+TARGETS = ("ours", "airflow_rest", "airflow_rest_1_client", "inbound_webhooks")
+
+
+def run(total: int, clients: int, budget: float, workers: int = 1, only: tuple[str, ...] = TARGETS) -> dict[str, Any]:
+    """
+    Start the stack, push to the targets and return the measurements and the row counts.
 
     :param total: Pushes per target.
     :param clients: Concurrent clients.
     :param budget: Seconds each target may take at most (then the clients stop taking pushes).
+    :param workers: The API server's worker processes.
+    :param only: The targets to measure (``ours`` always).
     """
     from airflow_provider_itnio.assets import message_status_uri
 
@@ -256,6 +338,7 @@ def run(total: int, clients: int, budget: float) -> dict[str, Any]:
         "out_of_order": out_of_order,
         "messages": len(furthest),
         "clients": clients,
+        "workers": workers,
         "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
     }
     with AirflowStack(home / "home", dags=[dag], connections=connections, env=env) as stack:
@@ -267,7 +350,6 @@ def run(total: int, clients: int, budget: float) -> dict[str, Any]:
             _stop(stack.processes.pop(name))
         answer = stack.api("GET", "/assets", params={"name_pattern": REST_ASSET})
         rest_asset_id = answer.json()["assets"][0]["id"]
-        jwt = stack.token()
         base = stack.base_url
 
         def ours(session: requests.Session, push: dict[str, Any]) -> requests.Response:
@@ -277,7 +359,7 @@ def run(total: int, clients: int, budget: float) -> dict[str, Any]:
             return session.post(
                 f"{base}/api/v2/assets/events",
                 json={"asset_id": rest_asset_id, "extra": push},
-                headers={"Authorization": f"Bearer {jwt}"},
+                headers={"Authorization": f"Bearer {stack.token()}"},
                 timeout=30,
             )
 
@@ -285,24 +367,33 @@ def run(total: int, clients: int, budget: float) -> dict[str, Any]:
             headers = {"X-Itnio-Secret": peer_secret, "X-Delivery-Id": f"{push['messageId']}:{push['status']}"}
             return session.post(f"{base}/webhooks/{PEER_NAME}", json=push, headers=headers, timeout=30)
 
-        targets = {"ours": ours, "airflow_rest": rest, "inbound_webhooks": peer}
-        for name, send in targets.items():  # warm every target up (imports, caches) before any is measured
+        # (sender, clients): Airflow's REST also with one client, the only way it answers on SQLite (see section()).
+        targets = {
+            "ours": (ours, clients),
+            "airflow_rest": (rest, clients),
+            "airflow_rest_1_client": (rest, 1),
+            "inbound_webhooks": (peer, clients),
+        }
+        targets = {name: target for name, target in targets.items() if name == "ours" or name in only}
+        for name, (send, concurrency) in targets.items():
+            # A fresh API server for each target (same config), warmed up on that target alone: requests a client
+            # gave up on cannot keep it busy during the next target's turn.
+            restart_api_server(stack, workers)
             started = time.perf_counter()
             push_all(send, warm, 1, budget)
             print("warmed up", name, round(time.perf_counter() - started, 1), "s", flush=True)
-        before = {
-            "ours_history": count(stack, "SELECT COUNT(*) FROM itnio_status_history"),
-            "ours_messages": count(stack, "SELECT COUNT(*) FROM itnio_message_status"),
-            "ours_events": asset_events(stack, ours_assets),
-            "rest_events": asset_events(stack, [REST_ASSET]),
-            "peer_deliveries": count(stack, "SELECT COUNT(*) FROM inbound_webhooks_delivery"),
-            "peer_events": asset_events(stack, [PEER_ASSET]),
-        }
-        for name, send in targets.items():
-            result[name] = push_all(send, pushes, clients, budget)
+            before = target_rows(stack, name, ours_assets)
+            load = [round(x, 2) for x in os.getloadavg()]
+            cpu = server_cpu_seconds(stack)
+            result[name] = push_all(send, pushes, concurrency, budget)
+            cpu = server_cpu_seconds(stack) - cpu
+            result[name]["clients"] = concurrency
+            result[name]["server_cpu_ms_per_push"] = round(1000 * cpu / max(result[name]["requests"], 1), 2)
+            result[name]["load_average_at_start"] = load
             print(name, json.dumps(result[name]), flush=True)
+            after = target_rows(stack, name, ours_assets)
+            result[name]["rows"] = {key: after[key] - before[key] for key in after}
         ids = list(furthest)
-        history = count(stack, "SELECT COUNT(*) FROM itnio_status_history") - before["ours_history"]
         twice = count(
             stack,
             "SELECT COUNT(*) FROM (SELECT message_id, status FROM itnio_status_history "
@@ -310,35 +401,43 @@ def run(total: int, clients: int, budget: float) -> dict[str, Any]:
         )
         rows = stack.rows("SELECT message_id, status FROM itnio_message_status")
         final = {row["message_id"]: row["status"] for row in rows if row["message_id"] in furthest}
-        result["ours"]["rows"] = {
-            "status_history": history,
-            "message_status": count(stack, "SELECT COUNT(*) FROM itnio_message_status") - before["ours_messages"],
-            "asset_events": asset_events(stack, ours_assets) - before["ours_events"],
-            "lost": result["ours"]["distinct_answered_2xx"] - history,
-            "messages_without_status": len(ids) - len(final),
-            "recorded_twice": twice,
-            "wrong_furthest_status": sum(1 for mid in ids if final.get(mid) != furthest[mid]),
-        }
-        rest_events = asset_events(stack, [REST_ASSET]) - before["rest_events"]
-        result["airflow_rest"]["rows"] = {
-            "asset_events": rest_events,
-            "lost": max(0, ok(result["airflow_rest"]) - rest_events),
-            "recorded_twice": max(0, rest_events - distinct),  # it has no idempotency: every re-push is an event
-        }
-        deliveries = count(stack, "SELECT COUNT(*) FROM inbound_webhooks_delivery") - before["peer_deliveries"]
-        peer_twice = count(
-            stack,
-            "SELECT COUNT(*) FROM (SELECT delivery_id FROM inbound_webhooks_delivery WHERE webhook = :w "
-            "GROUP BY delivery_id HAVING COUNT(*) > 1) AS t",
-            w=PEER_NAME,
+        result["ours"]["rows"].update(
+            {
+                "lost": result["ours"]["distinct_answered_2xx"] - result["ours"]["rows"]["status_history"],
+                "messages_without_status": len(ids) - len(final),
+                "recorded_twice": twice,
+                "wrong_furthest_status": sum(1 for mid in ids if final.get(mid) != furthest[mid]),
+            }
         )
-        peer_events = asset_events(stack, [PEER_ASSET]) - before["peer_events"]
-        result["inbound_webhooks"]["rows"] = {
-            "deliveries": deliveries,
-            "asset_events": peer_events,
-            "lost": max(0, result["inbound_webhooks"]["distinct_answered_2xx"] - deliveries),
-            "recorded_twice": peer_twice,
-        }
+        for name in ("airflow_rest", "airflow_rest_1_client"):
+            if name not in result:
+                continue
+            events = result[name]["rows"]["asset_events"]
+            result[name]["rows"].update(
+                {
+                    "lost": max(0, ok(result[name]) - events),
+                    # it has no idempotency: every re-push it accepts is a second event
+                    "recorded_twice": max(0, events - result[name]["distinct_answered_2xx"]),
+                }
+            )
+        peer_twice = (
+            0
+            if "inbound_webhooks" not in result
+            else count(
+                stack,
+                "SELECT COUNT(*) FROM (SELECT delivery_id FROM inbound_webhooks_delivery WHERE webhook = :w "
+                "GROUP BY delivery_id HAVING COUNT(*) > 1) AS t",
+                w=PEER_NAME,
+            )
+        )
+        if "inbound_webhooks" in result:
+            peer_rows = result["inbound_webhooks"]["rows"]
+            peer_rows.update(
+                {
+                    "lost": max(0, result["inbound_webhooks"]["distinct_answered_2xx"] - peer_rows["deliveries"]),
+                    "recorded_twice": peer_twice,
+                }
+            )
         logs = "\n".join(stack.all_logs().values())
         result["token_in_logs"] = token in logs or peer_secret in logs
     return result
@@ -364,6 +463,14 @@ def record_section(heading: str, lines: list[str], path: Path = RESULTS) -> None
     path.write_text("\n".join(existing).rstrip("\n") + "\n")
 
 
+def _workers(result: dict[str, Any]) -> str:
+    """Return how many API server worker processes served the run, in words."""
+    workers = int(result.get("workers", 1))
+    if workers == 1:
+        return "one API server worker (the default)"
+    return f"{workers} API server worker processes (`airflow api-server --workers {workers}`)"
+
+
 def section(result: dict[str, Any], command: str) -> list[str]:
     """
     Return the lines of the results section for ``result``.
@@ -374,10 +481,12 @@ def section(result: dict[str, Any], command: str) -> list[str]:
     names = {
         "ours": "itnio receiver",
         "airflow_rest": "Airflow REST assets/events",
+        "airflow_rest_1_client": "Airflow REST assets/events, 1 client",
         "inbound_webhooks": "inbound-webhooks",
     }
+    names = {key: label for key, label in names.items() if key in result}
     ours = result["ours"]
-    peers = [result[name] for name in ("airflow_rest", "inbound_webhooks")]
+    peers = [result[name] for name in names if name != "ours"]
     complete = ours["not_sent"] == 0
     met = (
         complete
@@ -402,30 +511,42 @@ def section(result: dict[str, Any], command: str) -> list[str]:
         f"`{command}`: {result['pushes']:,} pushes per target ({result['distinct']:,} distinct status pushes for "
         f"{result['messages']:,} messages, {result['duplicates']:,} re-pushes, {result['out_of_order']:,} arriving "
         f"after a later status of their message), {result['clients']} threads with a keep-alive session each, "
-        "loopback, one API server worker (the default), SQLite; scheduler, dag-processor and triggerer stopped "
-        f"while pushing; each target at most {result['budget_s']:.0f} s (then its clients stop: `not sent`). "
-        f"Load average at the start: {result.get('load_average_at_start', 'not recorded')} (2 cores, shared).",
+        f"loopback, {_workers(result)}, SQLite; scheduler, dag-processor and triggerer stopped "
+        "while pushing; each target on a freshly started API server (same configuration), warmed up with "
+        f"{WARMUP} pushes from one client just before its turn; each target at most {result['budget_s']:.0f} s "
+        "(then its clients stop: `not sent`). Load average (1, 5, 15 min) at the start of the run: "
+        f"{result.get('load_average_at_start', 'not recorded')}, and at each target's start in the table "
+        "(2 cores, shared).",
         "",
-        "| target | sent | not sent | answers | pushes/s | p50 ms | p99 ms | max ms | rows recorded | lost | twice |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| target | clients | load avg | sent | not sent | answers | pushes/s | p50 ms | p99 ms | max ms "
+        "| server CPU ms/push | rows recorded | lost | twice |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for key, label in names.items():
         m = result[key]
         rows = m["rows"]
         recorded = ", ".join(f"{k} {v:,}" for k, v in rows.items() if k not in ("lost", "recorded_twice"))
         codes = ", ".join(f"{code}: {n:,}" for code, n in m["codes"].items())
+        load = m.get("load_average_at_start")
         lines.append(
-            f"| {label} | {m['requests']:,} | {m['not_sent']:,} | {codes} | {m['per_s']} | {m['p50_ms']} | "
-            f"{m['p99_ms']} | {m['max_ms']} | {recorded} | {rows['lost']} | {rows['recorded_twice']} |"
+            f"| {label} | {m.get('clients', result['clients'])} | {load[0] if load else '?'} | {m['requests']:,} | "
+            f"{m['not_sent']:,} | {codes} | {m['per_s']} | {m['p50_ms']} | {m['p99_ms']} | {m['max_ms']} | "
+            f"{m.get('server_cpu_ms_per_push', '?')} | {recorded} | {rows['lost']} | {rows['recorded_twice']} |"
         )
     lines += [
         "",
         "Lost: answered 2xx but not in the target's table. Twice: the same status of the same message recorded "
         "more than once (Airflow's REST has no idempotency key, so every re-push it accepts is a second event). "
-        "Code 0: no answer within 30 s. 503: the receiver could not write (SQLite busy) and recorded nothing; "
-        "the vendor re-pushes such a push after 1, 3 and 5 minutes. With SQLite every write of the API server "
-        "queues for the one database lock, which makes the long tail; the targets ran one after the other, and "
-        "requests a client gave up on keep the server busy for a while after their target's turn.",
+        "Code 0: no answer within 30 s. 503: the target could not write (SQLite busy) and recorded nothing; "
+        "the vendor re-pushes such a push after 1, 3 and 5 minutes. With SQLite the database has one write lock: "
+        "the itnio receiver has one writer per API server process that records every push waiting in one "
+        "transaction (group commit); the peers write one transaction per request, each queueing for the lock. "
+        "Airflow's REST `POST /api/v2/assets/events` writes its audit-log row from an async dependency "
+        "(`action_logging`) with a blocking database call on the API server's event loop; with two or more "
+        "concurrent requests on SQLite that insert waits for the write lock of another request's open transaction, "
+        "which cannot commit while the loop is blocked, until SQLite's 5 s busy timeout (500, or no answer within "
+        "30 s once requests queue behind those stalls; 1 client: no stall). So it is also measured with one "
+        "client, the only way it answers on SQLite.",
         "",
         f"Raw: `{json.dumps(result)}`",
     ]
@@ -438,6 +559,12 @@ def main() -> None:
     parser.add_argument("--pushes", type=int, default=20_000, help="pushes per target (5%% re-pushes)")
     parser.add_argument("--clients", type=int, default=16, help="concurrent clients (threads)")
     parser.add_argument("--budget", type=float, default=300.0, help="seconds per target at most")
+    parser.add_argument("--workers", type=int, default=1, help="API server worker processes (default 1)")
+    parser.add_argument(
+        "--targets",
+        default=",".join(TARGETS),
+        help=f"comma-separated targets to measure (default all: {','.join(TARGETS)}; ours always)",
+    )
     parser.add_argument("--results", action="store_true", help="write the section into bench/RESULTS.md")
     parser.add_argument("--out", type=Path, help="also write the result as JSON here")
     parser.add_argument("--from-json", type=Path, help="do not run: write the section of a result saved by --out")
@@ -446,13 +573,17 @@ def main() -> None:
         result = json.loads(args.from_json.read_text())
     else:
         started = time.monotonic()
-        result = run(args.pushes, args.clients, args.budget)
+        only = tuple(name.strip() for name in args.targets.split(",") if name.strip())
+        unknown = sorted(set(only) - set(TARGETS))
+        if unknown:
+            parser.error(f"--targets: unknown {', '.join(unknown)}; known: {', '.join(TARGETS)}")
+        result = run(args.pushes, args.clients, args.budget, args.workers, only)
         result["bench_wall_s"] = round(time.monotonic() - started, 1)
         result["budget_s"] = args.budget
     if args.results:
         command = (
             f".venv/bin/python -m bench.bench_receiver --pushes {result['pushes']} --clients {result['clients']} "
-            f"--budget {result.get('budget_s', args.budget):g}"
+            f"--budget {result.get('budget_s', args.budget):g} --workers {result.get('workers', 1)}"
         )
         record_section(HEADING, section(result, command))
     if args.out:

@@ -32,22 +32,9 @@ try:
 
     from airflow_provider_itnio.notifications.hitl import ItnioHITLNotifier
 except ImportError as err:  # Airflow 2: Human-in-the-loop needs Airflow 3.1+
-    from airflow.operators.python import PythonOperator  # type: ignore[no-redef,unused-ignore]
+    from airflow_provider_itnio.stub_dags import needs_airflow_3_1_dag
 
-    reason = str(err)
-
-    def _unavailable() -> None:
-        raise RuntimeError(f"itnio_deploy_gate needs Airflow 3.1+: {reason}")
-
-    with DAG(
-        dag_id="itnio_deploy_gate",
-        schedule=None,
-        start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
-        catchup=False,
-        params=PARAMS,
-        tags=["itnio", "example"],
-    ):
-        PythonOperator(task_id="needs_airflow_3_1", python_callable=_unavailable)
+    dag = needs_airflow_3_1_dag("itnio_deploy_gate", err, params=PARAMS, tags=["itnio", "example"])
 else:
     from airflow.sdk import task
 

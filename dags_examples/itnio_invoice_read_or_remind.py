@@ -39,22 +39,9 @@ PARAMS = {
 try:
     from airflow_provider_itnio.sensors.itnio import ItnioMessageStatusSensor
 except ImportError as err:  # Airflow 2: no receiver, no sensor
-    from airflow.operators.python import PythonOperator  # type: ignore[no-redef,unused-ignore]
+    from airflow_provider_itnio.stub_dags import needs_airflow_3_1_dag
 
-    reason = str(err)
-
-    def _unavailable() -> None:
-        raise RuntimeError(f"itnio_invoice_read_or_remind needs Airflow 3.1+: {reason}")
-
-    with DAG(
-        dag_id="itnio_invoice_read_or_remind",
-        schedule=None,
-        start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
-        catchup=False,
-        params=PARAMS,
-        tags=["itnio", "example"],
-    ):
-        PythonOperator(task_id="needs_airflow_3_1", python_callable=_unavailable)
+    dag = needs_airflow_3_1_dag("itnio_invoice_read_or_remind", err, params=PARAMS, tags=["itnio", "example"])
 else:
     from airflow_provider_itnio.operators import ItnioSendDocumentOperator, ItnioSendTemplateOperator
 

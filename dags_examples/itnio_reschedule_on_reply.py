@@ -106,21 +106,9 @@ with DAG(
 try:
     from airflow_provider_itnio.assets import inbound_messages
 except ImportError as err:  # Airflow 2: no receiver, no asset events from it
-    from airflow.operators.python import PythonOperator  # type: ignore[no-redef,unused-ignore]
+    from airflow_provider_itnio.stub_dags import needs_airflow_3_1_dag
 
-    reason = str(err)
-
-    def _unavailable() -> None:
-        raise RuntimeError(f"itnio_reschedule_on_reply needs Airflow 3.1+: {reason}")
-
-    with DAG(
-        dag_id="itnio_reschedule_on_reply",
-        schedule=None,
-        start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
-        catchup=False,
-        tags=["itnio", "example"],
-    ):
-        PythonOperator(task_id="needs_airflow_3_1", python_callable=_unavailable)
+    dag = needs_airflow_3_1_dag("itnio_reschedule_on_reply", err, tags=["itnio", "example"])
 else:
     from airflow.sdk import task
 

@@ -446,14 +446,46 @@ def stop_postgres() -> None:
         raise StackError(f"pg_ctl stop failed:\n{result.stdout}\n{result.stderr}")
 
 
-def database_url(state: Mapping[str, Any], driver: str = "postgresql+psycopg2") -> str:
+def database_url(state: Mapping[str, Any], driver: str = "postgresql+psycopg2", database: str = "airflow") -> str:
     """
-    Return the metadata database's SQLAlchemy URL.
+    Return the SQLAlchemy URL of a database of the cluster, as the role ``airflow`` (the metadata database's).
 
     :param state: The stack state.
     :param driver: The URL scheme.
+    :param database: The database (another than the metadata database: see :func:`create_database`).
     """
-    return f"{driver}://airflow:{state['pg_password']}@127.0.0.1:{state['ports']['postgres']}/airflow"
+    return f"{driver}://airflow:{state['pg_password']}@127.0.0.1:{state['ports']['postgres']}/{database}"
+
+
+def _scratch_database(name: str) -> str:
+    reserved = ("airflow", "postgres", "template0", "template1")
+    if not (name.isascii() and name.isidentifier() and name == name.lower()) or name in reserved:
+        raise StackError(f"{name!r} is not a name for a scratch database (a lower-case identifier, not airflow)")
+    return name
+
+
+def create_database(state: Mapping[str, Any], name: str) -> str:
+    """
+    Create an empty database of the cluster, owned by the role ``airflow`` (dropping an older one of that name
+    first), for tests that need a PostgreSQL of their own; return its SQLAlchemy URL. Never the metadata database.
+
+    :param state: The stack state.
+    :param name: The database, e.g. ``itnio_test_store``.
+    """
+    name = _scratch_database(name)
+    drop_database(state, name)
+    _psql(state, f"CREATE DATABASE {name} OWNER airflow")
+    return database_url(state, database=name)
+
+
+def drop_database(state: Mapping[str, Any], name: str) -> None:
+    """
+    Drop a database made by :func:`create_database` (ending its sessions), if it exists.
+
+    :param state: The stack state.
+    :param name: The database.
+    """
+    _psql(state, f"DROP DATABASE IF EXISTS {_scratch_database(name)} WITH (FORCE)")
 
 
 # -- Redis ---------------------------------------------------------------------------------------------------------

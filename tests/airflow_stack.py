@@ -22,10 +22,14 @@ Usage::
             assert stack.wait_for_run("my_dag", run_id) == "success"
 
 The caller's ``AIRFLOW*`` environment variables (e.g. the test session's home) are not passed on.
+
+:func:`receiver_stack` does all of that for the receiver's end-to-end tests: a sandbox pushing to the stack's
+receiver, the connection with its ``webhook_token``, and no secret in any log afterwards.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -33,7 +37,7 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -45,7 +49,15 @@ from tests.servers import free_port as _free_port
 from tests.servers import plugins_folder
 from tests.servers import stop as _stop
 
-__all__ = ["COMPONENTS", "AirflowStack", "AirflowStackError", "free_port", "plugins_folder", "webhook_url"]
+__all__ = [
+    "COMPONENTS",
+    "AirflowStack",
+    "AirflowStackError",
+    "free_port",
+    "plugins_folder",
+    "receiver_stack",
+    "webhook_url",
+]
 
 #: The components started, in this order (stopped in the reverse order).
 COMPONENTS: tuple[str, ...] = ("api-server", "scheduler", "dag-processor", "triggerer")
@@ -498,6 +510,44 @@ class AirflowStack:
             for path in sorted(self.logs_folder.rglob("*"))
             if path.is_file()
         }
+
+
+@contextlib.contextmanager
+def receiver_stack(
+    home: Path,
+    dags: Iterable[Path],
+    *,
+    conn_id: str = "itnio_default",
+    env: Mapping[str, str] | None = None,
+    **sandbox_options: Any,
+) -> Iterator[Any]:
+    """
+    Yield a started :class:`AirflowStack` whose connection ``conn_id`` is a sandbox that pushes to the stack's
+    receiver; once both are stopped, check that neither the webhook token nor the sandbox's API secret is in a log.
+
+    The stack gets three attributes: ``sandbox`` (the :class:`~airflow_provider_itnio.sandbox.Sandbox`),
+    ``webhook`` (the receiver's address) and ``webhook_token``.
+
+    :param home: An empty folder for the Airflow home.
+    :param dags: DAG files for the stack.
+    :param conn_id: The ``itnio`` connection the sandbox is, with its ``webhook_token``.
+    :param env: More environment variables for every component.
+    :param sandbox_options: Passed to the ``Sandbox`` (e.g. ``status_delays``).
+    """
+    from airflow_provider_itnio.sandbox import Sandbox
+
+    port, token = free_port(), secrets.token_urlsafe(32)
+    webhook = webhook_url(port, conn_id, token)
+    with Sandbox(push_url=webhook, **sandbox_options) as sandbox:
+        connection = json.loads(sandbox.conn_json())
+        connection["extra"]["webhook_token"] = token
+        stack: Any = AirflowStack(home, dags=dags, connections={conn_id: connection}, api_port=port, env=env)
+        stack.sandbox, stack.webhook, stack.webhook_token = sandbox, webhook, token
+        with stack:
+            yield stack
+    for name, text in stack.all_logs().items():
+        assert token not in text, name
+        assert sandbox.api_secret not in text, name
 
 
 def _fernet_key() -> str:

@@ -6,16 +6,20 @@ One place for what the connection-form, receiver, window and stack tests all nee
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
@@ -97,3 +101,55 @@ def api_server(port: int, log_path: Path, env: Mapping[str, str], *, timeout: fl
         yield base_url
     finally:
         stop(process)
+
+
+class CountingProxy:
+    """
+    A real HTTP server between the triggers and the API server that forwards every request and records it.
+
+    :param target: The API server's base URL.
+    """
+
+    def __init__(self, target: str) -> None:
+        self.target = target
+        self.requests: list[tuple[str, str, Any]] = []  # (method, path, JSON body or None)
+        self._lock = threading.Lock()
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def _forward(self) -> None:
+                length = int(self.headers.get("content-length") or 0)
+                body = self.rfile.read(length) if length else b""
+                with proxy._lock:
+                    proxy.requests.append((self.command, self.path, json.loads(body) if body else None))
+                headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "content-length")}
+                answer = requests.request(  # long enough for a long poll (the API server holds it up to 30 s)
+                    self.command, proxy.target + self.path, data=body or None, headers=headers, timeout=120
+                )
+                self.send_response(answer.status_code)
+                self.send_header("Content-Type", answer.headers.get("content-type", "application/json"))
+                self.send_header("Content-Length", str(len(answer.content)))
+                self.end_headers()
+                self.wfile.write(answer.content)
+
+            do_GET = do_POST = _forward
+
+            def log_message(self, format: str, *args: Any) -> None:
+                """Keep quiet."""
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.base_url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self) -> CountingProxy:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+    def seen(self) -> list[tuple[str, str, Any]]:
+        """Return the requests forwarded so far."""
+        with self._lock:
+            return list(self.requests)

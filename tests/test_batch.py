@@ -42,8 +42,10 @@ def _progress(dag_id: str) -> dict[str, str | None]:
     with create_session() as session:
         rows = session.query(Variable).filter(Variable.key.like(f"{batch.PROGRESS_PREFIX}__{dag_id}__%")).all()
         for row in rows:
-            if not row.key.endswith("__head") and "__err" not in row.key:  # progress parts only
-                found.update(json.loads(row.val))
+            suffix = row.key.rsplit("__", 1)[-1]
+            if suffix == "head" or suffix.rstrip("0123456789") in batch._RESULT_PARTS.values():
+                continue  # progress parts only: not the head, not a completed result's parts
+            found.update(json.loads(row.val))
     return found
 
 
@@ -348,13 +350,17 @@ def test_progress_survives_tries_and_maybe_sent_rows_are_never_resent() -> None:
         rows[30]["recipient"]: ItnioApiError("-68", "insufficient balance"),
     }
     first_api = FakeApi(errors)
-    first = _engine(first_api, concurrency=1, progress=batch.ProgressStore(backend, "k", shard_size=7)).run(rows)
+    store = batch.ProgressStore(backend, "k", shard_size=7)
+    first = _engine(first_api, concurrency=1, progress=store).run(rows)
     assert first.aborted is not None
     assert first.errors[maybe]["status"] == "unknown_delivery"
     stored = batch.ProgressStore(backend, "k").load()
     assert stored[maybe] is None
     assert {r for r, mid in stored.items() if mid} == set(first.message_ids)
-    assert len(backend.values) == 5  # 29 sent + 1 maybe = 30 entries in parts of 7: 4 full + 1 partial
+    # the 50 rows were marked as started in parts of 7 before sending; 29 sent + 1 maybe = 30 entries left, each
+    # in the part it was marked in: the marks of the 20 rows refused or never sent were removed
+    assert [len(json.loads(backend.values[store.part_key(i)])) for i in range(8)] == [7, 7, 7, 7, 2, 0, 0, 0]
+    assert len(backend.values) == 8
 
     # second try (a retry, or a clear-and-rerun): same key
     second_api = FakeApi()
@@ -378,14 +384,14 @@ def test_progress_is_flushed_while_the_batch_runs() -> None:
     def watch() -> None:
         while len(api.calls) < 60:
             text = backend.get("k")
-            seen.append(0 if text is None else len(json.loads(text)))
+            seen.append(0 if text is None else sum(isinstance(v, str) for v in json.loads(text).values()))
             time.sleep(0.01)
 
     watcher = threading.Thread(target=watch)
     watcher.start()
     _engine(api, concurrency=1, progress=store, flush_interval=0.05).run(rows)
     watcher.join()
-    assert any(0 < count < 60 for count in seen)  # written before the end
+    assert any(0 < count < 60 for count in seen)  # messageIds written before the end
     assert len(json.loads(backend.values["k"])) == 60  # and at the end
 
 
@@ -531,4 +537,141 @@ def test_a_replayed_result_with_errors_is_the_completed_one_and_a_later_run_dele
     assert task_states(second)["send"][0] == "success"
     assert not [k for k in _ledger_keys(dag_id) if k.startswith(key)]
     assert [k for k in _ledger_keys(dag_id) if second.run_id in k]  # its own ledger is kept
+    _clear_progress(dag_id)
+
+
+# ------------------------------------------------------------------------------ where the full result goes
+
+
+def _accepted(sandbox: Any, recipients: Any) -> dict[str, str]:
+    """Return ``{recipient: messageId}`` of the messages the sandbox accepted for ``recipients``."""
+    wanted = set(recipients)
+    return {m["body"]["recipient"]: m["messageId"] for m in sandbox.messages() if m["body"]["recipient"] in wanted}
+
+
+def _result_objects(base: Any) -> list[Any]:
+    return sorted(p for p in base.rglob("*") if p.is_file())
+
+
+def test_a_large_batch_leaves_a_small_xcom_and_its_full_result_in_results_path(
+    airflow_sandbox: Any, tmp_path: Any
+) -> None:
+    from airflow_provider_itnio.results import QUOTED_ERRORS, load_batch_results
+    from tests.dags.itnio_batch_results import INVALID_ROWS, audience_rows
+
+    sizes: dict[int, int] = {}
+    for n, start in ((5_000, 0), (20_000, 100_000)):
+        conf = {"n": n, "start": start, "results_base": f"file://{tmp_path}/campaigns"}
+        dag_run = run_dag("itnio_batch_results", conf=conf)
+        assert task_states(dag_run)["send"] == ("success", 1)
+        result = xcom_value(dag_run, "send")
+        sizes[n] = len(json.dumps(result))
+        rows = audience_rows(n, start)
+        assert (result["rows"], result["sent"], result["failed"]) == (len(rows), n, INVALID_ROWS)
+        assert (result["message_ids_count"], result["errors_count"]) == (n, INVALID_ROWS)
+        assert "message_ids" not in result and "errors" not in result
+        assert len(result["first_errors"]) == QUOTED_ERRORS
+        # templated: "{{ params.results_base }}/{{ ds_nodash }}", one object per task instance
+        ds = dag_run.logical_date.strftime("%Y%m%d")
+        where = result["full_result"]["path"]
+        assert where.startswith(f"file://{tmp_path}/campaigns/{ds}/dag_id=itnio_batch_results/run_id=")
+        assert where.endswith("/task_id=send/batch_result.json.gz")
+        full = load_batch_results(result)
+        accepted = _accepted(airflow_sandbox, rows)
+        assert len(accepted) == n
+        assert full["message_ids"] == accepted  # every recipient, with the id the sandbox issued
+        assert len(full["errors"]) == INVALID_ROWS
+        assert {who: full["errors"][who] for who in result["first_errors"]} == result["first_errors"]
+        assert all(error["status"] == "-71" for error in full["errors"].values())
+        _clear_progress("itnio_batch_results")
+    # bounded, and not growing with the rows: 4x the rows, the same few hundred bytes (the counts' digits differ)
+    assert max(sizes.values()) < 4096, sizes
+    assert abs(sizes[20_000] - sizes[5_000]) < 64, sizes
+    assert len(_result_objects(tmp_path)) == 2
+
+
+def test_a_small_batch_keeps_its_message_ids_in_the_xcom_and_writes_nothing(
+    airflow_sandbox: Any, tmp_path: Any
+) -> None:
+    from airflow_provider_itnio.results import load_batch_results
+    from tests.dags.itnio_batch_results import INVALID_ROWS, audience_rows
+
+    dag_run = run_dag("itnio_batch_results", conf={"n": 50, "start": 0, "results_base": f"file://{tmp_path}"})
+    result = xcom_value(dag_run, "send")
+    accepted = _accepted(airflow_sandbox, audience_rows(50, 0))
+    assert result["message_ids"] == accepted and len(accepted) == 50  # as before: DAGs reading it keep working
+    assert len(result["errors"]) == result["failed"] == INVALID_ROWS
+    assert result["full_result"] is None
+    assert _result_objects(tmp_path) == []
+    full = load_batch_results(result)
+    assert (full["message_ids"], full["errors"]) == (result["message_ids"], result["errors"])
+    assert set(full) == {*batch.COUNTERS, "message_ids", "errors", "maybe_sent_twice"}  # the engine's, no summary
+    _clear_progress("itnio_batch_results")
+
+
+def test_without_results_path_the_full_result_goes_under_airflow_home(airflow_sandbox: Any, airflow_db: Any) -> None:
+    from airflow_provider_itnio.results import load_batch_results
+    from tests.dags.itnio_batch_results import DEFAULT_PATH_ROWS
+
+    dag_run = run_dag("itnio_batch_results_default_path")
+    result = xcom_value(dag_run, "send")
+    assert "message_ids" not in result  # 30 rows, above this task's inline_results_max_rows=10
+    assert result["full_result"]["path"].startswith(f"file://{airflow_db}/itnio/results/dag_id=")
+    assert load_batch_results(result)["message_ids"] == _accepted(airflow_sandbox, DEFAULT_PATH_ROWS)
+    _clear_progress("itnio_batch_results_default_path")
+
+
+def test_an_unwritable_results_path_fails_naming_it_and_the_retry_writes_it_without_sending_again(
+    airflow_sandbox: Any, tmp_path: Any, capfd: pytest.CaptureFixture[str]
+) -> None:
+    from airflow_provider_itnio.results import load_batch_results
+    from tests.dags.itnio_batch_results import BLOCKED_ROWS
+
+    blocker = tmp_path / "blocker"
+    blocker.write_text("a file where results_path needs a folder")
+    dag_run = run_dag("itnio_batch_results_unwritable", conf={"blocker": str(blocker)})
+    out, err = capfd.readouterr()
+    # try 1 sent everything, completed its ledger, then could not write: it failed naming results_path; its
+    # on_retry_callback removes the blocking file and try 2 sends nothing, replays the result and writes it
+    assert f"could not be written to results_path 'file://{blocker}/results'" in out + err
+    assert task_states(dag_run)["send"] == ("success", 2)
+    assert sorted(_recipients(airflow_sandbox)) == sorted(BLOCKED_ROWS)  # each exactly once, across both tries
+    [head] = _heads("itnio_batch_results_unwritable").values()
+    assert head["done"]["by"].startswith("try1@")
+    result = xcom_value(dag_run, "send")
+    assert result["full_result"]["path"].startswith(f"file://{blocker}/results/dag_id=")
+    assert load_batch_results(result)["message_ids"] == _accepted(airflow_sandbox, BLOCKED_ROWS)
+    _clear_progress("itnio_batch_results_unwritable")
+
+
+def test_a_results_path_that_is_no_path_fails_the_task_before_sending(
+    airflow_sandbox: Any, capfd: pytest.CaptureFixture[str]
+) -> None:
+    dag_run = run_dag("itnio_batch_results_no_path")
+    out, err = capfd.readouterr()
+    assert task_states(dag_run)["send"] == ("failed", 1)  # AirflowFailException: no retry spent
+    assert "results_path 'nosuchstore://bucket/prefix' is not a usable Object Storage path" in out + err
+    assert airflow_sandbox.requests() == []
+    _clear_progress("itnio_batch_results_no_path")
+
+
+def test_a_replayed_batch_writes_the_same_full_result_to_the_same_object(airflow_sandbox: Any, tmp_path: Any) -> None:
+    from airflow_provider_itnio.results import encode, load_batch_results
+    from tests.dags.itnio_batch_results import REPLAYED_ROWS
+
+    dag_id = "itnio_batch_results_replayed"
+    dag_run = run_dag(dag_id, conf={"results_base": f"file://{tmp_path}"})  # try 1 completes, fails; try 2 replays
+    assert task_states(dag_run)["send"] == ("success", 2)
+    sent = [r["body"]["recipient"] for r in airflow_sandbox.requests()]
+    assert sorted(sent) == sorted(REPLAYED_ROWS[:-1])  # each exactly once, across both tries
+    [head] = _heads(dag_id).values()
+    assert head["done"]["by"].startswith("try1@")
+    [stored] = _result_objects(tmp_path)  # one object per task instance, whatever the tries
+    result = xcom_value(dag_run, "send")
+    assert result["full_result"]["path"] == f"file://{stored}"
+    # what try 1 completed the batch with, as the engine computes it for these rows and these ids
+    expected = _engine(FakeApi(), Text(body="Once").to_payload()).run(REPLAYED_ROWS).result()
+    expected["message_ids"] = _accepted(airflow_sandbox, REPLAYED_ROWS)
+    assert load_batch_results(result) == expected
+    assert stored.read_bytes() == encode(expected)
     _clear_progress(dag_id)

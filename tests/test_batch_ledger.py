@@ -1,16 +1,26 @@
 """
-The batch's ledger under fire: counts that add up, one try at a time (the lease), and a store that fails.
+The batch's ledger under fire: counts that add up, one try at a time (the lease), a store that fails, and a
+try that is killed (SIGKILL) in the middle of its sends.
 
 The lease tests run two real engines at once against the sandbox; the store-outage tests use a backend whose
-writes fail for a while (a Variable store outage cannot be produced for real in-process).
+writes fail for a while (a Variable store outage cannot be produced for real in-process); the kill tests run a
+try in a real process, SIGKILL it while its sends are in flight, and run the retry over the same ledger.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import random
+import signal
+import sqlite3
+import subprocess
+import sys
 import threading
 import time
+from collections import Counter
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -57,6 +67,7 @@ class OutageBackend(batch.MemoryBackend):
         self.down = False
         self.failures = 0
         self.down_at_first_part = False
+        self.part_writes_before_down: int | None = None
         self.on_first_failure: Any = None
 
     def _check(self) -> None:
@@ -73,6 +84,11 @@ class OutageBackend(batch.MemoryBackend):
     def set(self, key: str, value: str) -> None:
         if self.down_at_first_part and not key.endswith("__head"):
             self.down, self.down_at_first_part = True, False
+        if self.part_writes_before_down is not None and not key.endswith("__head"):
+            if self.part_writes_before_down == 0:
+                self.down, self.part_writes_before_down = True, None
+            else:
+                self.part_writes_before_down -= 1
         self._check()
         super().set(key, value)
 
@@ -328,17 +344,34 @@ def test_a_store_outage_is_retried_and_sending_pauses_until_it_ends() -> None:
     _assert_counts_add_up(outcome, len(rows))
 
 
+def test_a_store_down_from_the_start_lets_no_send_out() -> None:
+    backend = OutageBackend()
+    backend.down_at_first_part = True  # the claim works; the first "send started" records cannot be written
+    api = FakeApi()
+    store = _store(backend, batch.lease_owner(1), max_unflushed=5, write_retry_seconds=0.3)
+    outcome = _engine(api, concurrency=8, progress=store, flush_interval=0.05).run(_rows(100))
+    assert isinstance(outcome.aborted, batch.LedgerWriteError)
+    assert api.calls == [] and outcome.not_attempted == 100  # write-ahead: no send without a durable record
+
+
 def test_a_store_that_stays_down_stops_the_batch_and_at_most_max_unflushed_sends_repeat() -> None:
     backend = OutageBackend()
-    backend.down_at_first_part = True  # the claim works; every read and write after the first flush fails
     rows = _rows(100)
     api = FakeApi(delay=0.002)
+
+    def send(recipient: str, message: Message) -> str:
+        if len(api.calls) == 3:
+            backend.down = True  # every read and write fails from the 4th send on
+        return api(recipient, message)
+
     store = _store(backend, batch.lease_owner(1), max_unflushed=5, write_retry_seconds=0.3)
-    outcome = _engine(api, concurrency=8, progress=store, flush_interval=0.05).run(rows)
+    outcome = _engine(send, concurrency=8, progress=store, flush_interval=0.05).run(rows)
     assert isinstance(outcome.aborted, batch.LedgerWriteError)
     assert backend.failures > 2  # retried
-    assert 0 < len(api.calls) <= store.max_unflushed  # no send beyond the bound without a durable record
-    assert outcome.unrecorded == len(api.calls)
+    # the 3 sends before the outage may be recorded; at most max_unflushed more went out on durable "started"
+    # marks only (written before the store went down), none without one
+    assert 3 < len(api.calls) <= 3 + store.max_unflushed
+    assert 0 < outcome.unrecorded <= len(api.calls)
     assert outcome.not_attempted > 0
     _assert_counts_add_up(outcome, len(rows))
     # the store comes back; the next try repeats exactly the unrecorded sends and sends every other row once
@@ -346,8 +379,10 @@ def test_a_store_that_stays_down_stops_the_batch_and_at_most_max_unflushed_sends
     store.release_lease()
     retry_api = FakeApi()
     retry = _engine(retry_api, progress=_store(backend, batch.lease_owner(2))).run(rows)
-    assert retry.sent == len(rows)
+    assert retry.sent + retry.skipped_already_sent == len(rows)
     assert len(set(api.calls) & set(retry_api.calls)) == outcome.unrecorded <= store.max_unflushed
+    assert set(api.calls) & set(retry_api.calls) <= set(retry.maybe_sent_twice)  # each one listed
+    assert len(retry.maybe_sent_twice) <= store.max_unflushed
     _assert_counts_add_up(retry, len(rows))
 
 
@@ -473,3 +508,191 @@ def test_a_marker_written_before_the_errors_had_parts_is_still_replayed() -> Non
     del head["done"]["errors_parts"], head["done"]["errors_digest"], backend.values["k__err0"]
     backend.values["k__head"] = json.dumps(head)
     assert _replay(backend, rows).result() == result
+
+
+# -------------------------------------------------------------------------------------------- killed try
+
+#: The killed try's batch: rows, the bound on unresolved sends (small, so that it bites), the lease (short, so
+#: that the retry takes it over soon after the kill).
+KILL_ROWS = 600
+KILL_MAX_UNFLUSHED = 40
+KILL_LEASE = {"lease_ttl": 3.0, "safety": 1.0}
+KILL_LATENCY = 0.05
+
+
+class SqliteBackend:
+    """
+    A :class:`~airflow_provider_itnio.batch.KeyValueBackend` in a SQLite file: it outlives a killed process, as
+    Airflow Variables outlive a killed task.
+
+    :param path: The database file.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = str(path)
+        with self._db() as db:
+            db.execute("CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+
+    def _db(self) -> contextlib.closing[sqlite3.Connection]:
+        return contextlib.closing(sqlite3.connect(self.path, timeout=30, isolation_level=None))
+
+    def get(self, key: str) -> str | None:
+        """Return the value, or None."""
+        with self._db() as db:
+            row = db.execute("SELECT value FROM kv WHERE key = ?", (key,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def set(self, key: str, value: str) -> None:
+        """Write the value."""
+        with self._db() as db:
+            db.execute(
+                "INSERT INTO kv (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                (key, value),
+            )
+
+    def delete(self, key: str) -> None:
+        """Remove the value."""
+        with self._db() as db:
+            db.execute("DELETE FROM kv WHERE key = ?", (key,))
+
+
+def sending_child(path: str) -> None:
+    """Send the killed try's batch (run in a process of its own, which the test kills with SIGKILL)."""
+    _hook, send = _sandbox_send(None)  # the process is killed: the hook is never closed
+    store = _store(SqliteBackend(path), batch.lease_owner(1), max_unflushed=KILL_MAX_UNFLUSHED, **KILL_LEASE)
+    _engine(send, concurrency=8, progress=store).run(_rows(KILL_ROWS))
+
+
+def _kill_mid_batch(sandbox: Any, path: Path) -> SqliteBackend:
+    """Run the batch in a child process, SIGKILL it once a third of the rows reached the sandbox; return its ledger."""
+    sandbox.set_latency(KILL_LATENCY)  # sends are in flight when the kill comes
+    backend = SqliteBackend(path)
+    code = f"from tests.test_batch_ledger import sending_child; sending_child({str(path)!r})"
+    child = subprocess.Popen([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[1])
+    try:
+        deadline = time.monotonic() + 120
+        while len(sandbox.messages()) < KILL_ROWS // 3:
+            assert child.poll() is None, "the batch ended before it could be killed"
+            assert time.monotonic() < deadline, "the batch did not start"
+            time.sleep(0.005)
+        os.kill(child.pid, signal.SIGKILL)
+        assert child.wait(30) == -signal.SIGKILL
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    sandbox.set_latency(0.0)
+    while time.time() < json.loads(backend.get("k__head") or "{}").get("expires", 0):  # the dead try's lease
+        time.sleep(0.05)
+    return backend
+
+
+def _retry(sandbox: Any, backend: Any, **options: Any) -> batch.BatchOutcome:
+    """Run and complete the retry of the killed batch over the same ledger (as the task does)."""
+    hook, send = _sandbox_send(sandbox)
+    store = _store(backend, batch.lease_owner(2), max_unflushed=KILL_MAX_UNFLUSHED)
+    try:
+        outcome = _engine(send, concurrency=8, progress=store, **options).run(_rows(KILL_ROWS))
+    finally:
+        hook.close()
+    assert outcome.aborted is None, outcome.summary()
+    store.complete(outcome.result(), rows_digest=outcome.rows_digest)
+    return outcome
+
+
+def _copies(sandbox: Any) -> Counter[str]:
+    """Return how many times each recipient received the message (accepted at the sandbox)."""
+    return Counter(message["body"]["recipient"] for message in sandbox.messages())
+
+
+def test_after_a_sigkill_the_retry_sends_to_everybody_and_lists_every_recipient_sent_twice(
+    sandbox: Any, tmp_path: Path
+) -> None:
+    backend = _kill_mid_batch(sandbox, tmp_path / "ledger.sqlite")
+    outcome = _retry(sandbox, backend)
+    copies = _copies(sandbox)
+    recipients = {normalize_phone(row["recipient"], "recipient") for row in _rows(KILL_ROWS)}
+    assert set(copies) == recipients  # nobody is left without the message
+    assert max(copies.values()) == 2  # the kill cut sends off (in flight at the sandbox), none got three copies
+    twice = {recipient for recipient, count in copies.items() if count == 2}
+    listed = set(outcome.result().get("maybe_sent_twice", []))
+    assert sorted(twice - listed) == []  # every recipient sent twice is listed as maybe sent twice
+    assert len(listed) <= KILL_MAX_UNFLUSHED  # the documented bound: at most max_unflushed per killed try
+    # listed: the marks the killed try left in its ledger, each sent or not yet (a kill leaves no trace of which)
+    assert outcome.sent + outcome.skipped_already_sent == KILL_ROWS and outcome.failed == 0
+    assert "maybe sent twice" in outcome.summary() or "maybe_sent_twice" in outcome.summary()
+    # the completed ledger holds no "started" record, and a later try replays the same result, sending nothing
+    assert not [r for r, value in batch.ProgressStore(backend, "k").load().items() if batch.is_started(value)]
+    again = FakeApi()
+    replayed = _engine(again, progress=_store(backend, batch.lease_owner(3))).run(_rows(KILL_ROWS))
+    assert again.calls == [] and replayed.result() == outcome.result()
+
+
+def test_after_a_sigkill_with_resend_interrupted_false_nobody_gets_a_second_copy(sandbox: Any, tmp_path: Path) -> None:
+    backend = _kill_mid_batch(sandbox, tmp_path / "ledger.sqlite")
+    outcome = _retry(sandbox, backend, resend_interrupted=False)
+    copies = _copies(sandbox)
+    assert max(copies.values()) == 1  # nobody got the message twice
+    unknown = {who for who, error in outcome.errors.items() if error["status"] == "unknown_delivery"}
+    assert 0 < len(unknown) <= KILL_MAX_UNFLUSHED
+    assert all("cut off" in outcome.errors[who]["reason"] for who in unknown)
+    recipients = {normalize_phone(row["recipient"], "recipient") for row in _rows(KILL_ROWS)}
+    assert recipients - set(copies) <= unknown  # a recipient without the message is reported
+    assert outcome.result()["maybe_sent_twice"] == []
+    assert (outcome.failed, outcome.sent + outcome.skipped_already_sent) == (len(unknown), KILL_ROWS - len(unknown))
+    # recorded as maybe sent (null): never sent by a later try either, no "started" record left
+    stored = batch.ProgressStore(backend, "k").load()
+    assert {r for r in unknown if stored[r] is None} == unknown
+    assert not [r for r, value in stored.items() if batch.is_started(value)]
+
+
+def test_outcomes_overwrite_their_marks_in_place_and_a_flush_writes_only_the_parts_that_changed() -> None:
+    backend = batch.MemoryBackend()
+    store = batch.ProgressStore(backend, "k", shard_size=4)
+    store.load()
+    recipients = [f"1555082{i:04d}" for i in range(10)]
+    store.mark(recipients)  # parts of 4: two full, one filling up
+    store.flush()
+    parts = [json.loads(backend.values[store.part_key(i)]) for i in range(3)]
+    assert parts == [dict.fromkeys(recipients[i : i + 4], batch.STARTED) for i in (0, 4, 8)]
+    writes = backend.writes
+    store.record(recipients[1], "id-1")  # in the first part, already full and written
+    store.release(recipients[9])  # never sent: its mark goes
+    store.flush()
+    assert backend.writes - writes == 2  # the two parts that changed, not the one in between
+    stored = [json.loads(backend.values[store.part_key(i)]) for i in range(3)]
+    assert stored[0][recipients[1]] == "id-1" and recipients[9] not in stored[2]
+    assert sum(len(part) for part in stored) == 9 and len(backend.values) == 3  # nobody in two parts
+    # a later try: the marks left are a killed try's; sending one again and its outcome keep it in its part
+    later = batch.ProgressStore(backend, "k", shard_size=4)
+    found = later.load()
+    left = {r for r, value in found.items() if batch.is_started(value)}
+    assert left == set(recipients[:9]) - {recipients[1]} == set(later.interrupted)
+    later.mark([recipients[0]])
+    later.record(recipients[0], "id-0")
+    later.flush()
+    assert json.loads(backend.values["k"])[recipients[0]] == "id-0" and len(backend.values) == 3
+    later.release(recipients[2])  # refused when sent again: the killed try's send may still have gone out
+    later.complete({"sent": 1})  # the marks left become "maybe sent": a completed ledger holds none
+    final = batch.ProgressStore(backend, "k").load()
+    assert final == {
+        **dict.fromkeys(set(recipients[:9]) - {recipients[0], recipients[1]}),
+        recipients[0]: "id-0",
+        recipients[1]: "id-1",
+    }
+
+
+def test_a_replayed_result_lists_the_message_ids_in_the_same_order_as_the_first_the_rows_order() -> None:
+    backend = batch.MemoryBackend()
+    rows = _rows(40)
+
+    def send(recipient: str, message: Message) -> str:
+        time.sleep(0.02 if int(recipient[-1]) % 2 == 0 else 0.0)  # the odd rows' answers come first
+        return f"id-{recipient}"
+
+    store = _store(backend, batch.lease_owner(1))
+    outcome = _engine(send, concurrency=4, progress=store).run(rows)
+    store.complete(outcome.result(), rows_digest=outcome.rows_digest)
+    in_rows_order = [normalize_phone(row["recipient"], "recipient") for row in rows]
+    assert list(outcome.message_ids) == in_rows_order
+    assert list(_replay(backend, rows).result()["message_ids"]) == in_rows_order

@@ -7,17 +7,33 @@ send that raises something unexpected.
 from __future__ import annotations
 
 import json
+import time
+from pathlib import Path
 from typing import Any
 
 import pendulum
 import pytest
 
 from airflow_provider_itnio import batch
+from airflow_provider_itnio.errors import ItnioApiError
 from airflow_provider_itnio.messages import Message
 from tests.airflow_runs import run_dag, task_states, xcom_value
 from tests.dags.itnio_batch import CHANGED_ROWS_VARIABLE, KILLED_ROWS
 from tests.test_batch import _clear_progress, _progress, _recipients
-from tests.test_batch_ledger import FakeApi, _assert_counts_add_up, _engine, _rows, _store
+from tests.test_batch_ledger import (
+    KILL_MAX_UNFLUSHED,
+    KILL_ROWS,
+    FakeApi,
+    _assert_counts_add_up,
+    _copies,
+    _engine,
+    _kill_mid_batch,
+    _replay,
+    _retry,
+    _rows,
+    _sandbox_send,
+    _store,
+)
 
 
 class Interrupted(BaseException):
@@ -167,3 +183,142 @@ def test_on_kill_stops_the_batch_writes_its_ledger_and_fails_the_try(airflow_san
     accepted = {m["body"]["recipient"]: m["messageId"] for m in airflow_sandbox.messages()}
     assert _progress("itnio_batch_killed") == accepted
     _clear_progress("itnio_batch_killed")
+
+
+# ----------------------------------------------------------------------------------- after a kill
+
+
+def test_recipients_sent_again_after_a_kill_stay_listed_when_the_resending_try_fails(
+    sandbox: Any, tmp_path: Path
+) -> None:
+    # try 1 is SIGKILLed mid-batch; try 2 sends its cut-off recipients again, then stops on -68 (the balance runs
+    # out) without completing; try 3 completes. The final result must still list every recipient sent twice.
+    backend = _kill_mid_batch(sandbox, tmp_path / "ledger.sqlite")
+    cut_off = {r for r, value in batch.ProgressStore(backend, "k").load().items() if batch.is_started(value)}
+    assert cut_off
+    sandbox.set_balance(len(cut_off) + 20)  # enough for the cut-off recipients, then -68 (account-level)
+    hook, send = _sandbox_send(sandbox)
+    store = _store(backend, batch.lease_owner(2), max_unflushed=KILL_MAX_UNFLUSHED)
+    try:
+        second = _engine(send, concurrency=8, progress=store).run(_rows(KILL_ROWS))
+    finally:
+        hook.close()
+        store.release_lease()  # what the task does when a try ends without completing the batch
+    assert isinstance(second.aborted, ItnioApiError) and second.aborted.account_level
+    assert set(second.maybe_sent_twice) == cut_off  # try 2 did send them again (its result is never pushed)
+    sandbox.set_balance(None)
+    third = _retry(sandbox, backend)
+    copies = _copies(sandbox)
+    assert set(copies) == {normalize(row) for row in _rows(KILL_ROWS)}
+    twice = {recipient for recipient, count in copies.items() if count > 1}
+    assert twice and twice <= cut_off
+    assert sorted(twice - set(third.maybe_sent_twice)) == []  # the result of the try that completed lists them
+    assert sorted(third.maybe_sent_twice) == sorted(cut_off)
+    assert "maybe_sent_twice" in third.summary()
+    # replayed the same; the completed ledger holds no "started" record
+    assert _replay(backend, _rows(KILL_ROWS)).result() == third.result()
+    assert not [r for r, value in batch.ProgressStore(backend, "k").load().items() if batch.is_started(value)]
+
+
+# ----------------------------------------------------------------------------------- fallback template
+
+
+def test_a_completed_batch_with_a_fallback_template_keeps_its_head_small_and_replays_the_same_result() -> None:
+    from airflow_provider_itnio.window import SESSION, TEMPLATE, check_fallback
+    from tests.test_window_engine import FALLBACK, MESSAGE
+
+    rows = [{"recipient": f"1555091{i:04d}", "name": f"N{i}", "template": "order_update"} for i in range(9000)]
+
+    def run(api: FakeApi, owner: str) -> tuple[batch.ProgressStore, batch.BatchOutcome]:
+        store = _store(backend, owner)
+        engine = batch.BatchSender(
+            api,
+            batch.MessagePlan(MESSAGE),
+            fallback=batch.MessagePlan(FALLBACK, factory=check_fallback),
+            choose=lambda recipients: {r: TEMPLATE if int(r[-2:]) % 3 else SESSION for r in recipients},
+            concurrency=4,
+            progress=store,
+        )
+        return store, engine.run(rows)
+
+    backend = batch.MemoryBackend()
+    store, outcome = run(FakeApi(), batch.lease_owner(1))
+    assert len(outcome.template_recipients) > 5000
+    store.complete(outcome.result(), rows_digest=outcome.rows_digest)
+    assert len(backend.values[store.head_key]) < 2048  # the head holds no per-row data
+    assert max(len(value) for value in backend.values.values()) < batch.MAX_PART_BYTES + 1024
+    api = FakeApi()
+    _, replayed = run(api, batch.lease_owner(2))
+    assert api.calls == [] and replayed.completed_earlier is not None
+    assert replayed.result() == outcome.result()  # with its sent_by_kind and template_recipients
+    # a marker written by the previous release (template_recipients in the head) is replayed the same too
+    head = json.loads(backend.values[store.head_key])
+    head["done"]["template_recipients"] = outcome.template_recipients
+    for name in ("template_recipients_parts", "template_recipients_digest"):
+        del head["done"][name]
+    backend.values = {k: v for k, v in backend.values.items() if "__tmpl" not in k} | {store.head_key: json.dumps(head)}
+    _, old = run(api, batch.lease_owner(3))
+    assert api.calls == [] and old.result() == outcome.result()
+
+
+# ----------------------------------------------------------------------------------- ledger size
+
+
+@pytest.mark.parametrize("id_length", [32, 400])
+def test_ledger_parts_stay_within_max_part_bytes_when_outcomes_overwrite_marks(id_length: int) -> None:
+    # marks are written before their outcomes are known: a part must not outgrow the bound once they are known
+    def send(recipient: str, message: Message) -> str:
+        return recipient.rjust(id_length, "x")
+
+    backend = batch.MemoryBackend()
+    rows = _rows(6000)
+    outcome = _engine(send, concurrency=8, progress=_store(backend, batch.lease_owner(1))).run(rows)
+    assert outcome.sent == len(rows)
+    entry = len(f'"{normalize(rows[0])}":"{send(normalize(rows[0]), None)}",')  # type: ignore[arg-type]
+    assert max(len(value) for value in backend.values.values()) <= batch.MAX_PART_BYTES + entry
+    assert batch.ProgressStore(backend, "k").load() == outcome.message_ids
+
+
+# ----------------------------------------------------------------------------------- write-ahead blocks
+
+
+def test_rows_from_a_slow_source_are_sent_as_they_come_not_a_whole_block_later() -> None:
+    # rows are read lazily (e.g. a generator over a paged query): a row must not wait for 200 more to arrive
+    rows = _rows(8)
+    api = FakeApi()
+    sent_before: list[int] = []  # for each row yielded, how many sends had been made before it
+
+    def slow_rows() -> Any:
+        for row in rows:
+            sent_before.append(len(api.calls))
+            yield row
+            time.sleep(0.3)  # the next page takes a while
+
+    outcome = _engine(api, concurrency=2, progress=_store(batch.MemoryBackend(), batch.lease_owner(1))).run(slow_rows())
+    assert outcome.sent == len(rows)
+    assert sent_before[-1] >= len(rows) // 2, sent_before  # the first rows went out while later ones were read
+
+
+class CountingMarks(batch.MemoryBackend):
+    """A MemoryBackend that records, at each write, how many entries of the whole ledger are "started"."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.started: list[int] = []
+
+    def set(self, key: str, value: str) -> None:
+        super().set(key, value)
+        if not key.endswith("__head"):
+            parts = [json.loads(text) for k, text in self.values.items() if not k.endswith("__head")]
+            self.started.append(sum(batch.is_started(v) for part in parts for v in part.values()))
+
+
+def test_with_a_rate_limit_the_marks_ahead_of_the_sends_stay_within_about_one_flush_interval_of_sends() -> None:
+    # what a kill would leave as "maybe sent twice": with 25 sends a second, not the whole 200-row block
+    backend = CountingMarks()
+    concurrency, rate, rows = 4, 25.0, _rows(100)
+    engine = _engine(FakeApi(), concurrency=concurrency, max_per_second=rate, progress=_store(backend, "a"))
+    assert engine.run(rows).sent == len(rows)
+    block = rate * engine.flush_interval
+    # queued (2 * concurrency + half a block) + a block being marked + one send per worker
+    assert max(backend.started) <= 3 * concurrency + 1.5 * block, backend.started

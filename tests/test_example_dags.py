@@ -279,3 +279,30 @@ def test_asset_scheduled_examples_run_without_events_and_send_nothing(
     else:
         assert states == {"record": ("success", 1)} and xcom_value(dag_run, "record") == []
     assert airflow_sandbox.messages() == []
+
+
+def _examples_needing_airflow_3_1() -> list[str]:
+    """Return the example DAGs that define the "needs Airflow 3.1+" stub when what they import is missing."""
+    return sorted(path.stem for path in EXAMPLES.glob("*.py") if "needs_airflow_3_1_dag(" in path.read_text())
+
+
+@pytest.mark.parametrize("dag_id", _examples_needing_airflow_3_1())
+def test_examples_needing_airflow_3_1_are_stubs_that_fail_saying_so_on_airflow_2(airflow_db: Path, dag_id: str) -> None:
+    """On Airflow 2.11 each is one task that fails naming the DAG and what is missing; on 3.x the real DAG."""
+    import airflow
+
+    from airflow_provider_itnio.stub_dags import STUB_TASK_ID
+
+    if not airflow.__version__.startswith("2."):
+        from airflow.dag_processing.dagbag import DagBag
+
+        dag = DagBag(str(EXAMPLES)).get_dag(dag_id)
+        assert dag is not None and STUB_TASK_ID not in dag.task_ids
+        return
+    dag_run = run_dag(dag_id)
+    assert task_states(dag_run) == {STUB_TASK_ID: ("failed", 1)}
+    assert str(dag_run.state) == "failed"
+    stub = dag_run.dag.get_task(STUB_TASK_ID)
+    with pytest.raises(RuntimeError, match=rf"^{dag_id} needs Airflow 3\.1\+: \S"):
+        stub.python_callable()
+    assert "example" in dag_run.dag.tags

@@ -39,44 +39,25 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     """Start a whole Airflow with the HITL DAGs and a sandbox pushing to its receiver; trigger the three runs."""
     if AIRFLOW_2:
         pytest.skip("Human-in-the-loop needs Airflow 3.1+")
-    from airflow_provider_itnio.sandbox import Sandbox
-    from tests.airflow_stack import AirflowStack, free_port, webhook_url
+    from tests.airflow_stack import receiver_stack
 
-    port, token = free_port(), secrets.token_urlsafe(32)
+    dags = [ROOT / "dags_examples" / f"{GATE}.py", ROOT / "dags_examples" / f"{REFUND}.py"]
+    dags.append(ROOT / "tests" / "dags" / f"{TIMEOUT}.py")
     home = tmp_path_factory.mktemp("itnio-hitl-stack")
-    with Sandbox(push_url=webhook_url(port, "itnio_default", token)) as sandbox:
-        connection = json.loads(sandbox.conn_json())
-        connection["extra"]["webhook_token"] = token
-        stack: Any = AirflowStack(
-            home,
-            dags=[
-                ROOT / "dags_examples" / f"{GATE}.py",
-                ROOT / "dags_examples" / f"{REFUND}.py",
-                ROOT / "tests" / "dags" / f"{TIMEOUT}.py",
-            ],
-            connections={"itnio_default": connection},
-            api_port=port,
-            env={"AIRFLOW__SCHEDULER__TRIGGER_TIMEOUT_CHECK_INTERVAL": "1"},
-        )
-        with stack:
-            stack.sandbox = sandbox
-            stack.webhook_token = token
-            # The late approver wrote today (the receiver records it): buttons; the other one never did: template.
-            for phone in (LATE, MANAGER):
-                sandbox.simulate_inbound(phone, "hi")
-            for phone in (ON_CALL, STRANGER):  # they wrote today too (only the sandbox knows: no window check)
-                sandbox.open_window(phone)
-            assert sandbox.wait_for_pushes(30)
-            stack.runs = {
-                GATE: stack.trigger_dag(GATE, conf={"version": "v9", "on_call": f"+{ON_CALL}"}),
-                REFUND: stack.trigger_dag(REFUND, conf={"order": "B-7", "manager": f"+{MANAGER}, +{AWAY}"}),
-                TIMEOUT: stack.trigger_dag(TIMEOUT, conf={"approver": f"{LATE}, {NEVER_WROTE}", "job": "late-1"}),
-            }
-            yield stack
-    logs = stack.all_logs()
-    for name, text in logs.items():
-        assert token not in text, name
-        assert sandbox.api_secret not in text, name
+    with receiver_stack(home, dags, env={"AIRFLOW__SCHEDULER__TRIGGER_TIMEOUT_CHECK_INTERVAL": "1"}) as stack:
+        sandbox = stack.sandbox
+        # The late approver wrote today (the receiver records it): buttons; the other one never did: template.
+        for phone in (LATE, MANAGER):
+            sandbox.simulate_inbound(phone, "hi")
+        for phone in (ON_CALL, STRANGER):  # they wrote today too (only the sandbox knows: no window check)
+            sandbox.open_window(phone)
+        assert sandbox.wait_for_pushes(30)
+        stack.runs = {
+            GATE: stack.trigger_dag(GATE, conf={"version": "v9", "on_call": f"+{ON_CALL}"}),
+            REFUND: stack.trigger_dag(REFUND, conf={"order": "B-7", "manager": f"+{MANAGER}, +{AWAY}"}),
+            TIMEOUT: stack.trigger_dag(TIMEOUT, conf={"approver": f"{LATE}, {NEVER_WROTE}", "job": "late-1"}),
+        }
+        yield stack
 
 
 # -- helpers -------------------------------------------------------------------------------------------------

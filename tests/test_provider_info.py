@@ -9,6 +9,7 @@ real ``ProvidersManager`` of whichever Airflow is installed ends up with them.
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import re
@@ -20,6 +21,7 @@ from typing import Any
 
 import pytest
 
+import airflow_provider_itnio
 from airflow_provider_itnio import __version__, connection_fields, get_provider_info
 from airflow_provider_itnio.hooks.itnio import ItnioHook
 
@@ -297,3 +299,114 @@ def test_the_providers_page_gets_the_documentation_url() -> None:
         dist = metadata.distribution("airflow-provider-itnio")
         urls = dict(entry.split(", ", 1) for entry in dist.metadata.get_all("Project-URL") or [])
         assert info.data["documentation-url"] == urls["Documentation"]
+
+
+# -- the provider's configuration section, [itnio] --------------------------------------------------------------
+
+PACKAGE = Path(airflow_provider_itnio.__file__).parent
+#: The methods of Airflow's ``conf`` that read an option.
+CONF_READERS = frozenset({"get", "getint", "getfloat", "getboolean", "getjson", "getlist", "getimport", "has_option"})
+
+
+def _string_constants(tree: ast.Module) -> dict[str, str]:
+    """Return the module-level names bound to a string (``SECTION = "itnio"``, ``A, B = "itnio", "x"``)."""
+    constants: dict[str, str] = {}
+    for node in tree.body:
+        if isinstance(node, ast.Assign):
+            targets, value = node.targets, node.value
+        elif isinstance(node, ast.AnnAssign) and node.value is not None:
+            targets, value = [node.target], node.value
+        else:
+            continue
+        for target in targets:
+            if isinstance(target, ast.Tuple) and isinstance(value, ast.Tuple):
+                pairs = list(zip(target.elts, value.elts, strict=False))
+            else:
+                pairs = [(target, value)]
+            for name, bound in pairs:
+                if isinstance(name, ast.Name) and isinstance(bound, ast.Constant) and isinstance(bound.value, str):
+                    constants[name.id] = bound.value
+    return constants
+
+
+def _resolve(node: ast.expr, constants: dict[str, str]) -> str | None:
+    """Return the string an argument is (a literal, or a name from :func:`_string_constants`), else None."""
+    if isinstance(node, ast.Constant) and isinstance(node.value, str):
+        return node.value
+    return constants.get(node.id) if isinstance(node, ast.Name) else None
+
+
+def _itnio_options_the_code_reads() -> dict[str, list[str]]:
+    """Return each ``[itnio]`` option that a ``conf.<reader>(section, option, ...)`` call of the package reads."""
+    found: dict[str, list[str]] = {}
+    for path in sorted(PACKAGE.rglob("*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        imports_conf = any(
+            isinstance(node, ast.ImportFrom) and any(alias.name == "conf" for alias in node.names)
+            for node in ast.walk(tree)
+        )
+        if not imports_conf:
+            continue
+        constants = _string_constants(tree)
+        for call in ast.walk(tree):
+            if not (
+                isinstance(call, ast.Call)
+                and isinstance(call.func, ast.Attribute)
+                and call.func.attr in CONF_READERS
+                and isinstance(call.func.value, ast.Name)
+                and call.func.value.id == "conf"
+            ):
+                continue
+            where = f"{path.relative_to(PACKAGE)}:{call.lineno}"
+            section, option = (_resolve(arg, constants) for arg in call.args[:2])
+            assert section is not None and option is not None, f"{where}: a conf read this test cannot follow"
+            if section == "itnio":
+                found.setdefault(option, []).append(where)
+    return found
+
+
+def _declared_itnio_options() -> dict[str, dict[str, Any]]:
+    return dict(get_provider_info()["config"]["itnio"]["options"])
+
+
+def test_every_itnio_option_the_code_reads_is_declared_and_nothing_else() -> None:
+    read = _itnio_options_the_code_reads()
+    assert read, "no [itnio] option read: the scan above lost track of the code"
+    declared = _declared_itnio_options()
+    mismatch = {name: read.get(name, "declared, never read") for name in set(read) ^ set(declared)}
+    assert set(declared) == set(read), mismatch
+    for name, option in declared.items():
+        assert option["description"] and option["version_added"] and option["example"] is not None, name
+        if option["type"] in ("integer", "float"):  # the default and the example read as the declared type
+            convert = int if option["type"] == "integer" else float
+            convert(option["default"]), convert(option["example"])
+
+
+def test_the_declared_retention_is_the_one_the_cleanup_falls_back_to() -> None:
+    from airflow_provider_itnio.webhook.store import DEFAULT_RETENTION_DAYS
+
+    assert float(_declared_itnio_options()["webhook_retention_days"]["default"]) == DEFAULT_RETENTION_DAYS
+
+
+@pytest.mark.slow  # a subprocess running the Airflow CLI
+def test_airflow_config_list_shows_the_itnio_options_with_their_defaults(tmp_path: Path) -> None:
+    """``airflow config list --section itnio`` of the installed Airflow, in a fresh home: each option, its default."""
+    env = {key: value for key, value in os.environ.items() if not key.startswith("AIRFLOW")}
+    env["AIRFLOW_HOME"] = str(tmp_path)
+    argv = [str(Path(sys.executable).parent / "airflow"), "config", "list", "--section", "itnio"]
+    result = subprocess.run(
+        argv + ([] if AIRFLOW_2 else ["--show-values"]),  # Airflow 3 hides values unless asked
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    section = result.stdout.split("[itnio]", 1)[1].split("\n[", 1)[0]
+    listed: dict[str, str] = {}
+    for line in section.splitlines():
+        if line.strip() and not line.startswith("#"):
+            name, value = line.split("=", 1)
+            listed[name.strip()] = value.strip()
+    assert listed == {name: str(option["default"]) for name, option in _declared_itnio_options().items()}

@@ -30,7 +30,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 
+from tests.servers import CountingProxy
 from tests.test_events import FAILED_PUSH, status_push
 from tests.test_webhook_receiver import AIRFLOW_2, CONN_ID, OTHER_TOKEN, TOKEN, Server, needs_airflow_3, server
 
@@ -63,11 +65,18 @@ async def push(server: Server, message_id: str, status: str, **fields: Any) -> N
     assert answer.status_code == 200, answer.text
 
 
-async def first_event(trigger: Any) -> dict[str, Any]:
-    """Run a trigger until its first event and return the payload."""
+async def next_event(trigger: Any) -> Any:
+    """Run a trigger until its first event and return the event."""
     runner: AsyncGenerator[Any, None] = trigger.run()
     event = await runner.__anext__()
     await runner.aclose()
+    return event
+
+
+async def first_event(trigger: Any) -> dict[str, Any]:
+    """Run a trigger until its first event and return the payload (of a ``TriggerEvent`` resuming the task)."""
+    event = await next_event(trigger)
+    assert isinstance(event.payload, dict), event  # not a TaskSuccessEvent (whose payload is the state's name)
     return dict(event.payload)
 
 
@@ -145,6 +154,8 @@ def test_the_deferrable_sensor_defers_at_once_with_only_non_secret_arguments() -
         "target_status": "read",
         "itnio_conn_id": "itnio_b",
         "poll_interval": 7.0,
+        "end_from_trigger": True,  # a reached target ends the task in the triggerer, no worker start
+        "push_xcom": True,
     }
     assert before + 60 <= deadline <= time.time() + 60
     assert ItnioMessageStatusTrigger(**kwargs, deadline=deadline).serialize() == (
@@ -152,6 +163,10 @@ def test_the_deferrable_sensor_defers_at_once_with_only_non_secret_arguments() -
         {**kwargs, "deadline": deadline},
     )
     assert ItnioMessageStatusSensor(task_id="d", message_id="m").poke_interval == 5  # cheap question: 5 s default
+    no_xcom = ItnioMessageStatusSensor(task_id="n", message_id="m", do_xcom_push=False)
+    with pytest.raises(TaskDeferred) as deferred:
+        no_xcom.execute({})  # type: ignore[arg-type]
+    assert deferred.value.trigger.serialize()[1]["push_xcom"] is False
 
 
 # -- the trigger against a real API server -------------------------------------------------------------------
@@ -306,6 +321,213 @@ def test_a_wrong_token_or_a_tokenless_connection_ends_the_trigger_with_an_error(
     assert OTHER_TOKEN not in json.dumps(wrong) and TOKEN not in json.dumps(tokenless)
 
 
+# -- the bulk read endpoint and the triggerer's shared poller -------------------------------------------------
+
+
+def statuses_url(server: Server, conn_id: str = CONN_ID) -> str:
+    """Return the bulk status endpoint of a connection on the test API server."""
+    return f"{server.base_url}/itnio/api/{conn_id}/statuses"
+
+
+def ask_statuses(server: Server, body: Any, *, conn_id: str = CONN_ID, token: str | None = TOKEN) -> Any:
+    """POST ``body`` (JSON, or raw bytes) to the bulk endpoint with ``Authorization: Bearer <token>``."""
+    headers = {} if token is None else {"Authorization": f"Bearer {token}"}
+    payload: dict[str, Any] = {"data": body} if isinstance(body, bytes) else {"json": body}
+    return requests.post(statuses_url(server, conn_id), headers=headers, timeout=30, **payload)
+
+
+@pytest.mark.api_server
+@needs_airflow_3
+def test_the_bulk_status_endpoint_answers_many_messages_like_the_single_one(server: Server, conn: str) -> None:
+    from airflow_provider_itnio.webhook.client import MAX_STATUS_IDS, ItnioReceiverClient
+
+    read_id, failed_id, unknown_id = unique("bulk-read"), unique("bulk-failed"), unique("bulk-unknown")
+    asyncio.run(push(server, read_id, "delivered"))
+    asyncio.run(push(server, read_id, "read"))
+    asyncio.run(push(server, failed_id, "failed"))
+    answer = ask_statuses(server, {"message_ids": [read_id, failed_id, unknown_id, read_id]})
+    assert answer.status_code == 200, answer.text
+    single = ItnioReceiverClient(conn)
+    assert answer.json()["changed"] is True and isinstance(answer.json()["cursor"], int)  # no "since": all new
+    assert {"statuses": answer.json()["statuses"]} == {
+        "statuses": {  # one entry per distinct id, each as the single-message endpoint answers it
+            read_id: single.message_status(read_id),
+            failed_id: single.message_status(failed_id),
+            unknown_id: None,  # nothing recorded (yet)
+        }
+    }
+    assert [h["status"] for h in answer.json()["statuses"][read_id]["history"]] == ["delivered", "read"]
+    # The cap: MAX_STATUS_IDS ids are answered, one more is refused (the client splits longer lists).
+    many = [unique(f"cap{i}") for i in range(MAX_STATUS_IDS)]
+    full = ask_statuses(server, {"message_ids": many})
+    assert full.status_code == 200 and len(full.json()["statuses"]) == MAX_STATUS_IDS
+    over = ask_statuses(server, {"message_ids": [*many, read_id]})
+    assert over.status_code == 400
+    assert over.json() == {
+        "detail": f"message_ids: at most {MAX_STATUS_IDS} per request; got {MAX_STATUS_IDS + 1}",
+        "field": "message_ids",
+    }
+    chunked = asyncio.run(single.astatuses([*many, read_id])).statuses
+    assert len(chunked) == MAX_STATUS_IDS + 1 and chunked[read_id] == single.message_status(read_id)
+
+
+def status_of(answer: Any, message_id: str) -> str | None:
+    """Return a message's status in a bulk answer (``None`` when nothing was recorded)."""
+    record = answer.statuses[message_id]
+    return None if record is None else str(record["status"])
+
+
+@pytest.mark.api_server
+@needs_airflow_3
+def test_the_bulk_status_endpoint_holds_a_request_until_one_of_its_messages_changes(server: Server, conn: str) -> None:
+    from airflow_provider_itnio.webhook.client import ItnioReceiverClient
+
+    waited_id, other_id = unique("long-poll"), unique("long-poll-other")
+    asyncio.run(push(server, waited_id, "delivered"))
+    client = ItnioReceiverClient(conn)
+    first = asyncio.run(client.astatuses([waited_id], wait=30))
+    assert first.changed and status_of(first, waited_id) == "delivered"  # no cursor: answered at once
+
+    async def held_until_read() -> Any:
+        request = asyncio.create_task(client.astatuses([waited_id], since=first.cursor, wait=30))
+        await asyncio.sleep(0.5)
+        assert not request.done()  # nothing changed yet: held
+        await push(server, other_id, "read")  # another message's push does not answer it
+        await asyncio.sleep(0.5)
+        assert not request.done()
+        await push(server, waited_id, "read")
+        return await request
+
+    answer = asyncio.run(asyncio.wait_for(held_until_read(), 60))
+    assert answer.changed and status_of(answer, waited_id) == "read"
+    assert answer.cursor > first.cursor
+    quiet = asyncio.run(client.astatuses([waited_id], since=answer.cursor, wait=0.3))  # nothing after the cursor
+    assert (quiet.changed, status_of(quiet, waited_id), quiet.cursor) == (False, "read", answer.cursor)
+
+
+@pytest.mark.api_server
+@needs_airflow_3
+def test_the_bulk_status_endpoint_refuses_strangers_and_bad_bodies_naming_the_field(server: Server) -> None:
+    message_id = unique("bulk-auth")
+    asyncio.run(push(server, message_id, "read"))
+    body = {"message_ids": [message_id]}
+    # Unknown connection, a connection of another type or without a token, no header, a wrong token: one answer.
+    for conn_id, token in (
+        ("itnio_nope", TOKEN),
+        ("not_itnio_webhook", OTHER_TOKEN),
+        ("itnio_without_token", TOKEN),
+        (CONN_ID, None),
+        (CONN_ID, OTHER_TOKEN),
+        (CONN_ID, ""),
+    ):
+        answer = ask_statuses(server, body, conn_id=conn_id, token=token)
+        assert (answer.status_code, answer.json()) == (404, {"detail": "Not Found"}), (conn_id, token)
+    for bad, named in (
+        (b"not json", "body"),
+        (["a list"], "body"),
+        ({}, "message_ids"),
+        ({"message_ids": []}, "message_ids"),
+        ({"message_ids": "one-id"}, "message_ids"),
+        ({"message_ids": [message_id, 42]}, "message_ids[1]"),
+        ({"message_ids": [" "]}, "message_ids[0]"),
+        ({"message_ids": [message_id, None]}, "message_ids[1]"),
+        ({"message_ids": [message_id], "since": -1}, "since"),
+        ({"message_ids": [message_id], "since": "3"}, "since"),
+        ({"message_ids": [message_id], "wait": 31}, "wait"),
+        ({"message_ids": [message_id], "wait": True}, "wait"),
+    ):
+        answer = ask_statuses(server, bad)
+        assert answer.status_code == 400, (bad, answer.text)
+        assert answer.json()["field"] == named, bad
+        assert answer.json()["detail"].startswith(f"{named}: "), bad
+    assert ask_statuses(server, b"[" * (2 * 2**20)).status_code == 413
+
+
+@pytest.fixture
+def proxy(server: Server, monkeypatch: pytest.MonkeyPatch) -> Iterator[CountingProxy]:
+    """Return a counting proxy to the API server, through which this process (the "triggerer") reaches it."""
+    with CountingProxy(server.base_url) as counting:
+        extra = {"webhook_token": TOKEN, "receiver_url": counting.base_url}
+        monkeypatch.setenv(f"AIRFLOW_CONN_{CONN_ID.upper()}", json.dumps({"conn_type": "itnio", "extra": extra}))
+        yield counting
+
+
+@pytest.mark.api_server
+@needs_airflow_3
+def test_triggers_of_one_connection_share_one_request_per_interval(server: Server, proxy: CountingProxy) -> None:
+    from airflow_provider_itnio.triggers.itnio import ItnioMessageStatusTrigger, ItnioStatusPoller
+
+    message_ids = [unique(f"shared{i}") for i in range(6)]
+
+    async def scenario() -> tuple[list[dict[str, Any]], int, list[str]]:
+        triggers = [
+            ItnioMessageStatusTrigger(message_id=m, target_status="read", itnio_conn_id=CONN_ID, poll_interval=0.2)
+            for m in message_ids
+        ]
+        tasks = [asyncio.create_task(first_event(t)) for t in triggers]
+        while min(t.polls for t in triggers) < 3:  # every trigger answered three times without firing
+            assert not any(task.done() for task in tasks)
+            await asyncio.sleep(0.02)
+        poller = ItnioStatusPoller.of(CONN_ID)
+        registered = sorted(poller.message_ids)
+        for message_id in message_ids:
+            await push(server, message_id, "read")
+        events = list(await asyncio.gather(*tasks))
+        return events, poller.rounds, registered
+
+    events, rounds, registered = asyncio.run(asyncio.wait_for(scenario(), 120))
+    assert [(e["outcome"], e["message_id"]) for e in events] == [("reached", m) for m in message_ids]
+    assert registered == sorted(message_ids)
+    seen = proxy.seen()
+    # One request per round for all the triggers, never one per trigger: rounds, not triggers x rounds.
+    assert {(method, path) for method, path, _ in seen} == {("POST", f"/itnio/api/{CONN_ID}/statuses")}
+    assert len(seen) == rounds
+    asked = [set(body["message_ids"]) for _, _, body in seen]
+    assert set(message_ids) in asked  # once all had registered, one request asked about all of them
+    assert all(ids <= set(message_ids) for ids in asked)
+
+
+@pytest.mark.api_server
+@needs_airflow_3
+def test_a_trigger_cancelled_mid_wait_unregisters_and_the_poller_stops_when_none_is_left(
+    server: Server, proxy: CountingProxy
+) -> None:
+    from airflow_provider_itnio.triggers.itnio import ItnioMessageStatusTrigger, ItnioStatusPoller
+
+    kept_id, cancelled_id = unique("kept"), unique("cancelled")
+
+    async def scenario() -> tuple[int, list[str], list[str], bool]:
+        kept, cancelled = (
+            ItnioMessageStatusTrigger(message_id=m, target_status="read", itnio_conn_id=CONN_ID, poll_interval=0.1)
+            for m in (kept_id, cancelled_id)
+        )
+        kept_task, cancelled_task = asyncio.create_task(first_event(kept)), asyncio.create_task(first_event(cancelled))
+        while kept.polls < 2 or cancelled.polls < 2:
+            await asyncio.sleep(0.02)
+        poller = ItnioStatusPoller.of(CONN_ID)
+        cancelled_task.cancel()  # the triggerer cancels a trigger (its task was cleared, or it moved away)
+        with pytest.raises(asyncio.CancelledError):
+            await cancelled_task
+        left = poller.message_ids
+        polls = kept.polls
+        while kept.polls < polls + 1:  # the round in flight when it was cancelled (it may still ask about it)
+            await asyncio.sleep(0.02)
+        after_cancel, polls = len(proxy.seen()), kept.polls  # every request from here on was made after it left
+        while kept.polls < polls + 3:  # three more rounds with only the kept trigger
+            await asyncio.sleep(0.02)
+        await push(server, kept_id, "read")
+        await kept_task
+        while poller._task is not None and not poller._task.done():  # its last round finds no one: it stops
+            await asyncio.sleep(0.02)
+        return after_cancel, left, poller.message_ids, poller._task is not None and poller._task.done()
+
+    after_cancel, left, at_end, stopped = asyncio.run(asyncio.wait_for(scenario(), 120))
+    assert left == [kept_id]  # unregistered at once (in the trigger's finally)
+    later = [set(body["message_ids"]) for _, _, body in proxy.seen()[after_cancel:]]
+    assert len(later) >= 3 and all(ids == {kept_id} for ids in later)
+    assert (at_end, stopped) == ([], True)
+
+
 # -- the sensor's methods against a real API server ----------------------------------------------------------
 
 
@@ -316,28 +538,44 @@ def _resume(sensor: Any, payload: dict[str, Any]) -> Any:
 
 @pytest.mark.api_server
 @needs_airflow_3
-def test_the_deferred_sensor_resumes_with_the_record_or_fails_without_retry(server: Server, conn: str) -> None:
+def test_the_deferred_sensor_ends_from_the_trigger_on_success_and_resumes_to_fail_without_retry(
+    server: Server, conn: str
+) -> None:
     from airflow.providers.common.compat.sdk import AirflowFailException, AirflowSensorTimeout, AirflowSkipException
     from airflow.sdk.exceptions import TaskDeferred
+    from airflow.triggers.base import TaskSuccessEvent
 
     from airflow_provider_itnio.sensors.itnio import ItnioMessageStatusSensor
+    from airflow_provider_itnio.webhook.client import ItnioReceiverClient
 
-    def deferred_event(message_id: str, **kwargs: Any) -> tuple[Any, dict[str, Any]]:
+    def deferred(message_id: str, **kwargs: Any) -> tuple[Any, Any]:
         sensor = ItnioMessageStatusSensor(
             task_id="wait", message_id=message_id, itnio_conn_id=conn, poke_interval=0.1, **kwargs
         )
-        with pytest.raises(TaskDeferred) as deferred:
+        with pytest.raises(TaskDeferred) as deferral:
             sensor.execute({})  # type: ignore[arg-type]
-        return sensor, asyncio.run(asyncio.wait_for(first_event(deferred.value.trigger), 60))
+        return sensor, asyncio.run(asyncio.wait_for(next_event(deferral.value.trigger), 60))
+
+    def deferred_event(message_id: str, **kwargs: Any) -> tuple[Any, dict[str, Any]]:
+        sensor, event = deferred(message_id, **kwargs)
+        assert isinstance(event.payload, dict), event  # a TriggerEvent: the task resumes on a worker
+        return sensor, event.payload
 
     delivered_id, failed_id = unique("resume"), unique("resume-failed")
     asyncio.run(push(server, delivered_id, "delivered"))
     asyncio.run(push(server, failed_id, "failed"))
 
-    sensor, event = deferred_event(delivered_id)
-    record = _resume(sensor, event)
-    assert record == event["record"]
+    # Reached: the trigger ends the task itself (the triggerer marks it success and pushes the XCom).
+    sensor, event = deferred(delivered_id)
+    assert isinstance(event, TaskSuccessEvent)
+    record = ItnioReceiverClient(conn).message_status(delivered_id)  # what the single-message endpoint answers
+    assert event.xcoms == {"return_value": record}
     assert (record["message_id"], record["status"], record["final"]) == (delivered_id, "delivered", False)
+    assert TOKEN not in json.dumps(event.model_dump())  # serialisable across the triggerer, and nothing secret
+    _, quiet = deferred(delivered_id, do_xcom_push=False)
+    assert isinstance(quiet, TaskSuccessEvent) and quiet.xcoms is None
+    # A trigger deferred by an earlier version (no end_from_trigger) still resumes the task with the record.
+    assert _resume(sensor, {"outcome": "reached", "message_id": delivered_id, "record": record}) == record
 
     sensor, event = deferred_event(failed_id, retries=3)
     with pytest.raises(AirflowFailException) as failure:
@@ -430,7 +668,9 @@ def e2e(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EndToEnd]:
 @pytest.mark.api_server
 @pytest.mark.slow
 @needs_airflow_3
-def test_end_to_end_the_deferred_sensor_resumes_on_the_read_push_and_fails_on_a_failed_one(e2e: EndToEnd) -> None:
+def test_end_to_end_the_read_push_ends_the_deferred_sensor_in_the_triggerer_and_a_failed_one_fails_it(
+    e2e: EndToEnd,
+) -> None:
     stack, sandbox = e2e.stack, e2e.sandbox
     read_to, failed_to = "15550100300", "15550100400"  # the DAGs' default recipients
     sandbox.open_window(read_to)  # the customer wrote today: the session message is delivered and read
@@ -461,8 +701,9 @@ def test_end_to_end_the_deferred_sensor_resumes_on_the_read_push_and_fails_on_a_
         "wait_read": ("success", 1),
     }
 
-    # Deferred, not poking on a worker: in try 1 the task instance ran, was deferred (to our trigger, to resume
-    # in execute_complete), was scheduled again when the trigger fired, and ran to success; no retry.
+    # Deferred, not poking on a worker, and not started again: in try 1 the task instance ran once, was deferred
+    # (to our trigger), and the triggerer marked it success when the trigger fired (TaskSuccessEvent); it was
+    # never scheduled, queued or running again to resume in execute_complete. No retry.
     history = stack.state_history(READ_DAG, runs[READ_DAG], "wait_read")
     tried = [(row["state"], row["next_method"]) for row in history if row["try_number"] == 1]
     assert tried == [
@@ -470,10 +711,7 @@ def test_end_to_end_the_deferred_sensor_resumes_on_the_read_push_and_fails_on_a_
         ("queued", None),
         ("running", None),
         ("deferred", "execute_complete"),
-        ("scheduled", "execute_complete"),
-        ("queued", "execute_complete"),
-        ("running", "execute_complete"),
-        ("success", None),
+        ("success", "execute_complete"),  # ended by the triggerer: Airflow leaves next_method as it was
     ]
     assert {row["try_number"] for row in history} == {0, 1}  # 0: created with the run, before it was scheduled
     [deferred] = [row for row in history if row["state"] == "deferred"]
@@ -486,6 +724,8 @@ def test_end_to_end_the_deferred_sensor_resumes_on_the_read_push_and_fails_on_a_
         "target_status": "read",
         "itnio_conn_id": "itnio_default",
         "poll_interval": 1.0,
+        "end_from_trigger": True,
+        "push_xcom": True,
     }  # nothing secret: the triggerer reads the token from the connection
     # The triggerer ran the wait: the trigger's log of this task instance (written by the triggerer) shows it.
     trigger_logs = "\n".join(
@@ -493,6 +733,13 @@ def test_end_to_end_the_deferred_sensor_resumes_on_the_read_push_and_fails_on_a_
     )
     assert f"Waiting for message {message_id} to be read" in trigger_logs
     assert f"Message {message_id} is read" in trigger_logs
+    assert f"Message {message_id} is read: the task ends successfully from the triggerer (no worker start)" in (
+        trigger_logs
+    )
+    # The task's own log (the worker's) holds the one start that deferred, no resumption.
+    task_log = stack.task_log(READ_DAG, runs[READ_DAG], "wait_read", 1)
+    assert f"Deferring: the triggerer waits for message {message_id} to be read" in task_log
+    assert "execute_complete" not in task_log and "(waited for read)" not in task_log
 
     # The failed message: the sensor fails in try 1 with the vendor's reason, its 2 retries unused.
     failed_tis = stack.task_instances(FAILED_DAG, runs[FAILED_DAG])

@@ -14,7 +14,6 @@ One module fixture starts the stack; the tests run in order on it.
 from __future__ import annotations
 
 import json
-import secrets
 import sqlite3
 from collections.abc import Iterator
 from contextlib import closing
@@ -42,42 +41,26 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     """Start a whole Airflow with the example DAGs and a sandbox pushing to its receiver; wait for the assets."""
     if AIRFLOW_2:
         pytest.skip("The webhook receiver and its assets need Airflow 3.1+")
-    from airflow_provider_itnio.sandbox import Sandbox
-    from tests.airflow_stack import AirflowStack, free_port, webhook_url
+    from tests.airflow_stack import receiver_stack
 
-    port, token = free_port(), secrets.token_urlsafe(32)
     home = tmp_path_factory.mktemp("itnio-two-way-stack")
-    with Sandbox(push_url=webhook_url(port, "itnio_default", token)) as sandbox:
-        connection = json.loads(sandbox.conn_json())
-        connection["extra"]["webhook_token"] = token
-        stack: Any = AirflowStack(
-            home,
-            dags=[EXAMPLES / f"{name}.py" for name in (REPLY, FAILED, INVOICE)],
-            connections={"itnio_default": connection},
-            api_port=port,
+    with receiver_stack(home, [EXAMPLES / f"{name}.py" for name in (REPLY, FAILED, INVOICE)]) as stack:
+        for dag_id in (CONFIRM, REPLY, FAILED, INVOICE):
+            stack.wait_for_dag(dag_id)
+        assert stack.import_errors() == []
+        # The receiver records asset events only on assets a parsed DAG uses (active).
+        stack.wait_until(
+            lambda: (
+                stack.rows(
+                    "SELECT COUNT(*) AS n FROM asset_active WHERE uri IN (:inbound, :failed)",
+                    inbound=INBOUND_URI,
+                    failed=FAILED_URI,
+                )[0]["n"]
+                == 2
+            ),
+            "the inbound and failed-status assets to be active",
         )
-        with stack:
-            stack.sandbox = sandbox
-            stack.webhook = webhook_url(port, "itnio_default", token)
-            for dag_id in (CONFIRM, REPLY, FAILED, INVOICE):
-                stack.wait_for_dag(dag_id)
-            assert stack.import_errors() == []
-            # The receiver records asset events only on assets a parsed DAG uses (active).
-            stack.wait_until(
-                lambda: (
-                    stack.rows(
-                        "SELECT COUNT(*) AS n FROM asset_active WHERE uri IN (:inbound, :failed)",
-                        inbound=INBOUND_URI,
-                        failed=FAILED_URI,
-                    )[0]["n"]
-                    == 2
-                ),
-                "the inbound and failed-status assets to be active",
-            )
-            yield stack
-    for name, text in stack.all_logs().items():
-        assert token not in text, name
-        assert sandbox.api_secret not in text, name
+        yield stack
 
 
 # -- helpers -------------------------------------------------------------------------------------------------

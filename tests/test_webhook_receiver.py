@@ -384,6 +384,249 @@ def test_the_cleanup_command_applies_the_retention(server: Server, capsys: Any) 
     assert server.counts() == dict.fromkeys(TABLES, 0)
 
 
+# -- group commit: one writer records the pushes waiting in one transaction -------------------------------------
+
+
+def _send_all(server: Server, pushes: list[Any], clients: int = 16) -> list[requests.Response]:
+    """Send ``pushes`` from ``clients`` threads at once (all start together); return the answers in push order."""
+    start = threading.Barrier(clients)
+    answers: list[requests.Response | None] = [None] * len(pushes)
+
+    def client(offset: int) -> None:
+        with requests.Session() as session:
+            start.wait()
+            for index in range(offset, len(pushes), clients):
+                push = pushes[index]
+                kwargs: dict[str, Any] = {"json": push} if isinstance(push, dict) else {"data": push}
+                answers[index] = session.post(server.url(), timeout=60, **kwargs)
+
+    threads = [threading.Thread(target=client, args=(offset,)) for offset in range(clients)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert all(answer is not None for answer in answers)
+    return [answer for answer in answers if answer is not None]
+
+
+@pytest.mark.api_server
+@needs_airflow_3
+def test_concurrent_pushes_with_re_pushes_and_late_statuses_are_each_recorded_once(server: Server) -> None:
+    """Many clients at once, each status of 40 messages pushed twice, half of them in reverse order."""
+    from airflow_provider_itnio.events import furthest
+
+    order = ("sent", "delivered", "read")
+    pushes: list[dict[str, Any]] = []
+    expected: dict[str, str] = {}
+    for number in range(40):
+        message_id = f"group-commit-{number}"
+        statuses = list(order if number % 2 else reversed(order))
+        if number % 5 == 0:
+            statuses.append("failed")  # final, whatever comes after it
+        pushes += [status_push(messageId=message_id, status=status) for status in statuses for _ in range(2)]
+        kept = None
+        for status in statuses:
+            kept = furthest(kept, status)
+        assert kept is not None
+        expected[message_id] = kept.value
+    answers = _send_all(server, pushes)
+    assert [a.status_code for a in answers] == [200] * len(pushes), [a.text for a in answers if a.status_code != 200]
+    first_answers: dict[tuple[str, str], list[bool]] = {}
+    for push, answer in zip(pushes, answers, strict=True):
+        first_answers.setdefault((push["messageId"], push["status"]), []).append(answer.json()["duplicate"])
+    assert all(sorted(flags) == [False, True] for flags in first_answers.values())  # once new, once a re-push
+
+    history = server.rows("SELECT message_id, status FROM itnio_status_history WHERE message_id LIKE 'group-commit-%'")
+    assert sorted((row["message_id"], row["status"]) for row in history) == sorted(first_answers)
+    rows = server.rows("SELECT message_id, status FROM itnio_message_status WHERE message_id LIKE 'group-commit-%'")
+    assert {row["message_id"]: row["status"] for row in rows} == expected
+
+
+@pytest.mark.api_server
+@needs_airflow_3
+def test_a_bad_push_among_concurrent_ones_gets_its_own_answer_and_the_others_are_recorded(server: Server) -> None:
+    good = [status_push(messageId=f"group-mixed-{n}", status="delivered") for n in range(30)]
+    bad: list[Any] = [
+        status_push(messageId="group-mixed-bad-1", status="lost"),
+        status_push(messageId="group-mixed-bad-2", appId="7WY0BQ7W"),
+        b"{not json",
+    ]
+    pushes = good[:10] + bad[:1] + good[10:20] + bad[1:] + good[20:]
+    answers = _send_all(server, pushes)
+    codes = {
+        (push["messageId"] if isinstance(push, dict) else "not json"): answer.status_code
+        for push, answer in zip(pushes, answers, strict=True)
+    }
+    assert codes == {
+        **{push["messageId"]: 200 for push in good},
+        "group-mixed-bad-1": 400,
+        "group-mixed-bad-2": 400,
+        "not json": 400,
+    }
+    rows = server.rows("SELECT message_id FROM itnio_status_history WHERE message_id LIKE 'group-mixed-%'")
+    assert sorted(row["message_id"] for row in rows) == sorted(push["messageId"] for push in good)
+
+
+@pytest.mark.api_server
+@needs_airflow_3
+def test_pushes_while_the_database_is_locked_get_503_and_record_nothing_then_re_pushes_are_recorded(
+    server: Server,
+) -> None:
+    """Another connection holds SQLite's write lock beyond its busy timeout: the whole group fails, nothing is kept."""
+    import sqlite3
+
+    pushes = [status_push(messageId=f"group-locked-{n}", status="sent") for n in range(12)]
+    database = server.engine.url.database
+    assert database is not None
+    holder = sqlite3.connect(database, isolation_level=None, timeout=30)
+    try:
+        holder.execute("BEGIN IMMEDIATE")  # SQLite's one write lock, held until every push is answered
+        answers = _send_all(server, pushes, clients=12)
+        holder.execute("ROLLBACK")
+    finally:
+        holder.close()
+    assert [a.status_code for a in answers] == [503] * len(pushes), [a.text for a in answers]
+    assert all(TOKEN not in a.text for a in answers)
+    assert server.rows("SELECT id FROM itnio_status_history WHERE message_id LIKE 'group-locked-%'") == []
+    assert server.rows("SELECT id FROM itnio_message_status WHERE message_id LIKE 'group-locked-%'") == []
+
+    again = _send_all(server, pushes, clients=12)  # the vendor's re-pushes
+    assert [(a.status_code, a.json()["duplicate"]) for a in again] == [(200, False)] * len(pushes)
+    rows = server.rows("SELECT message_id FROM itnio_status_history WHERE message_id LIKE 'group-locked-%'")
+    assert sorted(row["message_id"] for row in rows) == sorted(push["messageId"] for push in pushes)
+
+
+@needs_airflow_3
+def test_a_push_whose_writes_fail_in_a_group_is_rolled_back_alone(airflow_db: Path) -> None:
+    """
+    One group, one transaction: a push the database refuses (a NOT NULL column left empty, which the parser
+    never lets through) fails on its own; the pushes before and after it, and a re-push, are recorded.
+    """
+    import dataclasses
+
+    from airflow.utils.session import create_session
+
+    from airflow_provider_itnio.events import MessageStatus, parse_push
+    from airflow_provider_itnio.webhook.app import _Push, record_group
+    from airflow_provider_itnio.webhook.store import Recorded
+
+    def event(message_id: str, **fields: Any) -> Any:
+        return parse_push(json.dumps(status_push(messageId=message_id, **fields)).encode())
+
+    refused = dataclasses.replace(event("in-group-refused"), recipient=None)
+    pushes = [
+        _Push(event("in-group-a", status="delivered"), CONN_ID),
+        _Push(refused, CONN_ID),
+        _Push(event("in-group-b", status="read"), CONN_ID),
+        _Push(event("in-group-a", status="delivered"), CONN_ID),  # a re-push, in the same transaction
+    ]
+    record_group(pushes)
+    assert pushes[0].future.result(0).new is True
+    with pytest.raises(sa.exc.IntegrityError):
+        pushes[1].future.result(0)
+    assert pushes[2].future.result(0) == Recorded(new=True, advanced=True, status=MessageStatus.READ)
+    assert pushes[3].future.result(0) == Recorded(new=False, status=MessageStatus.DELIVERED)
+
+    with create_session() as session:
+        rows = session.execute(
+            sa.text("SELECT message_id, status FROM itnio_status_history WHERE message_id LIKE 'in-group-%'")
+        ).all()
+    assert sorted(tuple(row) for row in rows) == [("in-group-a", "delivered"), ("in-group-b", "read")]
+
+
+@needs_airflow_3
+def test_on_sqlite_the_writers_of_all_processes_take_turns_on_a_lock_file(airflow_db: Path) -> None:
+    """
+    With several API server workers, each process's writer records its group only while it holds
+    ``<database>-itnio-writer.lock`` (here held by the test, as the other worker would): it waits for it, then
+    records, and releases it once committed.
+    """
+    import concurrent.futures
+    import fcntl
+
+    from airflow_provider_itnio.events import parse_push
+    from airflow_provider_itnio.webhook.app import _Push, record_group
+
+    def push(message_id: str) -> _Push:
+        return _Push(parse_push(json.dumps(status_push(messageId=message_id, status="sent")).encode()), CONN_ID)
+
+    first = push("turns-first")
+    record_group([first])  # the writer's first group (imports, mappers) before the other process takes its turn
+    assert first.future.result(0).new is True
+    waiting = push("turns-a")
+    lock_path = str(airflow_db / "airflow.db") + "-itnio-writer.lock"
+    descriptor = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX)  # the other worker's writer, in its transaction
+        writer = threading.Thread(target=record_group, args=([waiting],))
+        writer.start()
+        with pytest.raises(concurrent.futures.TimeoutError):
+            waiting.future.result(timeout=3)  # not recorded while the other process has its turn
+        assert writer.is_alive()
+        fcntl.flock(descriptor, fcntl.LOCK_UN)
+        writer.join(30)
+        assert waiting.future.result(0).new is True
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)  # released after the commit: free at once
+    finally:
+        os.close(descriptor)
+    engine = sa.create_engine(f"sqlite:///{airflow_db / 'airflow.db'}")
+    try:
+        with engine.connect() as connection:
+            rows = connection.execute(
+                sa.text("SELECT status FROM itnio_status_history WHERE message_id = 'turns-a'")
+            ).all()
+    finally:
+        engine.dispose()
+    assert [tuple(row) for row in rows] == [("sent",)]
+
+
+@needs_airflow_3
+def test_a_writer_whose_turn_never_comes_goes_on_under_sqlite_s_own_lock(
+    airflow_db: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A process that keeps the writers' lock file (stuck) holds the others' pushes only for ``WRITER_TURN_WAIT``."""
+    import fcntl
+
+    from airflow_provider_itnio.events import parse_push
+    from airflow_provider_itnio.webhook import app
+
+    monkeypatch.setattr(app, "WRITER_TURN_WAIT", 0.5)
+    push = app._Push(parse_push(json.dumps(status_push(messageId="turns-stuck", status="sent")).encode()), CONN_ID)
+    descriptor = os.open(str(airflow_db / "airflow.db") + "-itnio-writer.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX)  # never released while the writer runs
+        app.record_group([push])
+    finally:
+        os.close(descriptor)
+    assert push.future.result(0).new is True
+
+
+@needs_airflow_3
+def test_the_first_push_of_a_process_freezes_what_it_started_with(airflow_db: Path) -> None:
+    """
+    A process's writer starts at its first push and freezes the objects of the process's start (the API server's,
+    hundreds of thousands), so that full garbage collections no longer walk them; the push is recorded as usual.
+    A separate process, as each API server worker is one.
+    """
+    code = """if True:
+        import gc, json, sys
+        from airflow_provider_itnio.events import parse_push
+        from airflow_provider_itnio.webhook.app import writer
+        assert gc.get_freeze_count() == 0
+        event = parse_push(sys.stdin.buffer.read())
+        recorded = writer.submit(event, sys.argv[1]).result(60)
+        print(json.dumps({"new": recorded.new, "frozen": gc.get_freeze_count()}))
+    """
+    body = json.dumps(status_push(messageId="frozen-first", status="sent")).encode()
+    result = subprocess.run(
+        [sys.executable, "-c", code, CONN_ID], input=body, capture_output=True, timeout=120, check=False
+    )
+    assert result.returncode == 0, result.stderr.decode(errors="replace")[-3000:]
+    answer = json.loads(result.stdout.decode().strip().splitlines()[-1])
+    assert answer["new"] is True
+    assert answer["frozen"] > 10_000
+
+
 # -- which Airflow: the modules' import guard ------------------------------------------------------------------
 
 

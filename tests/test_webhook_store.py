@@ -8,6 +8,7 @@ the spec's rule as :func:`airflow_provider_itnio.events.furthest` implements it.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import functools
 import importlib.util
@@ -52,20 +53,36 @@ MIGRATION = (
 POSTGRES_URL = os.environ.get("ITNIO_TEST_POSTGRES_URL")
 
 
+@contextlib.contextmanager
+def store_engine(url: str) -> Iterator[Engine]:
+    """
+    Yield an engine on ``url`` with the provider's tables created empty (on a server, dropped before and after).
+
+    :param url: A SQLAlchemy URL (``tests/stack/test_pg_store.py`` passes the stack's PostgreSQL).
+    """
+    engine = create_engine(url)
+    server = engine.dialect.name != "sqlite"
+    if server:
+        metadata.drop_all(engine)
+    metadata.create_all(engine)
+    try:
+        yield engine
+    finally:
+        if server:
+            metadata.drop_all(engine)
+        engine.dispose()
+
+
 @pytest.fixture(params=["sqlite", "postgresql"])
 def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
-    if request.param == "postgresql":
-        if not POSTGRES_URL:
-            pytest.skip("set ITNIO_TEST_POSTGRES_URL to run the store tests on PostgreSQL too")
-        engine = create_engine(POSTGRES_URL)
-        metadata.drop_all(engine)
-    else:
-        engine = create_engine(f"sqlite:///{tmp_path / 'store.db'}")
-    metadata.create_all(engine)
-    yield engine
-    if request.param == "postgresql":
-        metadata.drop_all(engine)
-    engine.dispose()
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'store.db'}"
+    elif POSTGRES_URL:
+        url = POSTGRES_URL
+    else:  # make test-stack runs them on the stack's PostgreSQL (tests/stack/test_pg_store.py)
+        pytest.skip("set ITNIO_TEST_POSTGRES_URL to run the store tests on PostgreSQL too")
+    with store_engine(url) as on_url:
+        yield on_url
 
 
 @pytest.fixture

@@ -10,12 +10,13 @@ runs once their task instance's success is recorded.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sized
 from functools import partial
 from typing import Any
 
 from airflow_provider_itnio import messages as m
 from airflow_provider_itnio.batch import (
+    COUNTERS,
     MAX_KEY_LENGTH,
     PROGRESS_PREFIX,
     BatchSender,
@@ -26,6 +27,14 @@ from airflow_provider_itnio.batch import (
 )
 from airflow_provider_itnio.errors import ItnioApiError, ItnioError
 from airflow_provider_itnio.operators._airflow_errors import task_failure
+from airflow_provider_itnio.results import (
+    DEFAULT_INLINE_MAX_ROWS,
+    ResultsPathError,
+    default_results_path,
+    results_object,
+    summarize,
+    write_batch_results,
+)
 
 _HEAD_SUFFIX = "__head"
 
@@ -133,6 +142,83 @@ def sweep_completed_ledgers(ti: Any, backend: Any, keep: str, log: Any) -> list[
     return deleted
 
 
+class _ResultsWriter:
+    """
+    Turn a batch's full result into its XCom: inline when small, else written to ``results_path`` first.
+
+    :param results_path: The operator's ``results_path`` (None: the configured default).
+    :param inline_max_rows: The most rows whose per-recipient entries stay in the XCom.
+    :param ti: The running task instance (names the object, the same for every try).
+    :param map_index: Its map index.
+    :param log: Logger.
+    """
+
+    def __init__(self, results_path: Any, inline_max_rows: int, ti: Any, map_index: int, log: Any) -> None:
+        self.results_path = results_path
+        self.inline_max_rows = inline_max_rows
+        self.ti = ti
+        self.map_index = map_index
+        self.log = log
+        self._path: Any = None
+
+    def _describe(self) -> str:
+        return repr(str(self.results_path)) if self.results_path not in (None, "") else "(default)"
+
+    def resolve(self) -> Any:
+        """Return the object the full result goes to; fail the task (no retry) when ``results_path`` is no path."""
+        if self._path is None:
+            try:
+                base = self.results_path if self.results_path not in (None, "") else default_results_path()
+                path = results_object(
+                    base,
+                    dag_id=self.ti.dag_id,
+                    run_id=self.ti.run_id,
+                    task_id=self.ti.task_id,
+                    map_index=self.map_index,
+                )
+                path.fs  # noqa: B018 - the filesystem (and its connection) is found now, before sending
+            except Exception as err:
+                raise task_failure(
+                    None,
+                    retry=False,
+                    message=f"results_path {self._describe()} is not a usable Object Storage path: "
+                    f"{type(err).__name__}: {err}",
+                ) from err
+            self._path = path
+        return self._path
+
+    def finish(self, result: dict[str, Any]) -> dict[str, Any]:
+        """
+        Return the XCom of ``result`` (called once the ledger holds the completed result).
+
+        A failed write fails the task (retryably) naming ``results_path``: nothing is lost, since the ledger keeps
+        the completed result until a successful run of the task, and a retry or a clear sends nothing and writes
+        it again.
+        """
+        rows = sum(int(result.get(name, 0)) for name in COUNTERS)
+        if rows <= self.inline_max_rows:
+            return summarize(result, rows=rows, inline=True)
+        path = self.resolve()
+        try:
+            where = write_batch_results(path, result)
+        except ResultsPathError as err:
+            raise task_failure(
+                None,
+                retry=True,
+                message=f"The batch is complete and recorded in its ledger, but its full result could not be written "
+                f"to results_path {self._describe()}: {err}. Nothing is lost and nothing will be sent again: fix "
+                "results_path (or its storage), then let the task retry or clear it; that try sends nothing and "
+                "writes the result again.",
+            ) from err
+        self.log.info(
+            "Full result of %d rows written to %s (%d bytes); the XCom holds its summary (load_batch_results reads it)",
+            rows,
+            where["path"],
+            where["bytes"],
+        )
+        return summarize(result, rows=rows, inline=False, full_result=where)
+
+
 def run_batch(
     *,
     rows: Any,
@@ -150,6 +236,9 @@ def run_batch(
     flush_interval: float = 1.0,
     store_options: Mapping[str, Any] | None = None,
     on_start: Callable[[BatchSender], None] | None = None,
+    resend_interrupted: bool = True,
+    results_path: Any = None,
+    inline_results_max_rows: int = DEFAULT_INLINE_MAX_ROWS,
 ) -> dict[str, Any]:
     """
     Run ``ItnioBatchSendOperator.execute()``: send the batch, keep its ledger, return the XCom result.
@@ -171,6 +260,12 @@ def run_batch(
     :param store_options: Extra keyword arguments of :class:`~airflow_provider_itnio.batch.ProgressStore`
         (lease and write-retry timings).
     :param on_start: Called with the engine before it sends (the operator keeps it to stop it in ``on_kill``).
+    :param resend_interrupted: Send again to the recipients a killed try was sending to (listed in
+        ``maybe_sent_twice``); False: report them as ``unknown_delivery`` (see :class:`BatchSender`).
+    :param results_path: Where a full result above ``inline_results_max_rows`` rows goes (a URL or an
+        ``ObjectStoragePath``; None = :func:`~airflow_provider_itnio.results.default_results_path`).
+    :param inline_results_max_rows: Up to this many rows, the XCom keeps the per-recipient entries and nothing is
+        written to ``results_path``.
     """
     from airflow_provider_itnio.hooks.itnio import ItnioHook
 
@@ -200,6 +295,9 @@ def run_batch(
     ti = context["ti"]
     map_index = getattr(ti, "map_index", -1)
     key = progress_key(ti.dag_id, ti.run_id, ti.task_id, map_index)
+    results = _ResultsWriter(results_path, inline_results_max_rows, ti, map_index, log)
+    if not (isinstance(rows, Sized) and len(rows) <= inline_results_max_rows):
+        results.resolve()  # a results_path that cannot be a path fails the task before anything is sent
     backend = VariableBackend(f"Ledger of the ItnioBatchSendOperator task {ti.task_id} (see the provider's README).")
     try:
         sweep_completed_ledgers(ti, backend, key, log)
@@ -243,6 +341,7 @@ def run_batch(
             log=log,
             fallback=fallback,
             choose=choose,
+            resend_interrupted=resend_interrupted,
         )
         if on_start is not None:
             on_start(engine)
@@ -254,7 +353,7 @@ def run_batch(
         if outcome.completed_earlier is not None:
             completed = True
             log.info("Batch already completed, nothing sent: %s", summary)
-            return outcome.result()
+            return results.finish(outcome.result())
         log.info("Batch done: %s", summary)
         aborted = outcome.aborted
         if aborted is not None:
@@ -275,7 +374,7 @@ def run_batch(
         except ItnioError as err:
             raise task_failure(err, message=f"Batch sent, but its completion could not be recorded: {err}") from err
         completed = True
-        return outcome.result()
+        return results.finish(outcome.result())
     finally:
         hook.close()
         if not completed:

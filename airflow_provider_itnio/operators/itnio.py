@@ -24,6 +24,7 @@ from airflow.providers.common.compat.sdk import BaseOperator
 from airflow_provider_itnio import messages as m
 from airflow_provider_itnio.errors import ItnioError, ItnioValidationError
 from airflow_provider_itnio.operators._airflow_errors import task_failure
+from airflow_provider_itnio.results import DEFAULT_INLINE_MAX_ROWS
 from airflow_provider_itnio.templating import is_static, protect_row_expressions
 from airflow_provider_itnio.window import (
     SENT_KIND_KEY,
@@ -493,9 +494,14 @@ class ItnioBatchSendOperator(BaseOperator):
             max_per_second=50,
         )
 
-    Result (XCom ``return_value``): ``{"sent", "failed", "skipped_already_sent", "duplicates",
-    "not_attempted", "message_ids": {recipient: messageId}, "errors": {recipient or "rows[<i>]": {"status",
-    "reason"}}}``; the five counters add up to the number of rows.
+    Result (XCom ``return_value``), small whatever the batch: the counters ``"sent", "failed",
+    "skipped_already_sent", "duplicates", "not_attempted"`` (they add up to the number of rows, ``"rows"``),
+    ``"unknown_delivery"``, ``"<entry>_count"`` of each per-recipient entry, ``"first_errors"`` (the first 20)
+    and ``"full_result"``: where the full result went. The full result is ``{counters..., "message_ids":
+    {recipient: messageId}, "errors": {recipient or "rows[<i>]": {"status", "reason"}}}``; up to
+    ``inline_results_max_rows`` rows its entries are in the XCom too, above it in one gzipped JSON object under
+    ``results_path``. Read it in a downstream task with
+    :func:`airflow_provider_itnio.results.load_batch_results`, which works for both.
 
     :param rows: Recipients (strings/integers), or dicts holding one at ``recipient_field`` (or lists/tuples
         with an integer ``recipient_field``), typically an upstream task's XCom (templated).
@@ -517,9 +523,28 @@ class ItnioBatchSendOperator(BaseOperator):
         Needs the receiver (Airflow 3.1+). None (default): no window is checked.
     :param window_unknown: With ``fallback_template``, when the receiver cannot be asked: ``"fail"`` (default)
         stops the batch before sending those rows (a retry resumes there); ``"template"`` sends them the template.
+    :param results_path: Where the full result of a batch above ``inline_results_max_rows`` rows is written: an
+        Object Storage URL (``s3://<conn_id>@bucket/prefix``, ``gs://...``, ``file:///shared/itnio``) or an
+        ``ObjectStoragePath``, one object per task instance (the same for every try:
+        ``<results_path>/dag_id=<dag>/run_id=<run>/task_id=<task>[/map_index=<i>]/batch_result.json.gz``)
+        (templated). None (default): ``[itnio] batch_results_path``, else ``file://$AIRFLOW_HOME/itnio/results``.
+        On distributed workers it must be storage every worker reaches, for a downstream task to read it.
+    :param inline_results_max_rows: Up to this many rows (default 1,000) the XCom also holds the per-recipient
+        entries (``message_ids``, ``errors``...) and nothing is written to ``results_path``.
+    :param resend_interrupted: What a retry does with the recipients a killed try (SIGKILL, OOM) was sending to,
+        whose outcome is unknown: True (default) sends again and lists them in the result's ``maybe_sent_twice``
+        (nobody is left without the message; at most ``MAX_UNFLUSHED`` per killed try may get it twice); False
+        reports them in ``errors`` as ``unknown_delivery`` without sending (nobody gets it twice).
     """
 
-    template_fields: Sequence[str] = ("rows", "message", "business_phone", "itnio_conn_id", "fallback_template")
+    template_fields: Sequence[str] = (
+        "rows",
+        "message",
+        "business_phone",
+        "itnio_conn_id",
+        "fallback_template",
+        "results_path",
+    )
     ui_color = "#25D366"
 
     def __init__(
@@ -535,9 +560,14 @@ class ItnioBatchSendOperator(BaseOperator):
         fail_on_errors: bool = True,
         fallback_template: m.Template | dict[str, Any] | str | None = None,
         window_unknown: WindowUnknown = "fail",
+        results_path: Any = None,
+        inline_results_max_rows: int = DEFAULT_INLINE_MAX_ROWS,
+        resend_interrupted: bool = True,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        if isinstance(inline_results_max_rows, bool) or not isinstance(inline_results_max_rows, int):
+            raise ValueError(f"inline_results_max_rows must be an integer, got {inline_results_max_rows!r}")
         if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
             raise ValueError(f"concurrency must be a positive integer, got {concurrency!r}")
         if max_per_second is not None and not (isinstance(max_per_second, int | float) and max_per_second > 0):
@@ -556,6 +586,9 @@ class ItnioBatchSendOperator(BaseOperator):
         self.fail_on_errors = fail_on_errors
         self.window_unknown = check_window_unknown(window_unknown)
         self.fallback_template = fallback_payload(fallback_template, keep=protect_row_expressions)
+        self.results_path = results_path
+        self.inline_results_max_rows = inline_results_max_rows
+        self.resend_interrupted = resend_interrupted
 
     def execute(self, context: Context) -> dict[str, Any]:
         from airflow_provider_itnio.operators._batch_task import run_batch
@@ -574,6 +607,9 @@ class ItnioBatchSendOperator(BaseOperator):
             context=context,
             log=self.log,
             on_start=self._keep_engine,
+            results_path=self.results_path,
+            inline_results_max_rows=self.inline_results_max_rows,
+            resend_interrupted=self.resend_interrupted,
         )
 
     def _keep_engine(self, engine: Any) -> None:

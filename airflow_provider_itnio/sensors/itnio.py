@@ -7,10 +7,16 @@ Wait until a sent WhatsApp message is sent, delivered or read, without holding a
     read = ItnioMessageStatusSensor(task_id="invoice_read", message_id=send.output, target_status="read")
 
 The vendor pushes every status change of a message to the provider's webhook receiver on the API server, which
-records it in the metadata database. The sensor asks the receiver's authenticated read endpoint
-(``GET /itnio/api/{conn_id}/messages/{message_id}/status``, ``Authorization: Bearer <webhook_token>``) what it
-recorded: from the triggerer when deferrable (the default), from the worker in ``poke`` / ``reschedule`` mode.
+records it in the metadata database. The sensor asks the receiver's authenticated read endpoints
+(``Authorization: Bearer <webhook_token>``) what it recorded: from the triggerer when deferrable (the default),
+where one shared poller per connection asks ``POST /itnio/api/{conn_id}/statuses`` about all the waiting sensors
+at once, and from the worker in ``poke`` / ``reschedule`` mode (``GET /itnio/api/{conn_id}/messages/{id}/status``).
 Neither touches the database (Airflow 3 forbids it outside the API server and the scheduler).
+
+Deferred, the sensor takes a worker slot once, to defer. When the message reaches the target, the trigger ends the
+task from the triggerer (Airflow's ``TaskSuccessEvent``, the status record as XCom ``return_value``): no second
+start on a worker. A ``failed`` / ``deleted`` message, the timeout and an unusable connection resume the task on a
+worker (``execute_complete``), which fails it without retry, times it out or skips it, as Airflow users expect.
 """
 
 from __future__ import annotations
@@ -65,7 +71,9 @@ class ItnioMessageStatusSensor(BaseSensorOperator):
     failure reason: waiting longer, or again, cannot change a final status.
 
     Deferrable by default: the task hands the wait to the triggerer at once (no worker slot is held while
-    waiting) and resumes when :class:`~airflow_provider_itnio.triggers.itnio.ItnioMessageStatusTrigger` fires.
+    waiting). When :class:`~airflow_provider_itnio.triggers.itnio.ItnioMessageStatusTrigger` sees the target
+    reached it ends the task successfully itself (the record as XCom, unless ``do_xcom_push=False``), without
+    starting it on a worker again; every other outcome resumes it on a worker in :meth:`execute_complete`.
     The usual sensor arguments keep their meaning: ``timeout`` (seconds; then ``AirflowSensorTimeout``, or
     skipped with ``soft_fail=True``, which also skips instead of failing on ``failed`` / ``deleted``, as for
     any Airflow sensor), ``poke_interval`` (seconds between two questions to the receiver, in the triggerer too)
@@ -139,6 +147,8 @@ class ItnioMessageStatusSensor(BaseSensorOperator):
                 itnio_conn_id=self.itnio_conn_id,
                 poll_interval=self.poke_interval,
                 deadline=time.time() + self.timeout,
+                end_from_trigger=True,
+                push_xcom=self.do_xcom_push,
             ),
             method_name="execute_complete",
             timeout=timedelta(seconds=self.timeout),
@@ -147,6 +157,9 @@ class ItnioMessageStatusSensor(BaseSensorOperator):
     def execute_complete(self, context: Context, event: dict[str, Any]) -> dict[str, Any]:
         """
         Return the status record when the trigger saw the target reached; otherwise end the task.
+
+        The sensor's own trigger ends a reached wait from the triggerer; ``reached`` arrives here only from a trigger
+        deferred without ``end_from_trigger`` (e.g. by an earlier version of the provider).
 
         :param context: The task's context.
         :param event: The trigger's payload (see :class:`ItnioMessageStatusTrigger`).

@@ -6,6 +6,9 @@ through the API server. The receiver's tables are in that database, so the recei
 answers two authenticated read endpoints, and :class:`ItnioReceiverClient` asks them:
 
 - ``GET /itnio/api/{conn_id}/messages/{message_id}/status``: a message's furthest status and its history;
+- ``POST /itnio/api/{conn_id}/statuses`` ``{"message_ids": [...]}``: the same for up to :data:`MAX_STATUS_IDS`
+  messages in one request (:meth:`ItnioReceiverClient.astatuses` chunks longer lists; the triggerer's shared
+  poller asks it once per interval for all the waits on a connection);
 - ``GET /itnio/api/{conn_id}/window?business_phone=...&recipient=...``: the customer's 24-hour window;
 - ``POST /itnio/api/{conn_id}/windows`` ``{"business_phone", "recipients": [...]}``: the windows of up to
   :data:`MAX_WINDOW_RECIPIENTS` customers in one request (:meth:`ItnioReceiverClient.windows` chunks longer lists).
@@ -23,6 +26,7 @@ at ``http://localhost:8080``.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
 
@@ -36,6 +40,8 @@ from airflow_provider_itnio.errors import ItnioConfigError, ItnioError  # noqa: 
 
 __all__ = [
     "DEFAULT_BASE_URL",
+    "MAX_STATUS_IDS",
+    "MAX_STATUS_WAIT",
     "MAX_WINDOW_RECIPIENTS",
     "RECEIVER_URL_EXTRA",
     "ItnioReceiverClient",
@@ -43,6 +49,7 @@ __all__ = [
     "ItnioReceiverNotFoundError",
     "ItnioReceiverUnreachableError",
     "ItnioUnknownMessageError",
+    "StatusesAnswer",
     "receiver_base_url",
 ]
 
@@ -59,6 +66,10 @@ URL_PREFIX = "/itnio"
 _DEFAULT_TIMEOUT = 10.0
 #: The most recipients one ``POST /itnio/api/{conn_id}/windows`` request may ask about.
 MAX_WINDOW_RECIPIENTS = 1000
+#: The most message ids one ``POST /itnio/api/{conn_id}/statuses`` request may ask about.
+MAX_STATUS_IDS = 1000
+#: The longest a ``POST /itnio/api/{conn_id}/statuses`` request may wait for a change (seconds).
+MAX_STATUS_WAIT = 30.0
 
 
 class ItnioReceiverError(ItnioError):
@@ -90,6 +101,22 @@ class ItnioUnknownMessageError(ItnioReceiverError):
     def __init__(self, message_id: str) -> None:
         self.message_id = message_id
         super().__init__(f"No status has been recorded for message {message_id!r} (yet)")
+
+
+@dataclass(frozen=True)
+class StatusesAnswer:
+    """
+    What ``POST .../statuses`` answered for many messages.
+
+    :param statuses: Each message's status record (as :meth:`ItnioReceiverClient.message_status` answers it), or
+        ``None`` when no status was recorded yet.
+    :param cursor: Pass it as ``since`` next time to wait for what changes after this answer.
+    :param changed: Whether one of the messages changed after ``since`` (always, without ``since``).
+    """
+
+    statuses: dict[str, dict[str, Any] | None]
+    cursor: int | None
+    changed: bool
 
 
 def _strip_execution_path(url: str) -> str:
@@ -208,12 +235,18 @@ class ItnioReceiverClient:
         return self._answer(response, message_id)
 
     async def _arequest(
-        self, path: str, params: dict[str, str] | None, message_id: str | None = None
+        self,
+        path: str,
+        params: dict[str, str] | None,
+        message_id: str | None = None,
+        *,
+        json: dict[str, Any] | None = None,
+        timeout: float | None = None,
     ) -> dict[str, Any]:
         kwargs = self._request_kwargs(path, params)
         try:
-            async with httpx.AsyncClient(timeout=self.timeout) as client:
-                response = await client.get(**kwargs)
+            async with httpx.AsyncClient(timeout=self.timeout if timeout is None else timeout) as client:
+                response = await (client.get(**kwargs) if json is None else client.post(**kwargs, json=json))
         except httpx.HTTPError as err:
             raise self._unreachable(err) from None
         return self._answer(response, message_id)
@@ -286,6 +319,46 @@ class ItnioReceiverClient:
         path = self._status_path(message_id)
         await self.aget_connection()
         return await self._arequest(path, None, message_id)
+
+    async def astatuses(
+        self, message_ids: list[str] | tuple[str, ...], *, since: int | None = None, wait: float = 0.0
+    ) -> StatusesAnswer:
+        """
+        Return the status records of many messages, keyed by id: ``None`` for a message with no status yet.
+
+        One ``POST .../statuses`` request per :data:`MAX_STATUS_IDS` distinct ids; each record as
+        :meth:`message_status` answers it. With ``since`` (an earlier answer's ``cursor``) and ``wait``, the API
+        server holds a single request until one of the messages changes or ``wait`` seconds pass (a long poll);
+        more ids than one request takes are asked without waiting.
+
+        :param message_ids: The ids the send calls returned.
+        :param since: The cursor of an earlier answer, or ``None``.
+        :param wait: Seconds the API server may wait for a change (at most :data:`MAX_STATUS_WAIT`).
+        :raises ItnioReceiverNotFoundError: The API server does not know the connection or its token.
+        :raises ItnioReceiverUnreachableError: The API server cannot be reached or answered an error.
+        :raises ValueError: The receiver refused an id.
+        """
+        await self.aget_connection()
+        distinct = list(dict.fromkeys(message_ids))
+        wait = min(max(float(wait), 0.0), MAX_STATUS_WAIT) if len(distinct) <= MAX_STATUS_IDS else 0.0
+        statuses: dict[str, dict[str, Any] | None] = {}
+        cursors: list[int] = []
+        changed = False
+        for start in range(0, len(distinct), MAX_STATUS_IDS):
+            body: dict[str, Any] = {"message_ids": distinct[start : start + MAX_STATUS_IDS], "wait": wait}
+            if since is not None:
+                body["since"] = since
+            answer = await self._arequest("statuses", None, json=body, timeout=self.timeout + wait)
+            chunk, cursor = answer.get("statuses"), answer.get("cursor")
+            if not isinstance(chunk, dict) or not isinstance(cursor, int):
+                raise ItnioReceiverUnreachableError(
+                    f"The itnio receiver at {self._base_url}{URL_PREFIX} answered statuses without 'statuses' and "
+                    "'cursor': is the provider on the API server the same version as in the triggerer?"
+                )
+            statuses.update(chunk)
+            cursors.append(cursor)
+            changed = changed or bool(answer.get("changed"))
+        return StatusesAnswer(statuses, min(cursors) if cursors else since, changed)
 
     def window(self, business_phone: str, recipient: str) -> dict[str, Any]:
         """

@@ -20,6 +20,7 @@ server may run several workers):
 from __future__ import annotations
 
 import datetime
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -48,6 +49,7 @@ __all__ = [
     "Recorded",
     "cleanup",
     "get_message_status",
+    "get_message_statuses",
     "get_status_history",
     "last_inbound_at",
     "record_inbound",
@@ -125,30 +127,43 @@ def _utcnow() -> datetime.datetime:
     return datetime.datetime.now(datetime.UTC)
 
 
-def _insert_or_nothing(session: Session, table: Table, values: Mapping[str, Any], conflict: list[str]) -> bool:
-    """Insert one row unless it conflicts on the unique columns ``conflict``; return whether it was inserted."""
-    dialect = session.get_bind().dialect.name
-    statement: Any
+@functools.cache
+def _insert_statement(dialect: str, table: Table, conflict: tuple[str, ...]) -> Any:
+    """
+    Return the "insert, or nothing on a conflict" statement of ``table`` for ``dialect`` (built once, values bound).
+
+    Building the statement with ``.values(...)`` for every row costs more than running it; one statement per table
+    executed with the row as parameters is compiled once (SQLAlchemy's statement cache).
+    """
     if dialect == "sqlite":
         from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-        statement = sqlite_insert(table).values(**values).on_conflict_do_nothing(index_elements=conflict)
-    elif dialect == "postgresql":
+        return sqlite_insert(table).on_conflict_do_nothing(index_elements=list(conflict))
+    if dialect == "postgresql":
         from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 
         # SQLAlchemy adds RETURNING to PostgreSQL inserts, which leaves rowcount at -1: ask for the row instead.
-        inserted = postgresql_insert(table).values(**values).on_conflict_do_nothing(index_elements=conflict)
-        return session.execute(inserted.returning(table.c.id)).first() is not None
-    elif dialect == "mysql":
-        statement = insert(table).values(**values).prefix_with("IGNORE")
-    else:
+        return postgresql_insert(table).on_conflict_do_nothing(index_elements=list(conflict)).returning(table.c.id)
+    if dialect == "mysql":
+        return insert(table).prefix_with("IGNORE")
+    return insert(table)
+
+
+def _insert_or_nothing(session: Session, table: Table, values: Mapping[str, Any], conflict: list[str]) -> bool:
+    """Insert one row unless it conflicts on the unique columns ``conflict``; return whether it was inserted."""
+    dialect = session.get_bind().dialect.name
+    statement = _insert_statement(dialect, table, tuple(conflict))
+    row = dict(values)
+    if dialect == "postgresql":
+        return session.execute(statement, row).first() is not None
+    if dialect not in ("sqlite", "mysql"):
         try:
             with session.begin_nested():
-                session.execute(insert(table).values(**values))
+                session.execute(statement, row)
         except IntegrityError:
             return False
         return True
-    result: Any = session.execute(statement)
+    result: Any = session.execute(statement, row)
     return bool(result.rowcount == 1)
 
 
@@ -365,3 +380,53 @@ def cleanup(session: Session, older_than: datetime.datetime) -> dict[str, int]:
         result: Any = session.execute(delete(table).where(column < older_than))
         deleted[table.name] = int(result.rowcount)
     return deleted
+
+
+def get_message_statuses(
+    session: Session, message_ids: list[str], app_id: str
+) -> dict[str, tuple[MessageStatusRecord, list[dict[str, Any]]]]:
+    """
+    Return the furthest status and the history of many messages at once, keyed by message id.
+
+    Two queries (statuses, then their history rows) for the whole list; a message without any recorded status is
+    absent from the answer. Each history item has what :func:`get_status_history` returns but ``raw`` (the
+    pushes' bodies are not needed to answer, and are most of the bytes).
+
+    :param session: A SQLAlchemy session on the Airflow metadata database.
+    :param message_ids: The ids the send calls returned (at most a few hundred: one ``IN (...)`` list).
+    :param app_id: The application.
+    """
+    if not message_ids:
+        return {}
+    status_columns, history_columns = message_status_table.c, status_history_table.c
+    rows = session.execute(
+        select(message_status_table)
+        .where(status_columns.app_id == app_id, status_columns.message_id.in_(message_ids))
+        .order_by(status_columns.id)
+    ).mappings()
+    records: dict[str, MessageStatusRecord] = {}
+    for row in rows:
+        records.setdefault(
+            row["message_id"],
+            MessageStatusRecord(
+                **{name: row[name] for name in MessageStatusRecord.__dataclass_fields__ if name != "status"},
+                status=parse_status(row["status"]),
+            ),
+        )
+    histories: dict[str, list[dict[str, Any]]] = {message_id: [] for message_id in records}
+    if records:
+        history = session.execute(
+            select(
+                history_columns.message_id,
+                history_columns.status,
+                history_columns.failure,
+                history_columns.status_timestamp,
+                history_columns.received_at,
+                history_columns.conn_id,
+            )
+            .where(history_columns.app_id == app_id, history_columns.message_id.in_(list(records)))
+            .order_by(history_columns.id)
+        ).mappings()
+        for item in history:
+            histories[item["message_id"]].append({key: value for key, value in item.items() if key != "message_id"})
+    return {message_id: (record, histories[message_id]) for message_id, record in records.items()}

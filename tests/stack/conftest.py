@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -44,6 +45,8 @@ def load_module(name: str, path: Path) -> ModuleType:
     :param name: The module's name.
     :param path: The file.
     """
+    if str(path.parent) not in sys.path:  # as Airflow does for a bundle: its DAG files import their neighbours
+        sys.path.append(str(path.parent))
     spec = importlib.util.spec_from_file_location(name, path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)

@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 
+from airflow_provider_itnio.results import load_batch_results
 from tests.conftest import ROOT
 from tests.stack.conftest import DAGS, Stack, load_module
 
@@ -108,7 +109,9 @@ def test_campaign_across_workers(stack: Stack, dag_module: Any) -> None:
         result = json.loads(value) if isinstance(value, str) else value
         for key in ("sent", "failed", "skipped_already_sent", "duplicates", "not_attempted"):
             totals[key] += result[key]
-        assert all(sandbox_ids[r] == message_id for r, message_id in result["message_ids"].items())
+        message_ids = load_batch_results(result)["message_ids"]  # 2,500 rows: read from results_path
+        assert len(message_ids) == result["sent"] + result["skipped_already_sent"]
+        assert all(sandbox_ids[r] == mid for r, mid in message_ids.items())
     assert totals["sent"] == rows
     assert totals["failed"] == totals["skipped_already_sent"] == totals["duplicates"] == totals["not_attempted"] == 0
 

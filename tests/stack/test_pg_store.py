@@ -1,0 +1,108 @@
+"""
+The webhook store on the stack's PostgreSQL: the store tests of ``tests/test_webhook_store.py``, and the receiver's
+tables as ``airflow db migrate`` made them in the metadata database.
+
+The store tests run in a database of their own (``itnio_test_store``, created in the stack's cluster by
+``scripts/stack.py``'s :func:`create_database` and dropped afterwards; never the metadata database ``airflow``):
+every test of ``tests/test_webhook_store.py`` that takes the ``engine`` or ``session`` fixture is collected here
+too (tests added there later as well), on this module's ``engine`` fixture: PostgreSQL only (the SQLite runs
+belong to ``make test``).
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from tests import test_webhook_store
+from tests.stack.conftest import Stack
+from tests.test_webhook_store import session  # noqa: F401 (a fixture the store tests take)
+
+DATABASE = "itnio_test_store"
+
+
+def _store_tests() -> dict[str, Callable[..., Any]]:
+    """Return the tests of ``tests/test_webhook_store.py`` that run on the ``engine`` fixture (directly or not)."""
+    return {
+        name: test
+        for name, test in vars(test_webhook_store).items()
+        if name.startswith("test_")
+        and callable(test)
+        and {"engine", "session"} & set(inspect.signature(test).parameters)
+    }
+
+
+globals().update(_store_tests())
+
+
+@pytest.fixture(scope="module")
+def postgres_database(stack: Stack) -> Iterator[str]:
+    """Create the store tests' own database in the stack's cluster; yield its URL; drop it."""
+    url: str = stack.module.create_database(stack.state, DATABASE)
+    try:
+        yield url
+    finally:
+        stack.module.drop_database(stack.state, DATABASE)
+
+
+@pytest.fixture
+def engine(postgres_database: str) -> Iterator[Engine]:
+    """Replace ``tests/test_webhook_store.py``'s ``engine`` here: PostgreSQL only, the provider's tables empty."""
+    with test_webhook_store.store_engine(postgres_database) as on_postgres:
+        yield on_postgres
+
+
+def test_the_store_tests_are_collected_here(engine: Engine) -> None:
+    """Guard the collection above: the engine-bound store tests are here, on PostgreSQL."""
+    names = set(_store_tests())
+    assert "test_racing_pushes_of_one_message_are_recorded_once_and_end_at_the_furthest_status" in names
+    assert names <= set(globals())
+    assert engine.dialect.name == "postgresql"
+    assert engine.url.database == DATABASE
+
+
+def test_airflow_db_migrate_made_the_receiver_tables_as_the_models_say(stack: Stack) -> None:
+    """
+    In the stack's metadata database (read-only): the receiver's tables, columns, types, constraints and indexes
+    equal the models, and the DB manager's version table is at the migrations' head.
+    """
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+
+    from airflow_provider_itnio.webhook.db_manager import ItnioDBManager
+    from airflow_provider_itnio.webhook.models import TABLE_NAMES, metadata
+
+    def ours(name: str | None, type_: str, parent_names: Any) -> bool:
+        return type_ != "table" or name in TABLE_NAMES
+
+    metadata_db = sa.create_engine(stack.module.database_url(stack.state))
+    try:
+        with metadata_db.connect() as connection:
+            connection.execute(sa.text("SET TRANSACTION READ ONLY"))
+            assert connection.execute(sa.text("SELECT current_database()")).scalar_one() == "airflow"
+            context = MigrationContext.configure(connection, opts={"compare_type": True, "include_name": ours})
+            diff = compare_metadata(context, metadata)
+            version_table = ItnioDBManager.version_table_name
+            stamped = sorted(connection.execute(sa.text(f"SELECT version_num FROM {version_table}")).scalars())
+            indexes = {  # PostgreSQL lists a unique constraint's index too: those are compared as constraints
+                name: sorted(
+                    str(index["name"])
+                    for index in sa.inspect(connection).get_indexes(name)
+                    if "duplicates_constraint" not in index
+                )
+                for name in TABLE_NAMES
+            }
+            connection.rollback()
+    finally:
+        metadata_db.dispose()
+    assert diff == []
+    assert indexes == {
+        table.name: sorted(str(index.name) for index in table.indexes) for table in metadata.tables.values()
+    }
+    assert stamped == sorted(ScriptDirectory(ItnioDBManager.migration_dir).get_heads())
