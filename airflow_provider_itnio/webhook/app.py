@@ -255,6 +255,8 @@ GROUP_CAP = 100
 RESOLVE_TTL = 5.0
 #: Seconds a writer waits for its turn on SQLite (see :func:`_writers_take_turns`) before it goes on without it.
 WRITER_TURN_WAIT = 10.0
+#: PostgreSQL advisory lock key the receiver's group transactions take turns on (see :func:`_begin_write`).
+WRITER_ADVISORY_LOCK = 0x17_01_10_0B
 #: Errors after which the transaction cannot go on (the database is down, locked or gone): the whole group fails.
 _DATABASE_DOWN = (OperationalError, InterfaceError, DisconnectionError, SQLAlchemyTimeoutError)
 
@@ -275,10 +277,16 @@ def _begin_write(session: Session) -> None:
     On SQLite, ``BEGIN IMMEDIATE``: the database's write lock is taken (or waited for) at once, so a transaction
     cannot fail half-way when another process wrote in between, and the per-push savepoints nest inside it (the
     Python driver would otherwise start the transaction with the first ``SAVEPOINT``, whose ``RELEASE`` commits).
-    Other databases open it with their first statement.
+    On PostgreSQL, a transaction-level advisory lock (:data:`WRITER_ADVISORY_LOCK`) makes the groups of all API
+    server processes take turns: two groups running at once would take the rows of the same messages and the same
+    asset's queue row in different orders and deadlock (measured: 93 of 20,000 pushes answered 503 with two API
+    server workers before). Other databases open it with their first statement.
     """
-    if session.get_bind().dialect.name == "sqlite":
+    dialect = session.get_bind().dialect.name
+    if dialect == "sqlite":
         session.execute(text("BEGIN IMMEDIATE"))
+    elif dialect == "postgresql":
+        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": WRITER_ADVISORY_LOCK})
 
 
 def _sqlite_database(session: Session) -> str | None:
@@ -346,25 +354,8 @@ def record_group(pushes: list[_Push]) -> None:
     """
     outcomes: list[Recorded | BaseException] = []
     notifications: list[Callable[[], None]] = []
-    assets: dict[str, Any] = {}
     try:
-        with contextlib.ExitStack() as turn, _create_session() as session:
-            turn.enter_context(_writers_take_turns(session))  # released once the session has committed
-            _begin_write(session)
-            for push in pushes:
-                mine: list[Callable[[], None]] = []
-                try:
-                    with session.begin_nested():
-                        recorded = record_push(session, push.event, push.conn_id)
-                        if recorded.new:
-                            _record_asset_event(session, push.event, push.conn_id, mine, assets)
-                except _DATABASE_DOWN:
-                    raise
-                except Exception as err:  # this push alone: its savepoint is rolled back
-                    outcomes.append(err)
-                    continue
-                outcomes.append(recorded)
-                notifications += mine
+        _write_group(pushes, outcomes, notifications)
     except Exception as err:
         for push in pushes:
             push.future.set_exception(err)
@@ -379,6 +370,37 @@ def record_group(pushes: list[_Push]) -> None:
             notify()
         except Exception:
             log.exception("itnio webhook: an asset listener failed")
+
+
+def _write_group(
+    pushes: list[_Push], outcomes: list[Recorded | BaseException], notifications: list[Callable[[], None]]
+) -> None:
+    """
+    Write ``pushes`` in one transaction (see :func:`record_group`), appending each one's outcome to ``outcomes``.
+
+    :param pushes: The pushes.
+    :param outcomes: Filled with one :class:`Recorded` or error per push, in order.
+    :param notifications: Filled with the asset listeners' calls to make once the transaction is committed.
+    :raises Exception: A database error that rolled the whole transaction back.
+    """
+    assets: dict[str, Any] = {}
+    with contextlib.ExitStack() as turn, _create_session() as session:
+        turn.enter_context(_writers_take_turns(session))  # released once the session has committed
+        _begin_write(session)
+        for push in pushes:
+            mine: list[Callable[[], None]] = []
+            try:
+                with session.begin_nested():
+                    recorded = record_push(session, push.event, push.conn_id)
+                    if recorded.new:
+                        _record_asset_event(session, push.event, push.conn_id, mine, assets)
+            except _DATABASE_DOWN:
+                raise
+            except Exception as err:  # this push alone: its savepoint is rolled back
+                outcomes.append(err)
+                continue
+            outcomes.append(recorded)
+            notifications += mine
 
 
 def _freeze_startup_objects() -> None:
