@@ -528,6 +528,60 @@ def test_a_trigger_cancelled_mid_wait_unregisters_and_the_poller_stops_when_none
     assert (at_end, stopped) == ([], True)
 
 
+@pytest.mark.api_server
+@needs_airflow_3
+def test_a_poller_over_more_messages_than_one_request_takes_paces_its_rounds_by_the_interval(
+    server: Server, proxy: CountingProxy, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """
+    More waits than one request takes (here ``MAX_STATUS_IDS`` = 1) are asked in several requests without a long
+    poll; a status recorded for one of them must not make the poller ask again after ``MIN_POLL_INTERVAL`` instead
+    of the interval (with statuses streaming in, a round every 0.1 s). The poller's pauses are recorded.
+    """
+    from airflow_provider_itnio.triggers import itnio as triggers
+    from airflow_provider_itnio.webhook import client
+
+    monkeypatch.setattr(client, "MAX_STATUS_IDS", 1)
+    monkeypatch.setattr(triggers, "MAX_STATUS_IDS", 1)
+    pauses: list[float] = []
+    real_sleep = asyncio.sleep
+
+    async def recording_sleep(delay: float, *args: Any, **kwargs: Any) -> Any:
+        task = asyncio.current_task()
+        if task is not None and task.get_name().startswith("itnio status poller"):
+            pauses.append(delay)
+        return await real_sleep(delay, *args, **kwargs)
+
+    monkeypatch.setattr(asyncio, "sleep", recording_sleep)
+    changed_id, quiet_id = unique("chunked-changed"), unique("chunked-quiet")
+
+    async def scenario() -> tuple[str | None, int]:
+        waits = [
+            triggers.ItnioMessageStatusTrigger(
+                message_id=m, target_status="read", itnio_conn_id=CONN_ID, poll_interval=1.0
+            )
+            for m in (changed_id, quiet_id)
+        ]
+        tasks = [asyncio.create_task(first_event(t)) for t in waits]
+        while min(t.polls for t in waits) < 2:  # both asked, past the newcomers' round
+            await real_sleep(0.02)
+        await push(server, changed_id, "sent")  # a change, not the target
+        while waits[0].last_status != "sent":
+            await real_sleep(0.02)
+        seen = waits[0].polls
+        while waits[0].polls < seen + 2:  # the rounds after the one that saw the change
+            await real_sleep(0.02)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        return waits[0].last_status, len(proxy.seen())
+
+    last_status, requests_made = asyncio.run(asyncio.wait_for(scenario(), 120))
+    assert last_status == "sent" and requests_made >= 2
+    assert {body["wait"] for _, _, body in proxy.seen()} == {0.0}  # no request was a long poll
+    assert pauses and triggers.MIN_POLL_INTERVAL not in pauses  # every pause is the rest of the interval
+
+
 # -- the sensor's methods against a real API server ----------------------------------------------------------
 
 

@@ -397,7 +397,10 @@ def test_a_keep_alive_connection_the_server_closed_is_reopened_and_sent_once(
 
     def answer_then_close_idle(sock: socket.socket, request: bytes) -> None:
         sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(keep_alive), keep_alive))
-        closed.set()  # the handler's finally closes the connection: idle in the client's pool, now dead
+        # close it before saying so (the TLS socket owns the descriptor: the handler's conn.close() would not
+        # close it, and a second send racing in before it is collected writes onto it: rightly "maybe delivered")
+        sock.close()
+        closed.set()  # idle in the client's pool, now dead: the next send must see it closed and reconnect
 
     with ScriptedServer([answer_then_close_idle, answer_json(ACCEPTED)], tls=_tls_context(certificate)) as server:
         hook = _hook(monkeypatch, server.url, verify=str(certificate[0]))

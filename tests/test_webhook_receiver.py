@@ -602,6 +602,53 @@ def test_a_writer_whose_turn_never_comes_goes_on_under_sqlite_s_own_lock(
 
 
 @needs_airflow_3
+def test_a_push_whose_request_is_cancelled_in_the_queue_leaves_its_group_and_the_writer_sound(
+    airflow_db: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """
+    A request cancelled while its push waits for the writer (the vendor hung up: Starlette cancels the endpoint,
+    and ``asyncio.wrap_future`` cancels the future it awaited) takes only itself out: the pushes grouped with it
+    get their own outcomes, and the writer records the next ones.
+    """
+    import asyncio
+
+    from airflow_provider_itnio.events import parse_push
+    from airflow_provider_itnio.webhook import app
+
+    monkeypatch.setattr(app, "_freeze_startup_objects", lambda: None)  # this test process is no API server
+    busy, release = threading.Event(), threading.Event()
+
+    def gated(pushes: list[Any]) -> None:
+        """Hold the first group until the test has queued the next pushes, then record as the receiver does."""
+        if pushes[0].event.message_id == "cancelled-blocker":
+            busy.set()
+            release.wait(30)
+        app.record_group(pushes)
+
+    writer = app.GroupWriter(gated)
+
+    async def request(message_id: str) -> Any:
+        event = parse_push(json.dumps(status_push(messageId=message_id, status="sent")).encode())
+        return await asyncio.wrap_future(writer.submit(event, CONN_ID))  # as receive_push awaits its push
+
+    async def scenario() -> tuple[list[Any], Any]:
+        blocker = asyncio.create_task(request("cancelled-blocker"))
+        await asyncio.to_thread(busy.wait, 30)  # the writer is busy: the next three queue into one group
+        first, gone, last = (asyncio.create_task(request(f"cancelled-{n}")) for n in ("first", "gone", "last"))
+        await asyncio.sleep(0.1)  # all three submitted
+        gone.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await gone
+        release.set()
+        grouped = list(await asyncio.wait_for(asyncio.gather(blocker, first, last), 60))
+        return grouped, await asyncio.wait_for(request("cancelled-after"), 60)
+
+    grouped, after = asyncio.run(scenario())
+    assert [recorded.new for recorded in grouped] == [True, True, True]
+    assert after.new is True  # the writer lives on
+
+
+@needs_airflow_3
 def test_the_first_push_of_a_process_freezes_what_it_started_with(airflow_db: Path) -> None:
     """
     A process's writer starts at its first push and freezes the objects of the process's start (the API server's,

@@ -36,6 +36,7 @@ from airflow.triggers.base import BaseTrigger, TaskSuccessEvent, TriggerEvent  #
 from airflow_provider_itnio.errors import ItnioConfigError  # noqa: E402
 from airflow_provider_itnio.events import MessageStatus, advances, is_final, parse_status  # noqa: E402
 from airflow_provider_itnio.webhook.client import (  # noqa: E402
+    MAX_STATUS_IDS,
     ItnioReceiverClient,
     ItnioReceiverNotFoundError,
     ItnioReceiverUnreachableError,
@@ -261,7 +262,10 @@ class ItnioStatusPoller:
                     registration.deliver(answer)
             # The API server held the request until a change or the interval's end: ask again at once after a
             # change (more may follow), else when the interval is over (an error answered early: wait it out).
-            pause = MIN_POLL_INTERVAL if changed else interval - (time.monotonic() - started)
+            # More messages than one request takes are asked without a long poll: a change there is no reason to
+            # ask again at once (with statuses streaming in, that would be a round every MIN_POLL_INTERVAL).
+            long_poll = len(message_ids) <= MAX_STATUS_IDS
+            pause = MIN_POLL_INTERVAL if changed and long_poll else interval - (time.monotonic() - started)
             if self._watches and pause > 0:
                 await asyncio.sleep(pause)
 

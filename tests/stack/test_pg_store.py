@@ -106,3 +106,42 @@ def test_airflow_db_migrate_made_the_receiver_tables_as_the_models_say(stack: St
         table.name: sorted(str(index.name) for index in table.indexes) for table in metadata.tables.values()
     }
     assert stamped == sorted(ScriptDirectory(ItnioDBManager.migration_dir).get_heads())
+
+
+def test_receiver_writers_take_turns_and_one_stuck_in_its_transaction_holds_the_others_only_so_long(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The receiver's groups take turns on an advisory lock; a writer waits for its turn at most WRITER_TURN_WAIT."""
+    import threading
+
+    from sqlalchemy.exc import OperationalError
+    from sqlalchemy.orm import Session
+
+    from airflow_provider_itnio.webhook import app
+
+    monkeypatch.setattr(app, "WRITER_TURN_WAIT", 1.0)
+    with Session(engine) as stuck:
+        app._begin_write(stuck)  # holds the turn, as a writer stopped inside its transaction would
+        outcome: list[BaseException | str] = []
+
+        def next_writer() -> None:
+            with Session(engine) as waiter:
+                try:
+                    app._begin_write(waiter)
+                    outcome.append("got the turn")
+                except BaseException as err:
+                    outcome.append(err)
+
+        waiting = threading.Thread(target=next_writer, daemon=True)
+        waiting.start()
+        waiting.join(timeout=60)  # liveness, not speed: without lock_timeout it waits as long as the stuck one
+        assert not waiting.is_alive(), "the next writer waited for the stuck one without limit"
+        assert len(outcome) == 1 and isinstance(outcome[0], OperationalError), outcome
+        assert "lock timeout" in str(outcome[0])  # its group is answered 503 (_DATABASE_DOWN); the vendor re-pushes
+        stuck.rollback()
+    with Session(engine) as writer:  # the turn is free again; the writer's own waits are back to the default
+        app._begin_write(writer)
+        setting = "SELECT {} FROM pg_settings WHERE name = 'lock_timeout'"
+        default = writer.execute(sa.text(setting.format("reset_val"))).scalar()
+        assert writer.execute(sa.text(setting.format("setting"))).scalar() == default
+        writer.rollback()
