@@ -68,6 +68,17 @@ def get_provider_info() -> dict[str, Any]:
                         "example": "30",
                         "default": "90",
                     },
+                    "webhook_asset_events_interval": {
+                        "description": "Seconds between the webhook receiver's writes of asset events while pushes "
+                        "keep coming (Airflow 3.1+). A push is answered once it is recorded with its asset event in "
+                        "the provider's outbox; the API server's writer turns the outbox into Airflow asset events "
+                        "at most this often (at once after a quiet spell), many per transaction. Smaller: DAGs "
+                        "scheduled on pushes start sooner under load, and each push costs more CPU.",
+                        "version_added": "0.1.0",
+                        "type": "float",
+                        "example": "1",
+                        "default": "0.25",
+                    },
                     "batch_results_path": {
                         "description": "Where ItnioBatchSendOperator writes the full result (message_ids, errors) "
                         "of a batch above inline_results_max_rows rows, one object per task instance: an Object "

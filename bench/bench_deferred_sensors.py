@@ -31,8 +31,8 @@ from typing import Any
 import psutil
 import requests
 
-from bench.bench_receiver import APP_ID, BUSINESS, CONN_ID, push_all, record_section
-from bench.common import emit
+from bench.bench_receiver import APP_ID, BUSINESS, CONN_ID, push_all
+from bench.record import add_output_arguments, finish
 from tests.airflow_stack import AirflowStack, free_port
 from tests.servers import CountingProxy
 
@@ -324,9 +324,7 @@ def main() -> None:
     parser.add_argument("--poll", type=float, default=5.0, help="their poll interval in seconds")
     parser.add_argument("--window", type=float, default=30.0, help="seconds the waiting triggerer is sampled")
     parser.add_argument("--clients", type=int, default=16, help="concurrent clients pushing `read`")
-    parser.add_argument("--out", type=Path, help="also write the result as JSON here")
-    parser.add_argument("--results", action="store_true", help="write the section into bench/RESULTS.md")
-    parser.add_argument("--from-json", type=Path, help="do not run: write the section of a result saved by --out")
+    add_output_arguments(parser)
     args = parser.parse_args()
     if args.from_json:
         result = json.loads(args.from_json.read_text())
@@ -334,15 +332,11 @@ def main() -> None:
         started = time.monotonic()
         result = run(args.sensors, args.poll, args.window, args.clients)
         result["bench_wall_s"] = round(time.monotonic() - started, 1)
-    if args.results:
-        command = (
-            f".venv/bin/python -m bench.bench_deferred_sensors --sensors {result['sensors']} "
-            f"--poll {result['poll_interval_s']:g}"
-        )
-        record_section(HEADING, section(result, command))
-    if args.out:
-        args.out.write_text(json.dumps(result, indent=2))
-    emit({"bench": "bench_deferred_sensors", **result})
+    command = (
+        f".venv/bin/python -m bench.bench_deferred_sensors --sensors {result['sensors']} "
+        f"--poll {result['poll_interval_s']:g}"
+    )
+    finish(args, "bench_deferred_sensors", result, HEADING, section, command)
 
 
 if __name__ == "__main__":

@@ -32,11 +32,11 @@ from collections.abc import Iterator
 from typing import Any
 
 from bench.common import ROOT, emit, recipients
+from bench.record import record_section
 
 ROWS = 1_000_000
 DATABASE = "itnio_bench_ledger"
 HEADING = "## Stack: ledger of a 1,000,000-row batch on PostgreSQL"
-RESULTS = ROOT / "bench" / "RESULTS.md"
 
 
 def _stack() -> Any:
@@ -267,9 +267,7 @@ def main() -> None:
     print(HEADING, *lines, sep="\n")
     emit({"bench": "ledger_pg", "batch_md5": batch_md5, **figures})
     if args.results:
-        from bench.bench_receiver import record_section
-
-        record_section(HEADING, lines, RESULTS)
+        record_section(HEADING, lines)
 
 
 if __name__ == "__main__":

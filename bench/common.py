@@ -17,9 +17,11 @@ from airflow_provider_itnio.sandbox.server import (
     DEFAULT_APP_ID,
     DEFAULT_BUSINESS_PHONES,
 )
+from bench.record import RESULT_PREFIX, emit
+
+__all__ = ["RESULT_PREFIX", "ROOT", "SandboxProcess", "emit", "recipients"]
 
 ROOT = Path(__file__).resolve().parents[1]
-RESULT_PREFIX = "BENCH_RESULT "
 
 
 class SandboxProcess:
@@ -102,8 +104,3 @@ class SandboxProcess:
 def recipients(n: int, start: int = 0) -> list[str]:
     """Return ``n`` distinct valid recipient numbers."""
     return [f"861380{i:07d}" for i in range(start, start + n)]
-
-
-def emit(result: dict[str, Any]) -> None:
-    """Print the machine-readable result line that run_all.py collects."""
-    print(RESULT_PREFIX + json.dumps(result), flush=True)

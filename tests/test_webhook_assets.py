@@ -15,20 +15,35 @@ to import there with an error that says Airflow 3.1+ is needed.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime
+import functools
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
 
+from tests.servers import api_server as api_server_process
 from tests.servers import free_port
 from tests.test_events import APP_ID, BUSINESS, CUSTOMER, FAILED_PUSH, MESSAGES, WHEN, inbound, status_push
-from tests.test_webhook_receiver import AIRFLOW_2, CONN_ID, OTHER_TOKEN, TOKEN, Server, needs_airflow_3, server
+from tests.test_webhook_receiver import (
+    AIRFLOW_2,
+    CONN_ID,
+    OTHER_TOKEN,
+    TOKEN,
+    Server,
+    needs_airflow_3,
+    server,
+    server_env,
+)
 
 __all__ = ["server"]  # the module-scoped API server fixture, imported for this module
 
@@ -61,8 +76,26 @@ def scheduled(server: Server) -> Server:
     return server
 
 
+def settle(server: Server, timeout: float = 15.0) -> None:
+    """
+    Wait until the receiver's writer has turned its outbox into asset events (it does so within
+    ``[itnio] webhook_asset_events_interval``, 0.25 s, of the pushes), and its turn is over.
+    """
+    deadline = time.monotonic() + timeout
+    while server.rows("SELECT id FROM itnio_asset_outbox"):
+        assert time.monotonic() < deadline, f"the outbox was not written within {timeout} s"
+        time.sleep(0.05)
+    time.sleep(0.3)  # a turn that took the last rows has committed, and the writer waits for pushes again
+
+
 def events_of(server: Server, uri: str, message_id: str) -> list[dict[str, Any]]:
-    """Return the asset events on ``uri`` whose extra names ``message_id``, oldest first."""
+    """Return the asset events on ``uri`` whose extra names ``message_id``, oldest first, once the outbox is empty."""
+    settle(server)
+    return events_of_now(server, uri, message_id)
+
+
+def events_of_now(server: Server, uri: str, message_id: str) -> list[dict[str, Any]]:
+    """Return the asset events on ``uri`` whose extra names ``message_id``, oldest first, as they are now."""
     rows = server.rows(
         "SELECT e.id, e.extra, e.source_dag_id FROM asset_event e JOIN asset a ON a.id = e.asset_id "
         "WHERE a.uri = :uri ORDER BY e.id",
@@ -88,6 +121,7 @@ def test_an_inbound_message_is_one_asset_event_with_the_reply_and_queues_the_dag
     try:
         tap = inbound(MESSAGES["button_reply"], messageId="wamid.assets-tap", context={"refMessageId": "out-9"})
         answers = [server.push(tap) for _ in range(4)]  # the push and the vendor's three re-pushes
+        settle(server)  # the DAG is queued when the writer writes the event: unpaused until then
     finally:
         unpause(server, paused=True)
     assert [a.json()["duplicate"] for a in answers] == [False, True, True, True]
@@ -152,21 +186,27 @@ def test_a_failed_status_is_one_asset_event_and_other_statuses_none(scheduled: S
     assert row["status"] == "failed"
 
 
-@pytest.mark.api_server
-@needs_airflow_3
-def test_the_asset_event_is_in_the_same_transaction_as_the_store_write(scheduled: Server) -> None:
-    """A database that refuses the asset event refuses the push (503, nothing stored); the re-push records both."""
-    push = inbound(MESSAGES["text"], messageId="wamid.assets-atomic")
-    with scheduled.engine.begin() as connection:
+@contextlib.contextmanager
+def refused_inserts(server: Server, table: str) -> Iterator[None]:
+    """Make the database refuse every insert into ``table`` while inside (a SQLite trigger)."""
+    with server.engine.begin() as connection:
         connection.exec_driver_sql(
-            "CREATE TRIGGER itnio_test_refuse_asset_event BEFORE INSERT ON asset_event "
-            "BEGIN SELECT RAISE(ABORT, 'refused by the test'); END"
+            f"CREATE TRIGGER itnio_test_refuse BEFORE INSERT ON {table} BEGIN SELECT RAISE(ABORT, 'refused'); END"
         )
     try:
-        refused = scheduled.push(push)
+        yield
     finally:
-        with scheduled.engine.begin() as connection:
-            connection.exec_driver_sql("DROP TRIGGER itnio_test_refuse_asset_event")
+        with server.engine.begin() as connection:
+            connection.exec_driver_sql("DROP TRIGGER itnio_test_refuse")
+
+
+@pytest.mark.api_server
+@needs_airflow_3
+def test_the_asset_event_is_kept_in_the_same_transaction_as_the_store_write(scheduled: Server) -> None:
+    """A database refusing the push's outbox row refuses the push (503, nothing stored); the re-push records both."""
+    push = inbound(MESSAGES["text"], messageId="wamid.assets-atomic")
+    with refused_inserts(scheduled, "itnio_asset_outbox"):
+        refused = scheduled.push(push)
     assert refused.status_code == 503, refused.text
     assert scheduled.rows("SELECT id FROM itnio_inbound_message WHERE message_id = 'wamid.assets-atomic'") == []
 
@@ -174,6 +214,221 @@ def test_the_asset_event_is_in_the_same_transaction_as_the_store_write(scheduled
     assert (again.status_code, again.json()["duplicate"]) == (200, False)
     assert len(scheduled.rows("SELECT id FROM itnio_inbound_message WHERE message_id = 'wamid.assets-atomic'")) == 1
     assert len(events_of(scheduled, INBOUND_URI, "wamid.assets-atomic")) == 1
+
+
+@pytest.mark.api_server
+@needs_airflow_3
+def test_an_asset_event_the_database_refuses_stays_in_the_outbox_and_is_written_once_it_is_accepted(
+    scheduled: Server,
+) -> None:
+    """
+    The push is recorded and answered 200 at once; its event, which Airflow's table refuses, stays in the outbox
+    (the writer logs it) while other events are written, and is written exactly once at the writer's next turn
+    after the database accepts it.
+    """
+    refused_push = inbound(MESSAGES["text"], messageId="wamid.assets-refused")
+    with refused_inserts(scheduled, "asset_event"):
+        answer = scheduled.push(refused_push)
+        assert (answer.status_code, answer.json()["duplicate"]) == (200, False)
+        deadline = time.monotonic() + 15
+        while "kept to try again" not in scheduled.log_path.read_text(errors="replace"):
+            assert time.monotonic() < deadline, "the writer did not try the refused event"
+            time.sleep(0.1)
+        [kept] = scheduled.rows("SELECT extra FROM itnio_asset_outbox")
+        assert json.loads(kept["extra"])["message_id"] == "wamid.assets-refused"
+    assert len(scheduled.rows("SELECT id FROM itnio_inbound_message WHERE message_id = 'wamid.assets-refused'")) == 1
+
+    after = inbound(MESSAGES["text"], messageId="wamid.assets-after-refused")  # the writer's next turn
+    assert scheduled.push(after).status_code == 200
+    assert len(events_of(scheduled, INBOUND_URI, "wamid.assets-refused")) == 1
+    assert len(events_of(scheduled, INBOUND_URI, "wamid.assets-after-refused")) == 1
+
+
+def _server_pid(port: int) -> int:
+    """Return the id of the process listening on ``port`` (an API server started by a test: its group's leader)."""
+    import psutil
+
+    for connection in psutil.net_connections(kind="tcp"):
+        if connection.laddr and connection.laddr.port == port and connection.status == psutil.CONN_LISTEN:
+            assert connection.pid is not None
+            return os.getpgid(connection.pid)
+    raise AssertionError(f"nothing listens on port {port}")
+
+
+@pytest.mark.api_server
+@needs_airflow_3
+def test_an_event_answered_just_before_the_api_server_is_killed_is_written_by_the_next_one(
+    scheduled: Server, tmp_path: Path
+) -> None:
+    """
+    A push answered 200 whose asset event was still in the outbox when its API server was SIGKILLed: the next API
+    server process writes it at its writer's first turn, once.
+    """
+    settle(scheduled)
+    pushes = [inbound(MESSAGES["text"], messageId=f"wamid.assets-killed-{n}") for n in range(3)]
+    slow = server_env(tmp_path / "slow", AIRFLOW__ITNIO__WEBHOOK_ASSET_EVENTS_INTERVAL="3600")
+    port = free_port()
+    with api_server_process(port, tmp_path / "slow.log", slow) as base_url:
+        killed = Server(base_url, tmp_path / "slow.log", scheduled.engine)
+        assert killed.push(pushes[0]).status_code == 200
+        assert len(events_of(killed, INBOUND_URI, "wamid.assets-killed-0")) == 1  # its first turn: at once
+        assert killed.push(pushes[1]).status_code == 200  # the next turn: in an hour
+        time.sleep(1.0)
+        [kept] = scheduled.rows("SELECT extra FROM itnio_asset_outbox")
+        assert json.loads(kept["extra"])["message_id"] == "wamid.assets-killed-1"
+        os.killpg(_server_pid(port), signal.SIGKILL)
+    assert scheduled.rows("SELECT id FROM itnio_inbound_message WHERE message_id = 'wamid.assets-killed-1'")
+    assert len(events_of_now(scheduled, INBOUND_URI, "wamid.assets-killed-1")) == 0
+
+    with api_server_process(free_port(), tmp_path / "next.log", server_env(tmp_path / "next")) as base_url:
+        following = Server(base_url, tmp_path / "next.log", scheduled.engine)
+        assert following.push(pushes[2]).status_code == 200
+        counts = {
+            message_id: len(events_of(following, INBOUND_URI, message_id))
+            for message_id in (f"wamid.assets-killed-{n}" for n in range(3))
+        }
+    assert counts == {"wamid.assets-killed-0": 1, "wamid.assets-killed-1": 1, "wamid.assets-killed-2": 1}
+
+
+def _record_in_one_group(scheduled_server: Server, tag: str) -> list[Any]:
+    """
+    Record, in one transaction of the receiver's writer (in this process), four inbound messages and three failed
+    statuses (both assets the test DAG uses), a re-push and a ``delivered`` status (no DAG uses it), then write the
+    outbox's asset events as the writer's next turn does; return the pushes, each with its settled future.
+    """
+    from airflow_provider_itnio.events import parse_push
+    from airflow_provider_itnio.webhook.app import _Push, record_group, write_asset_events
+
+    settle(scheduled_server)  # the API server's writer has no turn at the outbox under way
+    bodies = [
+        inbound(MESSAGES["text"], messageId=f"wamid.{tag}-in-1"),
+        _failed(f"wamid.{tag}-failed-1"),
+        inbound(MESSAGES["button_reply"], messageId=f"wamid.{tag}-in-2"),
+        _failed(f"wamid.{tag}-failed-2"),
+        inbound(MESSAGES["text"], messageId=f"wamid.{tag}-in-1"),  # a re-push: no second event
+        status_push(messageId=f"wamid.{tag}-delivered", status="delivered"),  # no DAG uses it: no event
+        inbound(MESSAGES["location"], messageId=f"wamid.{tag}-in-3"),
+        _failed(f"wamid.{tag}-failed-3"),
+        inbound(MESSAGES["image"], messageId=f"wamid.{tag}-in-4"),
+    ]
+    pushes = [_Push(parse_push(json.dumps(body).encode()), CONN_ID) for body in bodies]
+    record_group(pushes)
+    written = write_asset_events()  # the writer's next turn at the outbox
+    assert (written.taken, written.left) == (8, 0)  # every new push, the delivered one too (no DAG: no event)
+    return pushes
+
+
+def _failed(message_id: str) -> dict[str, Any]:
+    return {**FAILED_PUSH, "messageId": message_id}
+
+
+@pytest.mark.api_server
+@needs_airflow_3
+def test_a_group_records_what_one_asset_manager_call_per_push_records_with_one_call_per_asset(
+    scheduled: Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """
+    In one transaction the receiver has Airflow's asset manager record the first event of each asset and writes
+    the next ones of that asset itself (``webhook/asset_events.py``). Expected: exactly what the asset manager
+    records when it is called for every event (the same group, other message ids, the shortcut turned off): the
+    same events with the same fields, the same DAG queue rows, the same listener calls after the commit, in order.
+    """
+    from airflow.assets.manager import AssetManager
+    from airflow.listeners import hookimpl
+    from airflow.listeners.listener import get_listener_manager
+
+    from airflow_provider_itnio.webhook import asset_events
+
+    heard: list[tuple[str, str, str | None]] = []
+
+    class Listener:
+        @hookimpl
+        def on_asset_changed(self, asset: Any) -> None:
+            heard.append(("changed", asset.uri, None))
+
+        @hookimpl
+        def on_asset_event_emitted(self, asset_event: Any) -> None:
+            heard.append(("emitted", asset_event.asset.uri, json.dumps(asset_event.extra, sort_keys=True)))
+
+    manager_calls: list[str] = []
+    register = AssetManager.register_asset_change.__func__  # type: ignore[attr-defined]
+
+    @functools.wraps(register)
+    def counted(cls: Any, **kwargs: Any) -> Any:
+        manager_calls.append(kwargs["asset"].uri)
+        return register(cls, **kwargs)
+
+    monkeypatch.setattr(AssetManager, "register_asset_change", classmethod(counted))
+    listener = Listener()
+    get_listener_manager().add_listener(listener)
+
+    def run(tag: str) -> dict[str, Any]:
+        with scheduled.engine.begin() as connection:
+            connection.exec_driver_sql("DELETE FROM asset_dag_run_queue WHERE target_dag_id = ?", (DAG_ID,))
+        heard.clear()
+        manager_calls.clear()
+        started = datetime.datetime.now(datetime.UTC)
+        pushes = _record_in_one_group(scheduled, tag)
+        assert [push.future.result(0).new for push in pushes] == [True] * 4 + [False] + [True] * 4
+        events = scheduled.rows(
+            "SELECT a.uri, e.extra, e.source_dag_id, e.source_task_id, e.source_run_id, e.source_map_index, "
+            "e.partition_key, e.timestamp FROM asset_event e JOIN asset a ON a.id = e.asset_id "
+            "WHERE e.extra LIKE :tag ORDER BY a.uri, e.id",
+            tag=f"%wamid.{tag}-%",
+        )
+        for event in events:
+            stamp = datetime.datetime.fromisoformat(event.pop("timestamp")).replace(tzinfo=datetime.UTC)
+            assert started - datetime.timedelta(seconds=1) <= stamp <= datetime.datetime.now(datetime.UTC)
+        queue = scheduled.rows(
+            "SELECT a.uri, q.target_dag_id FROM asset_dag_run_queue q JOIN asset a ON a.id = q.asset_id "
+            "WHERE q.target_dag_id = :dag ORDER BY a.uri",
+            dag=DAG_ID,
+        )
+        found = {"events": events, "queue": queue, "listeners": list(heard), "manager_calls": list(manager_calls)}
+        return json.loads(json.dumps(found).replace(f"wamid.{tag}-", "wamid.<group>-"))
+
+    try:
+        unpause(scheduled)
+        grouped = run("shortcut")
+        monkeypatch.setattr(asset_events, "_with_extra", lambda notify, extra: None)  # every event: the manager
+        one_call_each = run("each")
+    finally:
+        unpause(scheduled, paused=True)
+        get_listener_manager().pm.unregister(listener)
+
+    assert len(one_call_each["events"]) == 7  # 4 inbound, 3 failed; no re-push, no delivered
+    # one transaction per asset, the asset of the oldest row first, each asset's events in the pushes' order
+    assert one_call_each["manager_calls"] == [INBOUND_URI] * 4 + [FAILED_URI] * 3
+    assert {row["uri"] for row in one_call_each["queue"]} == {INBOUND_URI, FAILED_URI}
+    assert len(one_call_each["listeners"]) == 14  # changed + emitted, per event
+    assert grouped["manager_calls"] == [INBOUND_URI, FAILED_URI]  # the first event of each asset
+    assert {key: value for key, value in grouped.items() if key != "manager_calls"} == {
+        key: value for key, value in one_call_each.items() if key != "manager_calls"
+    }
+
+
+@pytest.mark.api_server
+@needs_airflow_3
+def test_a_deployment_s_own_asset_manager_is_called_for_every_event(
+    scheduled: Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``[core] asset_manager_class`` set to another class: the receiver takes no shortcut past it."""
+    import airflow.assets.manager
+
+    seen: list[str] = []
+
+    class OwnManager(airflow.assets.manager.AssetManager):
+        @classmethod
+        def register_asset_change(cls, **kwargs: Any) -> Any:  # type: ignore[override]
+            seen.append(kwargs["extra"]["message_id"])
+            return super().register_asset_change(**kwargs)
+
+    monkeypatch.setattr(airflow.assets.manager, "asset_manager", OwnManager())
+    pushes = _record_in_one_group(scheduled, "own-manager")
+    assert all(not isinstance(push.future.exception(0), BaseException) for push in pushes)
+    order = ("in-1", "in-2", "in-3", "in-4", "failed-1", "failed-2", "failed-3")  # by asset, then as they came
+    assert seen == [f"wamid.own-manager-{name}" for name in order]
+    assert len(events_of(scheduled, INBOUND_URI, "wamid.own-manager-in-4")) == 1
 
 
 # -- the read API --------------------------------------------------------------------------------------------

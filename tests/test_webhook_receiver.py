@@ -86,21 +86,31 @@ class Server:
             return [dict(row) for row in connection.execute(sa.text(sql), params).mappings()]
 
 
+def server_env(home: Path, **options: str) -> dict[str, str]:
+    """
+    Return the environment of a test API server with the receiver (the session's database and connections).
+
+    :param home: A folder of its own (its plugins folder goes there).
+    :param options: More environment variables, e.g. ``AIRFLOW__ITNIO__...`` options.
+    """
+    return {
+        **os.environ,
+        "AIRFLOW__CORE__PLUGINS_FOLDER": str(plugins_folder(home)),
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
+        **{f"AIRFLOW_CONN_{conn_id.upper()}": json.dumps(conn) for conn_id, conn in SERVER_CONNECTIONS.items()},
+        **options,
+    }
+
+
 @pytest.fixture(scope="module")
 def server(airflow_db: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """Start a real ``airflow api-server`` with the receiver; yield it and stop it afterwards."""
     if AIRFLOW_2:
         pytest.skip("the receiver needs Airflow 3.1+")
     home = tmp_path_factory.mktemp("itnio-webhook-server")
-    plugins = plugins_folder(home)
     port = free_port()
     log_path = home / "api-server.log"
-    env = {
-        **os.environ,
-        "AIRFLOW__CORE__PLUGINS_FOLDER": str(plugins),
-        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
-        **{f"AIRFLOW_CONN_{conn_id.upper()}": json.dumps(conn) for conn_id, conn in SERVER_CONNECTIONS.items()},
-    }
+    env = server_env(home)
     engine = sa.create_engine(f"sqlite:///{airflow_db / 'airflow.db'}")
     try:
         with api_server_process(port, log_path, env) as base_url:
@@ -133,6 +143,38 @@ def test_airflow_db_migrate_created_the_provider_tables(server: Server) -> None:
 
     [revision] = server.rows("SELECT version_num FROM alembic_version_itnio")
     assert revision["version_num"] == ItnioDBManager(None).get_script_object().get_current_head()
+
+
+@needs_airflow_3
+def test_airflow_db_migrate_adds_the_outbox_to_a_database_made_by_the_first_release(tmp_path: Path) -> None:
+    """
+    A database whose provider tables are at the first revision (no ``itnio_asset_outbox``) gets the outbox from
+    ``airflow db migrate`` (the revisions under ``migrations/versions``), and the head revision is stamped.
+    """
+    from airflow_provider_itnio.webhook.db_manager import ItnioDBManager
+
+    database = tmp_path / "airflow.db"
+    env = {**os.environ, "AIRFLOW_HOME": str(tmp_path), "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{database}"}
+
+    def migrate() -> None:
+        result = subprocess.run(
+            [sys.executable, "-m", "airflow", "db", "migrate"], env=env, capture_output=True, text=True, timeout=600
+        )
+        assert result.returncode == 0, result.stderr[-3000:]
+
+    migrate()
+    engine = sa.create_engine(f"sqlite:///{database}")
+    try:
+        with engine.begin() as connection:  # as the first release left it
+            connection.exec_driver_sql("DROP TABLE itnio_asset_outbox")
+            connection.exec_driver_sql("UPDATE alembic_version_itnio SET version_num = '6c1f0a7e2b31'")
+        migrate()
+        assert "itnio_asset_outbox" in sa.inspect(engine).get_table_names()
+        with engine.connect() as connection:
+            [revision] = connection.exec_driver_sql("SELECT version_num FROM alembic_version_itnio").scalars().all()
+    finally:
+        engine.dispose()
+    assert revision == ItnioDBManager(None).get_script_object().get_current_head() != "6c1f0a7e2b31"
 
 
 @pytest.mark.api_server

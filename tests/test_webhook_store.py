@@ -38,14 +38,7 @@ from tests.test_events import APP_ID, BUSINESS, CUSTOMER, FAILED_PUSH, MESSAGES,
 UTC = datetime.UTC
 T0 = datetime.datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 PROGRESS = ("sent", "delivered", "read")
-MIGRATION = (
-    Path(__file__).resolve().parents[1]
-    / "airflow_provider_itnio"
-    / "webhook"
-    / "migrations"
-    / "versions"
-    / "0001_create_itnio_tables.py"
-)
+MIGRATIONS = Path(__file__).resolve().parents[1] / "airflow_provider_itnio" / "webhook" / "migrations" / "versions"
 
 
 #: A PostgreSQL database to run the store tests on as well (their tables are dropped and created), e.g.
@@ -102,8 +95,13 @@ def count(session: Session, table: Any) -> int:
     return int(session.execute(select(func.count()).select_from(table)).scalar_one())
 
 
-def test_the_models_are_the_three_provider_tables_on_their_own_metadata() -> None:
-    assert {"itnio_message_status", "itnio_status_history", "itnio_inbound_message"} == TABLE_NAMES
+def test_the_models_are_the_provider_tables_on_their_own_metadata() -> None:
+    assert {
+        "itnio_message_status",
+        "itnio_status_history",
+        "itnio_inbound_message",
+        "itnio_asset_outbox",
+    } == TABLE_NAMES
     unique = {
         table.name: sorted(
             tuple(column.name for column in constraint.columns)
@@ -116,6 +114,7 @@ def test_the_models_are_the_three_provider_tables_on_their_own_metadata() -> Non
         "itnio_message_status": [("app_id", "message_id")],
         "itnio_status_history": [("dedup_key",)],
         "itnio_inbound_message": [("app_id", "message_id")],
+        "itnio_asset_outbox": [],
     }
 
 
@@ -314,15 +313,21 @@ def test_the_migration_creates_exactly_the_models_tables(tmp_path: Path) -> None
     from alembic.migration import MigrationContext
     from alembic.operations import Operations
 
-    spec = importlib.util.spec_from_file_location("itnio_migration_0001", MIGRATION)
-    assert spec is not None and spec.loader is not None
-    migration = importlib.util.module_from_spec(spec)
     engine = create_engine(f"sqlite:///{tmp_path / 'migrated.db'}")
+    revisions = {}
+    for path in sorted(MIGRATIONS.glob("[0-9]*.py")):
+        spec = importlib.util.spec_from_file_location(f"itnio_migration_{path.stem}", path)
+        assert spec is not None and spec.loader is not None
+        revisions[path.stem] = (spec, importlib.util.module_from_spec(spec))
     with engine.begin() as connection:
         context = MigrationContext.configure(connection, opts={"compare_type": True})
         with Operations.context(context):
-            spec.loader.exec_module(migration)
-            migration.upgrade()
+            down_revision = None
+            for spec, migration in revisions.values():  # in file order, each revising the one before
+                spec.loader.exec_module(migration)  # type: ignore[union-attr]
+                assert migration.down_revision == down_revision, spec.name
+                migration.upgrade()
+                down_revision = migration.revision
         diff = compare_metadata(context, metadata)
     indexes = {name: sorted(str(index["name"]) for index in inspect(engine).get_indexes(name)) for name in TABLE_NAMES}
     engine.dispose()

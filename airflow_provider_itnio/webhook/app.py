@@ -17,7 +17,9 @@ at once (no outbound call inside the request). The answers:
 =====  ===============================================================================================
 
 Nothing is recorded for an answer other than 200. A push recorded for the first time is also an Airflow asset
-event (:mod:`airflow_provider_itnio.assets`), written in the same transaction, when a DAG uses the asset.
+event (:mod:`airflow_provider_itnio.assets`) when a DAG uses the asset: kept in the provider's outbox in the same
+transaction, and written as an Airflow asset event by the process's writer shortly after
+(:mod:`airflow_provider_itnio.webhook.asset_events`).
 
 ``GET /itnio/api/{conn_id}/messages/{message_id}/status``, ``GET /itnio/api/{conn_id}/window`` and its bulk form
 ``POST /itnio/api/{conn_id}/windows`` (up to :data:`~airflow_provider_itnio.webhook.client.MAX_WINDOW_RECIPIENTS`
@@ -43,11 +45,10 @@ import concurrent.futures
 import contextlib
 import dataclasses
 import datetime
-import functools
 import hashlib
 import hmac
-import inspect
 import logging
+import math
 import os
 import queue
 import re
@@ -82,9 +83,14 @@ from airflow_provider_itnio.events import (  # noqa: E402
     InboundEvent,
     PushError,
     StatusEvent,
-    asset_extra,
     is_final,
     parse_push,
+)
+from airflow_provider_itnio.webhook.asset_events import (  # noqa: E402
+    Written,
+    keep_in_outbox,
+    outbox_row,
+    write_outbox,
 )
 from airflow_provider_itnio.webhook.client import MAX_WINDOW_RECIPIENTS  # noqa: E402
 from airflow_provider_itnio.webhook.models import inbound_message_table  # noqa: E402
@@ -171,74 +177,6 @@ def _resolve(conn_id: str) -> _Receiver | None:
     return _Receiver(app_id=app_id, token_digest=_digest(token.strip()))
 
 
-@functools.cache
-def _asset_change_arguments() -> frozenset[str]:
-    """Return the keyword arguments this Airflow's ``AssetManager.register_asset_change`` names."""
-    from airflow.assets.manager import AssetManager
-
-    return frozenset(inspect.signature(AssetManager.register_asset_change).parameters)
-
-
-def _asset_uri(event: StatusEvent | InboundEvent, conn_id: str) -> str | None:
-    """Return the URI of the asset the push is an event of, or ``None`` when the connection id cannot be in one."""
-    from airflow_provider_itnio.assets import inbound_messages_uri, message_status_uri
-
-    try:
-        if isinstance(event, StatusEvent):
-            return message_status_uri(conn_id, event.status.value)
-        return inbound_messages_uri(conn_id)
-    except ValueError:
-        return None
-
-
-def _record_asset_event(
-    session: Session,
-    event: StatusEvent | InboundEvent,
-    conn_id: str,
-    notifications: list[Callable[[], None]],
-    assets: dict[str, Any] | None = None,
-) -> int | None:
-    """
-    Record the push's asset event in ``session`` (the store's transaction); return its id, or ``None``.
-
-    Nothing is recorded when no DAG uses the asset (it is not in the database, or no longer active): a push
-    nobody schedules on is only stored in the provider's tables. Asset listeners are collected into
-    ``notifications`` (Airflow 3.3+) to be told once the transaction is committed.
-
-    :param session: The session the store wrote in.
-    :param event: The push, recorded for the first time.
-    :param conn_id: The connection whose address received it.
-    :param notifications: Where ``register_asset_change`` puts the listener notifications it defers.
-    :param assets: The assets looked up so far in this transaction, by URI (``None`` for one nobody uses): each is
-        looked up once per transaction.
-    """
-    from airflow.assets.manager import asset_manager
-    from airflow.models.asset import AssetModel
-
-    uri = _asset_uri(event, conn_id)
-    if uri is None:
-        log.warning("itnio webhook %s: the connection id cannot be in an asset URI; no asset event", conn_id)
-        return None
-    if assets is not None and uri in assets:
-        model = assets[uri]
-    else:
-        model = session.scalar(
-            select(AssetModel).where(AssetModel.name == uri, AssetModel.uri == uri, AssetModel.active.has())
-        )
-        if assets is not None:
-            assets[uri] = model
-    if model is None:
-        log.debug("itnio webhook %s: no DAG uses the asset %s; no asset event", conn_id, uri)
-        return None
-    arguments: dict[str, Any] = {}
-    if "callback_sink" in _asset_change_arguments():
-        arguments["callback_sink"] = notifications
-    asset_event = asset_manager.register_asset_change(
-        asset=model, extra=asset_extra(event), session=session, **arguments
-    )
-    return None if asset_event is None else int(asset_event.id)
-
-
 def _create_session() -> Any:
     """Return a session context manager that commits on exit (not the thread's scoped session)."""
     from airflow.utils.session import create_session
@@ -251,6 +189,9 @@ def _create_session() -> Any:
 
 #: The most pushes one transaction of the writer records (the rest wait for the next one).
 GROUP_CAP = 100
+#: Seconds between two writes of the outbox's asset events while pushes keep coming (``[itnio]
+#: webhook_asset_events_interval``).
+DEFAULT_ASSET_EVENTS_INTERVAL = 0.25
 #: Seconds a connection's webhook address (its application and token digest) is reused before it is read again.
 RESOLVE_TTL = 5.0
 #: Seconds a writer waits for its turn on SQLite (see :func:`_writers_take_turns`) before it goes on without it.
@@ -344,67 +285,150 @@ def _writers_take_turns(session: Session) -> Iterator[None]:
         os.close(descriptor)  # releases the lock
 
 
-def record_group(pushes: list[_Push]) -> None:
+@contextlib.contextmanager
+def _write_transaction() -> Iterator[Session]:
+    """
+    Yield a session in a write transaction, in this process's turn among the writers; commit it on the way out.
+
+    The turn (:func:`_writers_take_turns`) is released once the session has committed (or rolled back).
+    """
+    with contextlib.ExitStack() as turn, _create_session() as session:
+        turn.enter_context(_writers_take_turns(session))
+        _begin_write(session)
+        yield session
+
+
+def record_group(pushes: list[_Push]) -> bool:
     """
     Record ``pushes`` in ONE transaction and settle each one's future once it is committed (or cannot be).
 
-    Each push is recorded in a savepoint, with its asset event when it is new: a push whose writes fail on their own
-    (a constraint, a value the database refuses) is rolled back alone and its future gets the error, the others go
-    on. An error of the database itself (down, locked beyond its busy timeout, the commit failing) rolls the whole
-    transaction back and every future gets it: nothing of the group is recorded, every request answers 503 and the
-    vendor re-pushes. Asset listeners are told after the commit, only about committed events.
+    Each push is recorded in a savepoint: a push whose writes fail on their own (a constraint, a value the database
+    refuses) is rolled back alone and its future gets the error, the others go on. The asset events of the new
+    pushes go into the outbox in the same transaction (one ``INSERT``; :mod:`.asset_events`), for the writer to
+    write later (:func:`write_asset_events`). An error of the database itself (down, locked beyond its busy
+    timeout, the commit failing), or of the outbox's insert, rolls the whole transaction back and every future gets
+    it: nothing of the group is recorded, every request answers 503 and the vendor re-pushes.
+
+    Return whether it put anything into the outbox.
 
     :param pushes: The pushes, in arrival order (a re-push after its original in the same group is a duplicate).
     """
     outcomes: list[Recorded | BaseException] = []
-    notifications: list[Callable[[], None]] = []
     try:
-        _write_group(pushes, outcomes, notifications)
+        kept = _write_group(pushes, outcomes)
     except Exception as err:
         for push in pushes:
             push.future.set_exception(err)
-        return
+        return False
     for push, outcome in zip(pushes, outcomes, strict=True):
         if isinstance(outcome, Recorded):
             push.future.set_result(outcome)
         else:
             push.future.set_exception(outcome)
-    for notify in notifications:  # only for committed events
-        try:
-            notify()
-        except Exception:
-            log.exception("itnio webhook: an asset listener failed")
+    return kept
 
 
-def _write_group(
-    pushes: list[_Push], outcomes: list[Recorded | BaseException], notifications: list[Callable[[], None]]
-) -> None:
+def _write_group(pushes: list[_Push], outcomes: list[Recorded | BaseException]) -> bool:
     """
     Write ``pushes`` in one transaction (see :func:`record_group`), appending each one's outcome to ``outcomes``.
 
+    Return whether it put anything into the outbox.
+
     :param pushes: The pushes.
     :param outcomes: Filled with one :class:`Recorded` or error per push, in order.
-    :param notifications: Filled with the asset listeners' calls to make once the transaction is committed.
     :raises Exception: A database error that rolled the whole transaction back.
     """
-    assets: dict[str, Any] = {}
-    with contextlib.ExitStack() as turn, _create_session() as session:
-        turn.enter_context(_writers_take_turns(session))  # released once the session has committed
-        _begin_write(session)
+    now = datetime.datetime.now(datetime.UTC)
+    outbox: list[dict[str, Any]] = []
+    with _write_transaction() as session:
         for push in pushes:
-            mine: list[Callable[[], None]] = []
             try:
                 with session.begin_nested():
-                    recorded = record_push(session, push.event, push.conn_id)
-                    if recorded.new:
-                        _record_asset_event(session, push.event, push.conn_id, mine, assets)
+                    recorded = record_push(session, push.event, push.conn_id, now=now)
             except _DATABASE_DOWN:
                 raise
             except Exception as err:  # this push alone: its savepoint is rolled back
                 outcomes.append(err)
                 continue
             outcomes.append(recorded)
-            notifications += mine
+            if recorded.new:
+                row = outbox_row(push.event, push.conn_id, now)
+                if row is not None:
+                    outbox.append(row)
+        keep_in_outbox(session, outbox)  # an error here fails the whole group: nothing of it is committed
+    return bool(outbox)
+
+
+def write_asset_events(between: Callable[[], object] | None = None) -> Written:
+    """
+    Turn the outbox into Airflow asset events: one transaction per asset (the oldest rows of each, in order), each
+    followed by its asset listeners' calls, then by ``between``.
+
+    An asset's events need Airflow's asset manager once per transaction (:mod:`.asset_events`), so a transaction per
+    asset costs no more of it than one for all, and the writer's turn at the outbox is cut into short transactions
+    between which ``between`` records the pushes that came meanwhile (no push waits for the whole turn).
+
+    When an asset's transaction fails on an error that is not the database's own (an event the database refuses), it
+    is tried again one row at a time: such a row is logged and left in the outbox, the others are written. Never
+    raises: a database that is down leaves every row for the next turn.
+
+    :param between: Called after each asset's transaction (the writer records the pushes waiting).
+    """
+    from airflow_provider_itnio.webhook.models import asset_outbox_table
+
+    total = Written()
+    try:
+        with _create_session() as session:
+            columns = asset_outbox_table.c  # the asset whose oldest row is oldest first
+            uris = session.scalars(
+                select(columns.asset_uri).group_by(columns.asset_uri).order_by(func.min(columns.id))
+            ).all()
+    except _DATABASE_DOWN as err:
+        log.warning("itnio webhook: cannot read the asset outbox now: %s", err)
+        return total
+    for uri in uris:
+        written = _write_asset_events_of(uri)
+        total.taken += written.taken
+        total.left += written.left
+        total.more = total.more or written.more
+        for notify in written.notifications:  # only for committed events
+            try:
+                notify()
+            except Exception:
+                log.exception("itnio webhook: an asset listener failed")
+        if between is not None:
+            between()
+    return total
+
+
+def _write_asset_events_of(uri: str) -> Written:
+    """Write the outbox rows of the asset ``uri`` in one transaction (one by one when that fails; see above)."""
+    try:
+        with _write_transaction() as session:
+            return write_outbox(session, asset_uri=uri)
+    except _DATABASE_DOWN as err:
+        log.warning("itnio webhook: cannot write asset events now (kept in the outbox): %s", err)
+        return Written()
+    except Exception:
+        log.warning("itnio webhook: writing the events of %s failed; trying them one by one", uri, exc_info=True)
+    try:
+        with _write_transaction() as session:
+            return write_outbox(session, asset_uri=uri, one_by_one=True, database_down=_DATABASE_DOWN)
+    except Exception as err:
+        log.warning("itnio webhook: cannot write asset events now (kept in the outbox): %s", err)
+        return Written()
+
+
+def asset_events_interval() -> float:
+    """Return ``[itnio] webhook_asset_events_interval`` (seconds; default 0.25)."""
+    from airflow.configuration import conf
+
+    try:
+        value = conf.getfloat("itnio", "webhook_asset_events_interval", fallback=DEFAULT_ASSET_EVENTS_INTERVAL)
+    except (ValueError, TypeError):
+        log.warning("itnio webhook: [itnio] webhook_asset_events_interval is not a number; using the default")
+        return DEFAULT_ASSET_EVENTS_INTERVAL
+    return max(0.0, value)
 
 
 def _freeze_startup_objects() -> None:
@@ -424,19 +448,37 @@ def _freeze_startup_objects() -> None:
 class GroupWriter:
     """
     Record pushes with one writer thread per process: it takes every push waiting (up to :data:`GROUP_CAP`) and
-    records them in one transaction (:func:`record_group`), while the next ones queue.
+    records them in one transaction (:func:`record_group`), while the next ones queue; between groups it turns the
+    outbox into asset events (:func:`write_asset_events`), at most every ``interval`` seconds while pushes keep
+    coming, at once when they stop.
 
     On SQLite the database has one write lock: one writer that commits many pushes at a time, instead of a
     transaction per request queueing for the lock, is what keeps the answers fast. Each request awaits its own
     push's outcome; it is answered only once its group is committed.
 
-    :param write: Records one group (default :func:`record_group`).
+    The writer's first turn at the outbox comes with its first group (rows a previous process left are written
+    then), and after that whenever a group put rows into it, or the last turn left rows behind: at once when the
+    last turn found nothing (the first push after a quiet spell), else ``interval`` seconds after the last turn.
+
+    :param write: Records one group; returns whether it put rows into the outbox (default :func:`record_group`).
     :param cap: The most pushes per group.
+    :param write_events: Writes the outbox's asset events, calling its argument between its transactions (default
+        :func:`write_asset_events`).
+    :param interval: Seconds between two turns at the outbox while pushes keep coming (default
+        :func:`asset_events_interval`, read when the writer starts).
     """
 
-    def __init__(self, write: Callable[[list[_Push]], None] = record_group, cap: int = GROUP_CAP) -> None:
+    def __init__(
+        self,
+        write: Callable[[list[_Push]], bool | None] = record_group,
+        cap: int = GROUP_CAP,
+        write_events: Callable[[Callable[[], object]], Written] = write_asset_events,
+        interval: float | None = None,
+    ) -> None:
         self._write = write
         self._cap = cap
+        self._write_events = write_events
+        self._interval = interval
         self._queue: queue.SimpleQueue[_Push] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._pid: int | None = None
@@ -465,25 +507,66 @@ class GroupWriter:
 
     def _run(self) -> None:
         pushes = self._queue
+        interval = asset_events_interval() if self._interval is None else self._interval
+        pending = True  # rows a previous process may have left in the outbox
+        due = -math.inf  # when the outbox's next turn may come: at once, until a turn finds rows
         while True:
-            group = [pushes.get()]
-            while len(group) < self._cap:
-                try:
-                    group.append(pushes.get_nowait())
-                except queue.Empty:
-                    break
-            # Claim every future: one whose request was cancelled meanwhile (the vendor hung up and Starlette
-            # cancelled the endpoint, which cancels the future it awaits) is left out; the others can no longer be
-            # cancelled, so settling them cannot raise InvalidStateError half-way through the group.
-            group = [push for push in group if push.future.set_running_or_notify_cancel()]
-            if not group:
-                continue
+            first: _Push | None = None
+            # with rows pending, wait for a push at most until the outbox's turn is due
+            wait = max(due - time.monotonic(), 1e-9) if pending else None
+            with contextlib.suppress(queue.Empty):
+                first = pushes.get(timeout=wait)
+            if first is not None:
+                if self._record([first]):
+                    pending = True
+                if time.monotonic() < due:
+                    continue
+            if pending:
+                taken, pending = self._outbox_turn()
+                due = time.monotonic() + (interval if taken else 0.0)
+
+    def _record(self, group: list[_Push]) -> bool:
+        """Record ``group`` and every push waiting behind it (up to the cap); return whether the outbox got rows."""
+        while len(group) < self._cap:
             try:
-                self._write(group)
-            except BaseException as err:  # never leave a request waiting, never let the writer die
-                for push in group:
-                    if not push.future.done():
-                        push.future.set_exception(err)
+                group.append(self._queue.get_nowait())
+            except queue.Empty:
+                break
+        # Claim every future: one whose request was cancelled meanwhile (the vendor hung up and Starlette
+        # cancelled the endpoint, which cancels the future it awaits) is left out; the others can no longer be
+        # cancelled, so settling them cannot raise InvalidStateError half-way through the group.
+        group = [push for push in group if push.future.set_running_or_notify_cancel()]
+        if not group:
+            return False
+        try:
+            return self._write(group) is not False
+        except BaseException as err:  # never leave a request waiting, never let the writer die
+            for push in group:
+                if not push.future.done():
+                    push.future.set_exception(err)
+            return True
+
+    def _outbox_turn(self) -> tuple[bool, bool]:
+        """
+        Write the outbox's asset events once, recording the pushes that come meanwhile between its transactions;
+        return whether it took rows, and whether rows are left for soon (a new group's, or more than a batch).
+        """
+        recorded = False
+
+        def between() -> None:
+            nonlocal recorded
+            waiting: list[_Push] = []
+            with contextlib.suppress(queue.Empty):
+                waiting.append(self._queue.get_nowait())
+            if waiting and self._record(waiting):
+                recorded = True
+
+        try:
+            written = self._write_events(between)
+        except BaseException:  # never let the writer die
+            log.exception("itnio webhook: writing asset events failed; they stay in the outbox")
+            return True, True
+        return written.taken > 0, recorded or written.more
 
 
 #: The process's writer.

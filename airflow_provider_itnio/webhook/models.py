@@ -10,6 +10,8 @@ there they are never created (the receiver needs Airflow 3.1+ anyway).
   furthest status (see :func:`airflow_provider_itnio.events.advances`), the failure reason and timestamps.
 - ``itnio_status_history``: every distinct status push, once (unique on ``dedup_key``), in arrival order.
 - ``itnio_inbound_message``: every message a customer sent, once (unique on ``app_id`` + ``message_id``).
+- ``itnio_asset_outbox``: the Airflow asset events of recorded pushes, from the push's transaction until the
+  receiver's writer has written them (see :mod:`airflow_provider_itnio.webhook.asset_events`); empty when idle.
 
 Every ``*_at`` column is a timezone-aware UTC datetime (SQLite, which keeps no zone, gives it back as UTC too).
 """
@@ -40,6 +42,7 @@ from airflow_provider_itnio.events import MAX_ID_CHARS, MAX_TYPE_CHARS
 __all__ = [
     "TABLE_NAMES",
     "UtcDateTime",
+    "asset_outbox_table",
     "inbound_message_table",
     "message_status_table",
     "metadata",
@@ -168,6 +171,19 @@ inbound_message_table = Table(
     # The 24-hour window: the last message from a customer to a business number.
     Index("idx_itnio_inbound_message_window", "from_phone", "business_phone", "received_at"),
     Index("idx_itnio_inbound_message_received_at", "received_at"),
+)
+
+asset_outbox_table = Table(
+    "itnio_asset_outbox",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    # The connection whose address received the push, and the URI of the asset the event is of.
+    Column("conn_id", String(250), nullable=False),
+    Column("asset_uri", Text, nullable=False),
+    # The asset event's extra (events.asset_extra).
+    Column("extra", JSON, nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    sqlite_autoincrement=True,  # ids are never reused: the writer takes rows in id order
 )
 
 #: The provider's tables, by name.

@@ -147,38 +147,3 @@ def stack() -> Stack:
     module = load_module("itnio_stack", ROOT / "scripts" / "stack.py")
     state = module.up()
     return Stack(module, state)
-
-
-def record_section(path: Path, heading: str, lines: list[str]) -> None:
-    """
-    Replace the section ``heading`` (up to the next ``## `` heading) of a Markdown file, or append it.
-
-    :param path: The file (``bench/RESULTS.md``).
-    :param heading: The section's heading line, e.g. ``## Stack: worker killed``.
-    :param lines: The section's lines after the heading.
-    """
-    text = path.read_text() if path.exists() else "# Benchmark results\n"
-    existing = text.splitlines()
-    section = [heading, *lines]
-    if heading in existing:
-        start = existing.index(heading)
-        end = next((i for i in range(start + 1, len(existing)) if existing[i].startswith("## ")), len(existing))
-        existing[start:end] = section
-    else:
-        existing += ["", *section] if existing and existing[-1] else section
-    path.write_text("\n".join(existing).rstrip("\n") + "\n")
-
-
-def section_lines(path: Path, heading: str) -> list[str]:
-    """
-    Return the lines of the section ``heading`` of a Markdown file (without the heading), or ``[]``.
-
-    :param path: The file.
-    :param heading: The section's heading line.
-    """
-    lines = path.read_text().splitlines() if path.exists() else []
-    if heading not in lines:
-        return []
-    start = lines.index(heading) + 1
-    end = next((i for i in range(start, len(lines)) if lines[i].startswith("## ")), len(lines))
-    return lines[start:end]

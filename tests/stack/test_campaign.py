@@ -20,11 +20,10 @@ from typing import Any
 import pytest
 
 from airflow_provider_itnio.results import load_batch_results
-from tests.conftest import ROOT
+from bench.record import record_section
 from tests.stack.conftest import DAGS, Stack, load_module
 
 SEND_PATHS = frozenset({"/wa/custom/sendMsg", "/wa/template/sendMsg"})
-RESULTS = ROOT / "bench" / "RESULTS.md"
 HEADING = "## Stack: campaign across workers"
 LATENCY = 0.02
 
@@ -173,12 +172,4 @@ def _record(figures: dict[str, Any]) -> None:
         "",
     ]
     section[2] = textwrap.fill(section[2], width=115)
-    text = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"
-    lines = text.splitlines()
-    if HEADING in lines:
-        start = lines.index(HEADING)
-        end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
-        lines[start:end] = section
-    else:
-        lines += ["", *section] if lines and lines[-1] else section
-    RESULTS.write_text("\n".join(lines).rstrip("\n") + "\n")
+    record_section(section[0], section[1:])

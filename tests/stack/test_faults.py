@@ -33,12 +33,11 @@ from typing import Any
 import pytest
 
 from airflow_provider_itnio.batch import MAX_UNFLUSHED, LedgerValue, ProgressStore, progress_key
-from tests.conftest import ROOT
-from tests.stack.conftest import DAGS, Stack, load_module, record_section, section_lines
+from bench.record import record_section, section_lines
+from tests.stack.conftest import DAGS, Stack, load_module
 
 DAG_ID = "itnio_stack_faults"
 SEND_PATHS = frozenset({"/wa/custom/sendMsg", "/wa/template/sendMsg"})
-RESULTS = ROOT / "bench" / "RESULTS.md"
 HEADING = "## Stack: worker killed"
 LATENCY = 0.02
 #: The fault strikes once this share of the campaign reached the sandbox.
@@ -311,7 +310,7 @@ def _tries_text(index: int, tries: list[list[Any]]) -> str:
 def _record(variant: str, figures: dict[str, Any]) -> None:
     """Write this variant's figures into the "Stack: worker killed" section (keeping the other variants')."""
     raws: dict[str, dict[str, Any]] = {}
-    for line in section_lines(RESULTS, HEADING):
+    for line in section_lines(HEADING):
         if line.startswith("Raw ") and ": `" in line:
             name, raw = line[4:].split(": `", 1)
             raws[name] = json.loads(raw.rstrip("`"))
@@ -346,7 +345,7 @@ def _record(variant: str, figures: dict[str, Any]) -> None:
     date = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     lines = ["", intro, "", f"`make test-stack` (tests/stack/test_faults.py), {date}:", "", *table, ""]
     lines += [f"Raw {name}: `{json.dumps(f)}`" for name, f in raws.items()]
-    record_section(RESULTS, HEADING, lines)
+    record_section(HEADING, lines)
 
 
 # -- scenario 3: soak with faults -------------------------------------------------------------------------------
@@ -710,4 +709,4 @@ def _record_soak(figures: dict[str, Any]) -> None:
         "",
         f"Date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.",
     ]
-    record_section(RESULTS, SOAK_HEADING, lines)
+    record_section(SOAK_HEADING, lines)

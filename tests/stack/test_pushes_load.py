@@ -32,10 +32,9 @@ import httpx
 import pytest
 
 from airflow_provider_itnio.events import STATUS_EVENT
-from tests.conftest import ROOT
-from tests.stack.conftest import Stack, record_section, section_lines
+from bench.record import record_section, section_lines
+from tests.stack.conftest import Stack
 
-RESULTS = ROOT / "bench" / "RESULTS.md"
 HEADING = "## Stack: pushes under load"
 #: Pushes in all (``ITNIO_STACK_PUSHES``; 20,000 by default to keep ``make test-stack`` under 20 minutes on 2
 #: cores, the issue's 50,000 with ``ITNIO_STACK_PUSHES=50000``), the messages they are about (a quarter), and the
@@ -236,7 +235,7 @@ def test_pushes_under_load(stack: Stack) -> None:
 def _record(figures: dict[str, Any]) -> None:
     """Write this load's figures into the "Stack: pushes under load" section (keeping those of other loads)."""
     raws: dict[int, dict[str, Any]] = {}
-    for line in section_lines(RESULTS, HEADING):
+    for line in section_lines(HEADING):
         if line.startswith("Raw ") and ": `" in line:
             name, raw = line[4:].split(": `", 1)
             raws[int(name.replace(",", ""))] = json.loads(raw.rstrip("`"))
@@ -268,7 +267,7 @@ def _record(figures: dict[str, Any]) -> None:
         )
     lines = ["", intro, "", *table, ""]
     lines += [f"Raw {size}: `{json.dumps(f)}`" for size, f in sorted(raws.items())]
-    record_section(RESULTS, HEADING, lines)
+    record_section(HEADING, lines)
 
 
 @pytest.fixture(autouse=True)
