@@ -390,6 +390,8 @@ def run(total: int, clients: int, budget: float, workers: int = 1, only: tuple[s
             restart_api_server(stack, workers)
             started = time.perf_counter()
             push_all(send, warm, 1, budget)
+            if name == "ours":  # the warm-up's asset events are written after its answers: not in the count
+                outbox_drained(stack)
             print("warmed up", name, round(time.perf_counter() - started, 1), "s", flush=True)
             before = target_rows(stack, name, ours_assets)
             load = [round(x, 2) for x in os.getloadavg()]
@@ -412,11 +414,14 @@ def run(total: int, clients: int, budget: float, workers: int = 1, only: tuple[s
         )
         rows = stack.rows("SELECT message_id, status FROM itnio_message_status")
         final = {row["message_id"]: row["status"] for row in rows if row["message_id"] in furthest}
+        # every distinct push is one status_history row and one asset event (the DAG uses all three assets)
+        distinct_ok = result["ours"]["distinct_answered_2xx"]
+        ours_rows = result["ours"]["rows"]
         result["ours"]["rows"].update(
             {
-                "lost": result["ours"]["distinct_answered_2xx"] - result["ours"]["rows"]["status_history"],
+                "lost": distinct_ok - ours_rows["status_history"] + max(0, distinct_ok - ours_rows["asset_events"]),
                 "messages_without_status": len(ids) - len(final),
-                "recorded_twice": twice,
+                "recorded_twice": twice + max(0, ours_rows["asset_events"] - distinct_ok),
                 "wrong_furthest_status": sum(1 for mid in ids if final.get(mid) != furthest[mid]),
             }
         )
@@ -526,8 +531,10 @@ def section(result: dict[str, Any], command: str) -> list[str]:
         )
     lines += [
         "",
-        "Lost: answered 2xx but not in the target's table. Twice: the same status of the same message recorded "
-        "more than once (Airflow's REST has no idempotency key, so every re-push it accepts is a second event). "
+        "Lost: answered 2xx but not in the target's table (for the itnio receiver: in its status history or among "
+        "the asset events, one per distinct push). Twice: the same status of the same message recorded "
+        "more than once, or more asset events than distinct pushes (Airflow's REST has no idempotency key, so "
+        "every re-push it accepts is a second event). "
         "Code 0: no answer within 30 s. 503: the target could not write (SQLite busy) and recorded nothing; "
         "the vendor re-pushes such a push after 1, 3 and 5 minutes. With SQLite the database has one write lock: "
         "the itnio receiver has one writer per API server process that records every push waiting in one "

@@ -644,6 +644,51 @@ def test_a_writer_whose_turn_never_comes_goes_on_under_sqlite_s_own_lock(
 
 
 @needs_airflow_3
+def test_pushes_that_come_during_the_writer_s_turn_at_the_outbox_are_recorded_between_its_transactions(
+    airflow_db: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """
+    The writer's turn at the outbox is one transaction per asset; a push that comes meanwhile is recorded (and its
+    request answered) between two of them, not after the whole turn. The turn is held in its first transaction
+    until the push is queued; the database work is the receiver's own (``record_group``).
+    """
+    from airflow_provider_itnio.events import parse_push
+    from airflow_provider_itnio.webhook import app
+
+    monkeypatch.setattr(app, "_freeze_startup_objects", lambda: None)  # this test process is no API server
+    hold, in_turn, queued = threading.Event(), threading.Event(), threading.Event()
+    late: list[Any] = []
+    answered_in_turn: list[bool] = []
+
+    def turn(between: Any) -> Any:
+        """Write nothing; once held, wait in the 'first transaction' for the late push, then let it in."""
+        if not hold.is_set():
+            return app.Written()
+        hold.clear()
+        in_turn.set()
+        assert queued.wait(30)
+        between()  # what write_asset_events calls after each asset's transaction
+        answered_in_turn.append(late[0].done())
+        return app.Written(taken=2)
+
+    def event(message_id: str) -> Any:
+        return parse_push(json.dumps(status_push(messageId=message_id, status="sent")).encode())
+
+    writer = app.GroupWriter(write_events=turn, interval=3600)
+    assert writer.submit(event("turn-first"), CONN_ID).result(30).new
+    hold.set()
+    assert writer.submit(event("turn-trigger"), CONN_ID).result(30).new  # its group is followed by a turn
+    assert in_turn.wait(30)
+    late.append(writer.submit(event("turn-late"), CONN_ID))
+    queued.set()
+    assert late[0].result(30).new is True
+    deadline = time.monotonic() + 30
+    while not answered_in_turn and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert answered_in_turn == [True]  # answered inside the turn, before it ended
+
+
+@needs_airflow_3
 def test_a_push_whose_request_is_cancelled_in_the_queue_leaves_its_group_and_the_writer_sound(
     airflow_db: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
