@@ -41,6 +41,7 @@ it not to log ``/itnio/webhook/`` paths (or their last segment).
 from __future__ import annotations
 
 import asyncio
+import atexit
 import concurrent.futures
 import contextlib
 import dataclasses
@@ -87,6 +88,7 @@ from airflow_provider_itnio.events import (  # noqa: E402
     parse_push,
 )
 from airflow_provider_itnio.webhook.asset_events import (  # noqa: E402
+    TakenByAnother,
     Written,
     keep_in_outbox,
     outbox_row,
@@ -187,11 +189,17 @@ def _create_session() -> Any:
         return create_session()
 
 
+#: Seconds the process's exit waits for its writer to finish the transaction it is in.
+STOP_WAIT = 10.0
 #: The most pushes one transaction of the writer records (the rest wait for the next one).
 GROUP_CAP = 100
 #: Seconds between two writes of the outbox's asset events while pushes keep coming (``[itnio]
 #: webhook_asset_events_interval``).
 DEFAULT_ASSET_EVENTS_INTERVAL = 0.25
+#: The least interval taken from the configuration (seconds): a turn at the outbox is never a busy loop.
+MIN_ASSET_EVENTS_INTERVAL = 0.01
+#: The longest wait between two turns at the outbox that failed (seconds; the first waits 1 s, then doubling).
+MAX_TURN_BACKOFF = 30.0
 #: Seconds a connection's webhook address (its application and token digest) is reused before it is read again.
 RESOLVE_TTL = 5.0
 #: Seconds a writer waits for its turn on SQLite (see :func:`_writers_take_turns`) before it goes on without it.
@@ -369,8 +377,8 @@ def write_asset_events(between: Callable[[], object] | None = None) -> Written:
     between which ``between`` records the pushes that came meanwhile (no push waits for the whole turn).
 
     When an asset's transaction fails on an error that is not the database's own (an event the database refuses), it
-    is tried again one row at a time: such a row is logged and left in the outbox, the others are written. Never
-    raises: a database that is down leaves every row for the next turn.
+    is tried again one row at a time: such a row is logged and left in the outbox, the others are written. A
+    database that is down, locked or without the outbox table leaves every row for a later turn (``failed``).
 
     :param between: Called after each asset's transaction (the writer records the pushes waiting).
     """
@@ -383,14 +391,15 @@ def write_asset_events(between: Callable[[], object] | None = None) -> Written:
             uris = session.scalars(
                 select(columns.asset_uri).group_by(columns.asset_uri).order_by(func.min(columns.id))
             ).all()
-    except _DATABASE_DOWN as err:
-        log.warning("itnio webhook: cannot read the asset outbox now: %s", err)
-        return total
+    except Exception as err:  # down, locked, or no outbox table (`airflow db migrate` not run after an upgrade)
+        log.warning("itnio webhook: cannot read the asset outbox now (is `airflow db migrate` done?): %s", err)
+        return Written(failed=True)
     for uri in uris:
         written = _write_asset_events_of(uri)
         total.taken += written.taken
         total.left += written.left
         total.more = total.more or written.more
+        total.failed = total.failed or written.failed
         for notify in written.notifications:  # only for committed events
             try:
                 notify()
@@ -408,7 +417,9 @@ def _write_asset_events_of(uri: str) -> Written:
             return write_outbox(session, asset_uri=uri)
     except _DATABASE_DOWN as err:
         log.warning("itnio webhook: cannot write asset events now (kept in the outbox): %s", err)
-        return Written()
+        return Written(failed=True)
+    except TakenByAnother:
+        log.info("itnio webhook: another writer took outbox rows of %s meanwhile; writing them one by one", uri)
     except Exception:
         log.warning("itnio webhook: writing the events of %s failed; trying them one by one", uri, exc_info=True)
     try:
@@ -416,11 +427,11 @@ def _write_asset_events_of(uri: str) -> Written:
             return write_outbox(session, asset_uri=uri, one_by_one=True, database_down=_DATABASE_DOWN)
     except Exception as err:
         log.warning("itnio webhook: cannot write asset events now (kept in the outbox): %s", err)
-        return Written()
+        return Written(failed=True)
 
 
 def asset_events_interval() -> float:
-    """Return ``[itnio] webhook_asset_events_interval`` (seconds; default 0.25)."""
+    """Return ``[itnio] webhook_asset_events_interval`` (seconds; default 0.25, at least 0.01)."""
     from airflow.configuration import conf
 
     try:
@@ -428,7 +439,7 @@ def asset_events_interval() -> float:
     except (ValueError, TypeError):
         log.warning("itnio webhook: [itnio] webhook_asset_events_interval is not a number; using the default")
         return DEFAULT_ASSET_EVENTS_INTERVAL
-    return max(0.0, value)
+    return max(MIN_ASSET_EVENTS_INTERVAL, value)
 
 
 def _freeze_startup_objects() -> None:
@@ -443,6 +454,27 @@ def _freeze_startup_objects() -> None:
     import gc
 
     gc.freeze()
+
+
+def _at_exit(stop: Callable[[], None]) -> None:
+    """
+    Call ``stop`` when the interpreter starts to exit, before ``atexit``'s callbacks.
+
+    Airflow disposes of its database engine from an ``atexit`` callback registered when it first connects (after
+    the writer started): a writer still inside the driver then crashes the process. ``threading``'s own exit hook
+    (what ``concurrent.futures`` uses to join its workers) runs before any ``atexit`` callback; ``atexit`` is the
+    fallback where it does not exist.
+    """
+    register = getattr(threading, "_register_atexit", None)
+    if register is None:
+        atexit.register(stop)
+        return
+    with contextlib.suppress(RuntimeError):  # the interpreter is already exiting
+        register(stop)
+
+
+class _Stopping(Exception):
+    """The writer was told to stop in the middle of its turn at the outbox (between two transactions)."""
 
 
 class GroupWriter:
@@ -479,9 +511,11 @@ class GroupWriter:
         self._cap = cap
         self._write_events = write_events
         self._interval = interval
-        self._queue: queue.SimpleQueue[_Push] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[_Push | None] = queue.SimpleQueue()  # None: stop
         self._lock = threading.Lock()
         self._pid: int | None = None
+        self._thread: threading.Thread | None = None
+        self._stopping = False
 
     def submit(self, event: StatusEvent | InboundEvent, conn_id: str) -> concurrent.futures.Future[Recorded]:
         """
@@ -502,36 +536,69 @@ class GroupWriter:
             if self._pid != os.getpid():
                 _freeze_startup_objects()
                 self._queue = queue.SimpleQueue()
-                threading.Thread(target=self._run, name="itnio-webhook-writer", daemon=True).start()
+                self._stopping = False
+                self._thread = threading.Thread(target=self._run, name="itnio-webhook-writer", daemon=True)
+                self._thread.start()
                 self._pid = os.getpid()
+                _at_exit(self.stop)
+
+    def stop(self, timeout: float = STOP_WAIT) -> None:
+        """
+        Let the writer finish the transaction it is in and stop (at the process's exit; waits at most ``timeout``).
+
+        A daemon thread still inside the database driver when the interpreter finalizes can crash the process
+        (SIGSEGV): the writer's turns at the outbox often run just after the last request was answered. What stays
+        in the queue is not recorded (nobody waits for it any more); what stays in the outbox is written by the next
+        writer.
+
+        :param timeout: Seconds to wait for the writer to stop.
+        """
+        thread = self._thread
+        if thread is None or not thread.is_alive() or self._pid != os.getpid():
+            return
+        self._stopping = True
+        self._queue.put(None)
+        thread.join(timeout)
 
     def _run(self) -> None:
         pushes = self._queue
         interval = asset_events_interval() if self._interval is None else self._interval
         pending = True  # rows a previous process may have left in the outbox
         due = -math.inf  # when the outbox's next turn may come: at once, until a turn finds rows
+        backoff = 0.0  # after turns that failed: 1 s, doubling up to MAX_TURN_BACKOFF
         while True:
-            first: _Push | None = None
+            first: _Push | None = None  # None also when told to stop
             # with rows pending, wait for a push at most until the outbox's turn is due
             wait = max(due - time.monotonic(), 1e-9) if pending else None
             with contextlib.suppress(queue.Empty):
                 first = pushes.get(timeout=wait)
+            if self._stopping:
+                return
             if first is not None:
                 if self._record([first]):
                     pending = True
                 if time.monotonic() < due:
                     continue
             if pending:
-                taken, pending = self._outbox_turn()
-                due = time.monotonic() + (interval if taken else 0.0)
+                written, recorded = self._outbox_turn()
+                pending = written.failed or written.more or recorded
+                if written.failed:  # the rows stay: try again later, not in a busy loop
+                    backoff = min(max(2 * backoff, 1.0), MAX_TURN_BACKOFF)
+                    due = time.monotonic() + max(backoff, interval)
+                else:
+                    backoff = 0.0
+                    due = time.monotonic() + (interval if written.taken else 0.0)
 
     def _record(self, group: list[_Push]) -> bool:
         """Record ``group`` and every push waiting behind it (up to the cap); return whether the outbox got rows."""
         while len(group) < self._cap:
             try:
-                group.append(self._queue.get_nowait())
+                push = self._queue.get_nowait()
             except queue.Empty:
                 break
+            if push is None:  # told to stop: record what came before it
+                break
+            group.append(push)
         # Claim every future: one whose request was cancelled meanwhile (the vendor hung up and Starlette
         # cancelled the endpoint, which cancels the future it awaits) is left out; the others can no longer be
         # cancelled, so settling them cannot raise InvalidStateError half-way through the group.
@@ -546,27 +613,30 @@ class GroupWriter:
                     push.future.set_exception(err)
             return True
 
-    def _outbox_turn(self) -> tuple[bool, bool]:
+    def _outbox_turn(self) -> tuple[Written, bool]:
         """
         Write the outbox's asset events once, recording the pushes that come meanwhile between its transactions;
-        return whether it took rows, and whether rows are left for soon (a new group's, or more than a batch).
+        return what it wrote, and whether those pushes put rows into the outbox.
         """
         recorded = False
 
         def between() -> None:
             nonlocal recorded
-            waiting: list[_Push] = []
+            if self._stopping:
+                raise _Stopping
             with contextlib.suppress(queue.Empty):
-                waiting.append(self._queue.get_nowait())
-            if waiting and self._record(waiting):
-                recorded = True
+                push = self._queue.get_nowait()
+                if push is not None and self._record([push]):
+                    recorded = True
 
         try:
             written = self._write_events(between)
-        except BaseException:  # never let the writer die
+        except _Stopping:
+            return Written(), recorded
+        except Exception:  # never let the writer die
             log.exception("itnio webhook: writing asset events failed; they stay in the outbox")
-            return True, True
-        return written.taken > 0, recorded or written.more
+            written = Written(failed=True)
+        return written, recorded
 
 
 #: The process's writer.

@@ -40,12 +40,14 @@ from airflow_provider_itnio.webhook import require_airflow_3_1
 require_airflow_3_1("The itnio webhook receiver")
 
 from sqlalchemy import delete, insert, select  # noqa: E402
+from sqlalchemy import event as sa_event  # noqa: E402
+from sqlalchemy.exc import IntegrityError  # noqa: E402
 from sqlalchemy.orm import Session  # noqa: E402
 
 from airflow_provider_itnio.events import InboundEvent, StatusEvent, asset_extra  # noqa: E402
 from airflow_provider_itnio.webhook.models import asset_outbox_table  # noqa: E402
 
-__all__ = ["AssetEvents", "Written", "keep_in_outbox", "outbox_row", "write_outbox"]
+__all__ = ["AssetEvents", "TakenByAnother", "Written", "keep_in_outbox", "outbox_row", "write_outbox"]
 
 #: The most outbox rows one transaction of the writer turns into asset events.
 OUTBOX_BATCH = 2000
@@ -108,6 +110,10 @@ class _Asset:
 
     model: Any
     notifications: list[Callable[[], None]] | None = None
+    #: The DAGs with a queue row for the asset right after its first event (see :meth:`AssetEvents.flush`).
+    queued: frozenset[str] = frozenset()
+    #: Whether shortcut rows of this asset wait for :meth:`AssetEvents.flush`.
+    shortcut: bool = False
 
 
 class AssetEvents:
@@ -145,17 +151,36 @@ class AssetEvents:
                 if metrics is not None:
                     metrics.incr("asset.updates", tags={})
                 self._rows.append({"asset_id": asset.model.id, "extra": extra})
+                asset.shortcut = True
                 return
         self._register(asset, extra, notifications)
 
     def flush(self) -> None:
-        """Insert the events kept by the shortcut (one statement), in the order they were added."""
+        """
+        Insert the events kept by the shortcut (one statement), in the order they were added, and queue again a
+        DAG whose queue row for the asset was taken meanwhile.
+
+        One ``register_asset_change`` per event would write the asset's queue rows again at each event: when the
+        scheduler consumed one after the first event of the transaction (it can on PostgreSQL, where the first
+        call's ``INSERT ... ON CONFLICT DO NOTHING`` on an existing row does not lock it), the next events queue
+        the DAG again. So the rows there right after the first event are written again where they are missing.
+        """
         if not self._rows:
             return
-        from airflow.models.asset import AssetEvent
+        from airflow.models.asset import AssetDagRunQueue, AssetEvent
 
         rows, self._rows = self._rows, []
         self._session.execute(insert(AssetEvent), rows)
+        for asset in self._assets.values():
+            if asset is None or not asset.shortcut or not asset.queued:
+                continue
+            asset.shortcut = False
+            for dag_id in sorted(asset.queued - _queued_dags(self._session, asset.model.id)):
+                try:
+                    with self._session.begin_nested():
+                        self._session.add(AssetDagRunQueue(asset_id=asset.model.id, target_dag_id=dag_id))
+                except IntegrityError:  # queued again by somebody else meanwhile: as Airflow's own call
+                    pass
 
     def _lookup(self, uri: str) -> _Asset | None:
         from airflow.models.asset import AssetModel
@@ -176,17 +201,36 @@ class AssetEvents:
         if "callback_sink" not in _asset_change_arguments():  # it tells the listeners itself
             asset_manager.register_asset_change(asset=asset.model, extra=extra, session=self._session)
             return
+        from airflow.models.asset import AssetDagRunQueue, AssetEvent
+
         mine: list[Callable[[], None]] = []
-        pending = set(self._session.new)
-        recorded = asset_manager.register_asset_change(
-            asset=asset.model, extra=extra, session=self._session, callback_sink=mine
-        )
+        attached: list[object] = []
+
+        def on_attach(session: Session, obj: object) -> None:
+            attached.append(obj)
+
+        sa_event.listen(self._session, "after_attach", on_attach)
+        try:
+            recorded = asset_manager.register_asset_change(
+                asset=asset.model, extra=extra, session=self._session, callback_sink=mine
+            )
+        finally:
+            sa_event.remove(self._session, "after_attach", on_attach)
         notifications += mine
         if recorded is None or type(asset_manager) is not AssetManager:
             return
-        if any(obj not in pending for obj in self._session.new):  # it wrote more than the event (a log row)
-            return
+        if any(not isinstance(obj, AssetEvent | AssetDagRunQueue) for obj in attached):
+            return  # it wrote more than the event and the queue (a log row for a partition-aware DAG)
         asset.notifications = mine
+        asset.queued = _queued_dags(self._session, asset.model.id)
+
+
+def _queued_dags(session: Session, asset_id: int) -> frozenset[str]:
+    """Return the DAGs with a queue row (``asset_dag_run_queue``) for the asset ``asset_id``."""
+    from airflow.models.asset import AssetDagRunQueue
+
+    query = select(AssetDagRunQueue.target_dag_id).where(AssetDagRunQueue.asset_id == asset_id)
+    return frozenset(session.scalars(query))
 
 
 def outbox_row(event: StatusEvent | InboundEvent, conn_id: str, now: datetime.datetime) -> dict[str, Any] | None:
@@ -215,6 +259,10 @@ def keep_in_outbox(session: Session, rows: list[dict[str, Any]]) -> None:
         session.execute(insert(asset_outbox_table), rows)
 
 
+class TakenByAnother(Exception):
+    """Outbox rows were deleted by another writer meanwhile: their events are that writer's (rolled back here)."""
+
+
 @dataclasses.dataclass
 class Written:
     """What :func:`write_outbox` did: rows taken, rows left in the outbox, listener calls to make after the commit."""
@@ -223,6 +271,8 @@ class Written:
     left: int = 0
     #: Whether it stopped at its limit (more rows may be waiting).
     more: bool = False
+    #: Whether it could not do its work (the database down or locked, the outbox unreadable): rows may be waiting.
+    failed: bool = False
     notifications: list[Callable[[], None]] = dataclasses.field(default_factory=list)
 
 
@@ -258,7 +308,9 @@ def write_outbox(
             events.add(row.asset_uri, row.extra, written.notifications)
         events.flush()
         if rows:
-            session.execute(delete(asset_outbox_table).where(columns.id.in_([row.id for row in rows])))
+            deleted: Any = session.execute(delete(asset_outbox_table).where(columns.id.in_([row.id for row in rows])))
+            if deleted.rowcount != len(rows):  # another writer took some (a database without the writers' lock)
+                raise TakenByAnother(f"{len(rows) - deleted.rowcount} of {len(rows)} outbox rows")
         return written
     for row in rows:
         mine: list[Callable[[], None]] = []
@@ -266,9 +318,15 @@ def write_outbox(
             with session.begin_nested():
                 events.add(row.asset_uri, row.extra, mine)
                 events.flush()
-                session.execute(delete(asset_outbox_table).where(columns.id == row.id))
+                deleted = session.execute(delete(asset_outbox_table).where(columns.id == row.id))
+                if deleted.rowcount != 1:
+                    raise TakenByAnother(f"outbox row {row.id}")
         except database_down:
             raise
+        except TakenByAnother:  # its event is another writer's: nothing of it kept here
+            events = AssetEvents(session)
+            written.taken -= 1
+            continue
         except Exception as err:
             events = AssetEvents(session)  # what it learned may have been rolled back with the savepoint
             written.left += 1

@@ -1,5 +1,6 @@
 """
-Review tests for the receiver's asset outbox (commit 99ce967): the writer's loop and the asset manager shortcut.
+The receiver's asset outbox under faults: the writer's turns when the database fails, and the asset manager
+shortcut where Airflow writes more than the event (a partition-aware DAG).
 
 The first two tests drive :class:`~airflow_provider_itnio.webhook.app.GroupWriter` with fakes of its two writes
 (no database); the last one records pushes against the session's database while the module's API server runs.
@@ -35,9 +36,8 @@ def test_a_turn_that_finds_the_database_locked_is_tried_again_without_a_new_push
 ) -> None:
     """
     The turn after a push finds the database locked (SQLite's busy timeout, a PostgreSQL connection dropped): the
-    real :func:`write_asset_events` then answers exactly what it answers for an empty outbox. Expected: the writer
-    tries the outbox again (the README: a row stays "for at most a quarter of a second"), not only at the next new
-    push, which may never come.
+    real :func:`write_asset_events` says it failed, and the writer tries the outbox again a second later, not only
+    at the next new push, which may never come.
     """
     from sqlalchemy.exc import OperationalError
 
@@ -50,7 +50,7 @@ def test_a_turn_that_finds_the_database_locked_is_tried_again_without_a_new_push
 
     monkeypatch.setattr(app, "_freeze_startup_objects", lambda: None)  # this test process is no API server
     monkeypatch.setattr(app, "_create_session", locked)
-    assert app.write_asset_events() == Written()  # a locked database looks like an empty outbox to the writer
+    assert app.write_asset_events() == Written(failed=True)  # not what an empty outbox answers (Written())
 
     outbox: list[str] = []
     failed_once = threading.Event()
