@@ -154,6 +154,8 @@ def test_an_asset_a_partition_aware_dag_and_another_dag_use_keeps_one_manager_ca
         connection.execute(
             sa.text("UPDATE dag SET is_paused = 0, timetable_partitioned = 1 WHERE dag_id = :d"), {"d": DAG_ID}
         )
+        # queue rows other tests of the session left for the test DAG
+        connection.execute(sa.text("DELETE FROM asset_dag_run_queue WHERE target_dag_id = :d"), {"d": DAG_ID})
 
     def logs_of_three_events(tag: str) -> list[str]:
         """Record three new inbound pushes in one group, write the outbox; return the new partition log rows."""
