@@ -328,7 +328,12 @@ def test_the_migration_creates_exactly_the_models_tables(tmp_path: Path) -> None
                 assert migration.down_revision == down_revision, spec.name
                 migration.upgrade()
                 down_revision = migration.revision
-        diff = compare_metadata(context, metadata)
+        # SQLite's own table behind the outbox's AUTOINCREMENT (older Alembic lists it as a table to remove)
+        diff = [
+            change
+            for change in compare_metadata(context, metadata)
+            if not (change[0] == "remove_table" and change[1].name == "sqlite_sequence")
+        ]
     indexes = {name: sorted(str(index["name"]) for index in inspect(engine).get_indexes(name)) for name in TABLE_NAMES}
     engine.dispose()
     assert diff == []
