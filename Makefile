@@ -95,11 +95,17 @@ bench-two-way: $(BENCH_TWO_WAY_STAMP)
 	$(BIN)/python -m bench.bench_deferred_sensors --sensors $(BENCH_SENSORS) --results
 
 sandbox: install
-	$(BIN)/python -m airflow_provider_itnio.sandbox
+	$(BIN)/python -m airflow_provider_itnio.sandbox --port 8765
 
-# A local Airflow (UI on :8080) with dags_examples/ and itnio_default pointing at a running sandbox; Ctrl-C stops all.
+# A local Airflow (UI on 127.0.0.1:8080, loopback only) with dags_examples/ and itnio_default pointing at a running
+# sandbox (port 8765); Ctrl-C stops all. `make airflow-env` prints the line that points the Airflow CLI of another
+# shell at it: eval "$$(make -s airflow-env)".
+.PHONY: airflow-env
 airflow: install
 	$(BIN)/python scripts/airflow_local.py
+
+airflow-env: install
+	@$(BIN)/python scripts/airflow_local.py --print-env
 
 clean:
 	rm -rf $(VENV) $(COMPAT_VENV) .airflow_home .mypy_cache .ruff_cache .pytest_cache

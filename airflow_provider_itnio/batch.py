@@ -1279,6 +1279,8 @@ class BatchSender:
         and list them in the result's ``maybe_sent_twice`` (nobody is left without the message; at most
         ``max_unflushed`` recipients per killed try may get it twice). False: do not send, report each in
         ``errors`` as ``unknown_delivery`` (nobody gets it twice; some may get it never).
+    :param strict_phone_numbers: Fail the rows whose number can exist but lies in no range its country has
+        assigned (:func:`airflow_provider_itnio.phones.parse_phone`); by default they are sent.
     """
 
     def __init__(
@@ -1297,6 +1299,7 @@ class BatchSender:
         choose: Callable[[list[str]], Mapping[str, str]] | None = None,
         window_chunk: int = WINDOW_CHUNK,
         resend_interrupted: bool = True,
+        strict_phone_numbers: bool = False,
     ) -> None:
         if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
             raise ValueError(f"concurrency must be a positive integer, got {concurrency!r}")
@@ -1320,6 +1323,7 @@ class BatchSender:
         self._halt: BaseException | None = None
         self._digest = hashlib.sha256()
         self.resend_interrupted = resend_interrupted
+        self.strict_phone_numbers = strict_phone_numbers
         self._interrupted: set[str] = set()  # recipients a killed try left as started, sent again by this one
         self._staged: list[tuple[str, m.Message, str | None]] = []  # work items not marked yet
         self._staged_at = 0.0  # monotonic time the first of them was staged
@@ -1732,7 +1736,7 @@ class BatchSender:
         for index, row in enumerate(rows):
             try:
                 raw, _ = self._recipient_of(row, index)
-                recipient = m.normalize_phone(raw, "recipient")
+                recipient = m.normalize_phone(raw, "recipient", strict=self.strict_phone_numbers)
             except ItnioValidationError:
                 digest.update(f"rows[{index}]\n".encode())
                 continue
@@ -1749,7 +1753,7 @@ class BatchSender:
         outcome = self._outcome
         try:
             raw, template_row = self._recipient_of(row, index)
-            recipient = m.normalize_phone(raw, "recipient")
+            recipient = m.normalize_phone(raw, "recipient", strict=self.strict_phone_numbers)
         except ItnioValidationError as err:
             self._digest.update(f"rows[{index}]\n".encode())
             self._fail_row(f"rows[{index}]", error_payload(err))  # keyed by position: repeated values count

@@ -42,7 +42,7 @@ class ExtraField:
 
     :param name: The key in ``extra`` (what :class:`~airflow_provider_itnio.hooks.itnio.ItnioHook` reads).
     :param label: The label the form shows.
-    :param type: The JSON-schema type of the value (``"string"`` or ``"integer"``).
+    :param type: The JSON-schema type of the value (``"string"``, ``"integer"`` or ``"boolean"``).
     :param description: One line shown under the field.
     :param placeholder: An example value shown in the empty field (Airflow 2's form; Airflow 3's form shows
         :attr:`examples` as suggestions instead, since it has no placeholder for extra fields).
@@ -52,11 +52,14 @@ class ExtraField:
     :param minimum: The smallest value allowed, for an integer field.
     :param pattern: A regular expression the value must match (JavaScript and Python syntax alike).
     :param examples: Values the form suggests while typing (Airflow 3's ``examples``).
+    :param secret: Whether the value is a secret: a masked input (Airflow 3's ``format: password``, Airflow 2's
+        password widget), and a key the API server redacts in what it returns (see
+        :mod:`airflow_provider_itnio.ui_plugin`).
     """
 
     name: str
     label: str
-    type: Literal["string", "integer"]
+    type: Literal["string", "integer", "boolean"]
     description: str
     placeholder: str
     required: bool = False
@@ -64,16 +67,20 @@ class ExtraField:
     minimum: int | None = None
     pattern: str | None = None
     examples: tuple[str, ...] = ()
+    secret: bool = False
 
     def json_schema(self) -> dict[str, Any]:
         """
         Return the field's JSON schema, as ``conn-fields`` carries it (Airflow 3.1+).
 
         Airflow 3.3's form marks a field required when its type does not allow ``null``, starts a new
-        connection's field at ``default``, bounds an integer field by ``minimum`` and offers ``examples`` as
-        suggestions; it does not check ``pattern`` (the hook does, when it uses the value).
+        connection's field at ``default``, bounds an integer field by ``minimum``, offers ``examples`` as
+        suggestions, draws a boolean as a switch and a ``format: password`` string as a masked input; it does not
+        check ``pattern`` (the hook does, when it uses the value).
         """
         schema: dict[str, Any] = {"type": self.type if self.required else [self.type, "null"]}
+        if self.secret:
+            schema["format"] = "password"
         if self.default is not None:
             schema["default"] = self.default
         if self.minimum is not None:
@@ -83,6 +90,19 @@ class ExtraField:
         if self.examples:
             schema["examples"] = list(self.examples)
         return schema
+
+
+#: The extra holding the secret part of the receiver's push URL (``/itnio/webhook/<conn_id>/<token>``).
+WEBHOOK_TOKEN_EXTRA = "webhook_token"
+#: The extra holding the key that signs approval buttons (kept apart from the URL token, so rotating the token
+#: does not invalidate buttons already sent).
+BUTTON_KEY_EXTRA = "button_key"
+#: The extra that makes possible-but-unassigned phone numbers an error instead of a warning.
+STRICT_PHONE_NUMBERS_EXTRA = "strict_phone_numbers"
+#: The extra giving the base URL of the API server that serves the receiver (its read API's client uses it).
+RECEIVER_URL_EXTRA = "receiver_url"
+#: The extra giving the scheme of a Base URL (host) written without one.
+SCHEME_EXTRA = "scheme"
 
 
 #: Phone numbers as people write them: digits with spaces, dashes, dots, parentheses and a leading ``+``.
@@ -134,7 +154,49 @@ EXTRA_FIELDS: tuple[ExtraField, ...] = (
         placeholder="http://proxy.example.com:3128",
         examples=("http://proxy.example.com:3128",),
     ),
+    ExtraField(
+        name=SCHEME_EXTRA,
+        label="Scheme",
+        type="string",
+        description="https (default) or http: the scheme of a Base URL written without one.",
+        placeholder="https",
+        examples=("https", "http"),
+    ),
+    ExtraField(
+        name=WEBHOOK_TOKEN_EXTRA,
+        label="Webhook token",
+        type="string",
+        description="Airflow 3.1+: the secret end of the push URL /itnio/webhook/<conn id>/<token>.",
+        placeholder="a long random string",
+        secret=True,
+    ),
+    ExtraField(
+        name=RECEIVER_URL_EXTRA,
+        label="Receiver URL",
+        type="string",
+        description="Airflow 3.1+: the API server that serves the receiver (default: [api] base_url).",
+        placeholder="http://localhost:8080",
+        examples=("http://localhost:8080",),
+    ),
+    ExtraField(
+        name=BUTTON_KEY_EXTRA,
+        label="Approval button key",
+        type="string",
+        description="Airflow 3.1+: signs approval buttons, whatever the token; generated when missing.",
+        placeholder="generated when missing",
+        secret=True,
+    ),
+    ExtraField(
+        name=STRICT_PHONE_NUMBERS_EXTRA,
+        label="Strict phone numbers",
+        type="boolean",
+        description="Refuse numbers outside their country's assigned ranges (default: send with a warning).",
+        placeholder="false",
+    ),
 )
+
+#: The names of the extras whose values are secrets.
+SECRET_EXTRAS: tuple[str, ...] = tuple(field.name for field in EXTRA_FIELDS if field.secret)
 
 
 def placeholders() -> dict[str, str]:
@@ -201,22 +263,28 @@ def connection_form_widgets() -> dict[str, Any]:
     each save, so a required field would block saving connections of other types (the description says
     "Required." and the hook names the missing field).
     """
-    from flask_appbuilder.fieldwidgets import BS3TextFieldWidget
+    from flask_appbuilder.fieldwidgets import BS3PasswordFieldWidget, BS3TextFieldWidget
     from flask_babel import lazy_gettext
-    from wtforms import IntegerField, StringField
+    from wtforms import BooleanField, IntegerField, PasswordField, StringField
     from wtforms.validators import NumberRange, Optional, Regexp
 
     widgets: dict[str, Any] = {}
     for field in EXTRA_FIELDS:
+        if field.type == "boolean":  # a check box (its own widget); unchecked is stored as false
+            widgets[field.name] = BooleanField(lazy_gettext(field.label), description=field.description)
+            continue
         validators: list[Any] = [Optional(strip_whitespace=True)]
         if field.minimum is not None:
             validators.append(NumberRange(min=field.minimum))
         if field.pattern is not None:
             validators.append(Regexp(field.pattern, message=f"Not a valid {field.label.lower()}."))
-        field_class = IntegerField if field.type == "integer" else StringField
+        # Airflow 2 treats a PasswordField as sensitive: the form shows a placeholder instead of the stored value
+        # and keeps the stored value when the placeholder comes back.
+        field_class = IntegerField if field.type == "integer" else PasswordField if field.secret else StringField
+        widget = BS3PasswordFieldWidget() if field.secret else BS3TextFieldWidget()
         widgets[field.name] = field_class(
             lazy_gettext(field.label),
-            widget=BS3TextFieldWidget(),
+            widget=widget,
             validators=validators,
             description=field.description,
             default=field.default,

@@ -33,10 +33,17 @@ from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import date
 from decimal import Decimal
-from typing import Any, ClassVar, NoReturn, Self
+from typing import Any, ClassVar, Self
 from urllib.parse import urlsplit
 
+from airflow_provider_itnio._problems import fail as _fail
+from airflow_provider_itnio._problems import show as _show
 from airflow_provider_itnio.errors import ItnioValidationError
+
+# Phone numbers have their own module (libphonenumber); re-exported here, where they were first defined.
+from airflow_provider_itnio.phones import PHONE_MAX_DIGITS as PHONE_MAX_DIGITS
+from airflow_provider_itnio.phones import PHONE_MIN_DIGITS as PHONE_MIN_DIGITS
+from airflow_provider_itnio.phones import normalize_phone
 
 __all__ = [
     "CUSTOM_ENDPOINT",
@@ -89,32 +96,6 @@ MAX_BUTTONS = 3
 MAX_BUTTON_ID = 256
 MAX_BUTTON_TITLE = 20
 MAX_TEMPLATE_NAME = 512
-PHONE_MIN_DIGITS = 7
-PHONE_MAX_DIGITS = 14
-#: The country calling codes that ITU-T E.164 assigns (geographic and international networks; spare and
-#: reserved codes left out). They are prefix-free: a number starts with at most one of them.
-COUNTRY_CODES: frozenset[str] = frozenset(
-    str(code)
-    for code in (
-        *(1, 7, 20, 27, 30, 31, 32, 33, 34, 36, 39, 40, 41, 43, 44, 45, 46, 47, 48, 49, 51, 52, 53, 54, 55, 56),
-        *(57, 58, 60, 61, 62, 63, 64, 65, 66, 81, 82, 84, 86, 90, 91, 92, 93, 94, 95, 98),
-        *(211, 212, 213, 216, 218, *range(220, 259), *range(260, 270), 290, 291, 297, 298, 299),
-        *(*range(350, 360), *range(370, 380), 380, 381, 382, 383, 385, 386, 387, 389, 420, 421, 423),
-        *(*range(500, 510), *range(590, 600), 670, *range(672, 684), *range(685, 693)),
-        *(800, 808, 850, 852, 853, 855, 856, 870, 880, 881, 882, 883, 886, 888),
-        *(*range(960, 969), *range(970, 978), 979, 992, 993, 994, 995, 996, 998),
-    )
-)
-
-#: Country codes whose national numbers may begin with ``0``: the ``0`` is part of the number, not a trunk
-#: prefix (Italy, San Marino and the Vatican keep it since 1998; Côte d'Ivoire since 2021, Benin since 2024,
-#: Gabon and the Republic of the Congo write their 8- and 9-digit numbers with it). Everywhere else a ``0`` right
-#: after the country code is a trunk prefix that was kept by mistake.
-ZERO_IN_NUMBER_CODES: frozenset[str] = frozenset({"39", "378", "379", "225", "229", "241", "242"})
-#: Country codes whose national trunk prefix is not ``0`` (NANP: 1; Russia and Kazakhstan, Belarus: 8;
-#: Hungary: 06), so that a ``(0)`` after them is not a trunk zero.
-OTHER_TRUNK_CODES: frozenset[str] = frozenset({"1", "7", "375", "36"})
-
 _EMPTY = "-135"  # parameter value empty
 _WRONG_TYPE = "-134"  # parameter of the wrong type
 _BAD_LINK = "-133"  # malformed link URL
@@ -126,27 +107,9 @@ _TEMPLATE_NAME = re.compile(r"[a-z0-9_]+")
 _LANGUAGE_CODE = re.compile(r"[a-z]{2,3}(_[A-Z]{2})?")
 _BIRTHDAY = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 _DECIMAL = re.compile(r"[+-]?[0-9]+(\.[0-9]+)?")
-_DIGITS = re.compile(r"[0-9]+")
-_PHONE_FORMATTING = re.compile(r"[\s\-.()]")
-#: A trunk zero written in parentheses after the country code, as in ``+44 (0) 20 7946 0958``.
-_TRUNK_ZERO = re.compile(r"\(\s*0\s*\)")
-# (longer than 14, shorter than 7, not all digits) per phone field of the request body.
-_PHONE_STATUSES = {"recipient": ("-70", "-71", "-72"), "businessPhone": ("-93", "-94", "-95")}
 
 
 # --------------------------------------------------------------------------------------------- checks
-
-
-def _show(value: object, limit: int = 40) -> str:
-    """Return a value for an error message: its repr, truncated to about ``limit`` characters."""
-    if isinstance(value, str):
-        return repr(value if len(value) <= limit else value[: limit - 3] + "...")
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def _fail(field: str, rule: str, problem: str, status: str | None = None) -> NoReturn:
-    raise ItnioValidationError(field, rule, problem, status)
 
 
 @contextmanager
@@ -1020,124 +983,6 @@ class Template(Message):
 
 
 # ------------------------------------------------------------------------------------------ functions
-
-
-def normalize_phone(value: object, field: str) -> str:
-    """
-    Return the digits of a phone number as people write it, e.g. ``'+86 138-0013-8000'`` -> ``'8613800138000'``.
-
-    The result is the number in international form without the ``+`` (country code first), which is what the
-    API takes. Spaces, dashes, dots and parentheses are removed, and so are an international prefix (a leading
-    ``+`` or ``00``) and a trunk zero written as ``(0)`` right after the country code: ``+44 (0) 20 7946 0958``,
-    ``0044 20 7946 0958`` and ``+44 20 7946 0958`` all give ``442079460958``. What is left must be 7-14 digits
-    that do not start with ``0`` (E.164 numbers never do; a leading ``0`` is a national trunk prefix or an
-    international prefix other than ``00``, such as ``011``, and which number it stands for cannot be known).
-    A ``0`` right after the country code (``+44 020 7946 0958``) is refused, being a kept trunk prefix, except
-    where numbers may start with ``0`` (:data:`ZERO_IN_NUMBER_CODES`, e.g. ``+39 06 ...``); there, and where the
-    trunk prefix is not ``0`` (:data:`OTHER_TRUNK_CODES`, e.g. ``+1``), a ``(0)`` is refused too.
-
-    :param value: The number, a string or a non-negative integer.
-    :param field: The request-body field it is for (``recipient`` or ``businessPhone``); it picks the vendor
-        status code reported in the error.
-    :return: The digits.
-    """
-    statuses = next((codes for name, codes in _PHONE_STATUSES.items() if field.startswith(name)), None)
-    too_long, too_short, not_digits = statuses or (None, None, None)
-    if isinstance(value, bool) or not isinstance(value, str | int):
-        _fail(
-            field,
-            "must be a string or an integer",
-            f"got {type(value).__name__}: {_show(value)}",
-            _WRONG_TYPE,
-        )
-    rule = "digits only (spaces, dashes, dots, parentheses, a leading '+' or '00' and '(0)' allowed)"
-    if isinstance(value, int) and value < 0:
-        _fail(field, rule, f"got {_show(value)}", not_digits)
-    text = str(value).strip()
-    plus = text.startswith("+")
-    # the pieces between "(0)" marks, formatting removed
-    pieces = [_PHONE_FORMATTING.sub("", piece) for piece in _TRUNK_ZERO.split(text[1:] if plus else text)]
-    if not "".join(pieces):
-        _fail(field, "required", f"got {_show(value)}", too_short)
-    if not _DIGITS.fullmatch("".join(pieces)):
-        _fail(field, rule, f"got {_show(value)}", not_digits)
-    international = plus or pieces[0].startswith("00")
-    if not plus and international:
-        pieces[0] = pieces[0][2:]
-    if len(pieces) > 1:
-        _check_trunk_zero(value, field, pieces, international)
-    digits = "".join(pieces)
-    if digits.startswith("0"):
-        if international:
-            _fail(
-                field,
-                "a country code after the leading '+' or '00' (country codes never start with 0)",
-                f"the digits after the prefix start with 0: got {_show(value)}",
-            )
-        _fail(
-            field,
-            "the international form with the country code, e.g. +44 20 7946 0958 (E.164 numbers never start with 0)",
-            f"a leading 0 is a national trunk prefix or an international prefix other than 00 (such as 011), "
-            f"so the number is ambiguous: got {_show(value)}",
-        )
-    if len(digits) > PHONE_MAX_DIGITS:
-        _fail(field, f"at most {PHONE_MAX_DIGITS} digits", f"got {len(digits)} digits: {_show(value)}", too_long)
-    if len(digits) < PHONE_MIN_DIGITS:
-        _fail(
-            field,
-            f"at least {PHONE_MIN_DIGITS} digits",
-            f"got {len(digits)} digits: {_show(value)}",
-            too_short,
-        )
-    code = _country_code(digits)
-    if code and digits[len(code)] == "0" and code not in ZERO_IN_NUMBER_CODES:
-        _fail(
-            field,
-            "no 0 right after the country code (leave the trunk 0 out, or write it as '(0)')",
-            f"+{code} numbers never start with 0, so this 0 is a national trunk prefix and the digits would be "
-            f"another number: got {_show(value)}",
-        )
-    return digits
-
-
-def _country_code(digits: str) -> str | None:
-    """
-    Return the country code that ``digits`` (international form, no prefix) starts with, or ``None``.
-
-    :param digits: The number's digits.
-    """
-    return next((digits[:size] for size in (1, 2, 3) if digits[:size] in COUNTRY_CODES), None)
-
-
-def _check_trunk_zero(value: object, field: str, pieces: Sequence[str], international: bool) -> None:
-    """
-    Check that a ``(0)`` in a phone number comes once, right after the country code of an international form.
-
-    :param value: The number as given (for the error message).
-    :param field: The request-body field it is for.
-    :param pieces: The digits before, between and after the ``(0)`` marks, international prefix removed.
-    :param international: Whether the number starts with ``+`` or ``00``.
-    """
-    rule = "'(0)' only once, right after the country code of a number starting with '+' or '00' (+44 (0) 20 ...)"
-    if len(pieces) > 2:
-        _fail(field, rule, f"'(0)' appears {len(pieces) - 1} times: got {_show(value)}")
-    if not international:
-        _fail(field, rule, f"no '+' or '00' and country code before '(0)': got {_show(value)}")
-    if pieces[0] not in COUNTRY_CODES:
-        _fail(field, rule, f"{pieces[0]!r} before '(0)' is not a country code: got {_show(value)}")
-    if pieces[0] in ZERO_IN_NUMBER_CODES:
-        _fail(
-            field,
-            rule,
-            f"+{pieces[0]} numbers may start with 0 (it is part of the number, not a trunk prefix), so whether "
-            f"'(0)' belongs to the number cannot be known: got {_show(value)}",
-        )
-    if pieces[0] in OTHER_TRUNK_CODES:
-        _fail(
-            field,
-            rule,
-            f"the trunk prefix after +{pieces[0]} is not 0, so '(0)' is no trunk zero: got {_show(value)}",
-        )
 
 
 _ENVELOPE = ("appId", "businessPhone", "recipient", "channelType", "context")

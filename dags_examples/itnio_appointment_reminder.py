@@ -12,7 +12,9 @@ Each run reminds one patient; a nightly job (or the booking system) triggers it 
     airflow dags trigger itnio_appointment_reminder \\
         --conf '{"phone": "+1 555 010 0200", "name": "Ada", "appointment_id": "APT-311", "when": "Tue 3 Mar, 10:30"}'
 
-The run on the schedule uses the params' defaults, which makes it a smoke test of the whole flow.
+The DAG has no schedule (``schedule=None``): each run is one patient's, so a scheduled run could only remind the
+params' default patient, and unpausing the DAG (the trigger dialog's default "Unpause on trigger") would start
+such a run next to the one triggered: the patient would get every message twice. Unpausing starts nothing.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ CLINIC = {
 with DAG(
     dag_id="itnio_appointment_reminder",
     description="Remind a patient of tomorrow's appointment: where it is, other slots, a pick-up offer",
-    schedule="0 8 * * *",
+    schedule=None,  # one run per patient, triggered by the nightly job; unpausing starts no run
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,
     params={

@@ -1,5 +1,5 @@
 """
-New-collection announcement, a weekly campaign to customers who opted in, one message of each media kind:
+New-collection announcement to a customer who opted in, one message of each media kind:
 
 1. the collection's video, with a caption,
 2. the lookbook cover image,
@@ -11,6 +11,11 @@ New-collection announcement, a weekly campaign to customers who opted in, one me
 
 Media are sent by their public https URLs: the API fetches them (video and audio at most 16 MB, image 5 MB,
 sticker a webp of at most 100 KB).
+
+The campaign system triggers one run per customer when a collection launches (``--conf '{"phone": ...,
+"collection": "autumn-26"}'``). The DAG has no schedule: a scheduled run could only send the params' default
+collection to the default customer, and unpausing the DAG (the trigger dialog's default "Unpause on trigger") would
+start such a run next to the one triggered, sending everything twice. Unpausing starts nothing.
 """
 
 from __future__ import annotations
@@ -59,7 +64,7 @@ def build_offer(**context: Any) -> dict[str, Any]:
 with DAG(
     dag_id="itnio_new_collection",
     description="Announce a new collection: video, image, voice note, sticker, stylist's card, offer",
-    schedule="0 10 * * MON",
+    schedule=None,  # one run per customer and launch, triggered; unpausing starts no run
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,
     params={

@@ -33,6 +33,13 @@ A nightly export that pages the on-call engineers over WhatsApp, with :class:`It
 
 The on-call numbers come from the Airflow Variable ``itnio_on_call_phones`` (comma-separated), with a default.
 Trigger a run with ``{"simulate_failure": true}`` to see the alert.
+
+Unpausing the DAG starts no run: the schedule is a ``CronTriggerTimetable`` without a ``start_date`` (Airflow 3),
+so the first run is the next 02:30, not the last one. With a ``start_date`` in the past (and ``catchup=False``),
+unpausing would at once start a run for the last 02:30, next to the run the trigger dialog starts with its default
+"Unpause on trigger": two exports, two messages to the lead. (Airflow 2.11 needs a ``start_date``, so there the
+first unpause runs the last night's export. After a pause, unpausing runs the latest night missed, on any version:
+that run is the export the schedule owes.)
 """
 
 from __future__ import annotations
@@ -40,8 +47,10 @@ from __future__ import annotations
 import datetime
 from typing import Any
 
+import airflow
 import pendulum
 from airflow.providers.common.compat.sdk import DAG, AirflowFailException, Param, task
+from airflow.timetables.trigger import CronTriggerTimetable
 
 from airflow_provider_itnio.notifications.itnio import ItnioNotifier, send_itnio_notification
 
@@ -84,8 +93,9 @@ def load(rows: int) -> str:
 with DAG(
     dag_id="itnio_nightly_export_alerts",
     description="Nightly export; failures page on-call over WhatsApp (template), success tells the lead",
-    schedule="30 2 * * *",
-    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    schedule=CronTriggerTimetable("30 2 * * *", timezone="UTC"),  # the first run: the next 02:30 after unpausing
+    # no start date on Airflow 3 (a past one makes unpausing start a run at once); Airflow 2.11 requires one
+    start_date=pendulum.datetime(2026, 1, 1, tz="UTC") if airflow.__version__.startswith("2.") else None,
     catchup=False,
     params={"simulate_failure": Param(False, type="boolean", description="Fail the extract to see the alert")},
     default_args={

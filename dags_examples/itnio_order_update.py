@@ -35,7 +35,8 @@ def choose_channel(last_inbound_at: str) -> str:
     """
     ``session_text`` when the customer wrote less than 24 hours ago, else ``template_update``.
 
-    :param last_inbound_at: When the customer last wrote to the business (ISO 8601), empty if never.
+    :param last_inbound_at: When the customer last wrote to the business (ISO 8601), empty if never (the param's
+        ``None`` is rendered as ``""``).
     """
     if last_inbound_at.strip():
         last = pendulum.parse(last_inbound_at.strip())
@@ -70,8 +71,8 @@ with DAG(
         "order_id": Param("A-1042", type="string"),
         "status": Param("shipped", type="string", description="The order's new status"),
         "last_inbound_at": Param(
-            "",
-            type="string",
+            None,  # optional: a type that allows null, so the trigger form's Trigger button works when empty
+            type=["null", "string"],
             description="When the customer last wrote to the business (ISO 8601); empty if never",
         ),
     },
@@ -99,5 +100,5 @@ with DAG(
         ],
     )
 
-    channel = choose_channel(last_inbound_at="{{ params.last_inbound_at }}")
+    channel = choose_channel(last_inbound_at="{{ params.last_inbound_at or '' }}")  # empty, never "None"
     channel >> [session_text, template_update] >> record()

@@ -6,12 +6,12 @@ Two DAGs:
 - ``itnio_appointment_confirm`` (one run per appointment) sends the patient a reply-button message, *Keep* or
   *Reschedule*. Each button's id carries the appointment's reference (``reschedule:APT-311``), so the answer says
   which appointment it is about without any lookup.
-- ``itnio_reschedule_on_reply`` is scheduled on ``inbound_messages("itnio_default")``: every message a customer
-  sends is an asset event, recorded by the webhook receiver on the API server. For each *Reschedule* tap among the
-  run's events (``extra.reply.id`` starts with ``reschedule:``), it answers in context (``reply_to`` = the tap's
-  ``message_id``, so WhatsApp shows the answer quoting the tap) with a list of free slots for that appointment.
-  Other messages (a *Keep* tap, a text) start a run that sends nothing. The tap opened the customer's 24-hour
-  window, so the list, a session message, is delivered.
+- ``itnio_reschedule_on_reply`` is scheduled on ``inbound_messages("itnio_default", reply_ids="reschedule:*")``:
+  the inbound messages narrowed to taps on a button whose id starts with ``reschedule:``, each an asset event
+  recorded by the webhook receiver on the API server. Other messages (a *Keep* tap, a text, a tap on an approval's
+  button) start no run. For each *Reschedule* tap among the run's events, it answers in context (``reply_to`` = the
+  tap's ``message_id``, so WhatsApp shows the answer quoting the tap) with a list of free slots for that
+  appointment. The tap opened the customer's 24-hour window, so the list, a session message, is delivered.
 
 The connection ``itnio_default`` needs the ``webhook_token`` extra and the vendor must push to the receiver
 (``python -m airflow_provider_itnio.webhook url itnio_default`` prints the address). A re-pushed tap records no
@@ -115,7 +115,8 @@ else:
     with DAG(
         dag_id="itnio_reschedule_on_reply",
         description="Answer a Reschedule tap in context with a list of free slots",
-        schedule=inbound_messages("itnio_default"),  # a run for the customers' messages since the last run
+        # a run for the Reschedule taps since the last run; no other message starts one
+        schedule=inbound_messages("itnio_default", reply_ids=f"{RESCHEDULE}*"),
         start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
         catchup=False,
         tags=["itnio", "example"],

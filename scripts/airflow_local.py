@@ -3,7 +3,12 @@
 
 - Airflow home: ``.airflow_home/`` in the repository (SQLite; kept between runs, ``make clean`` removes it),
   DAGs folder: ``dags_examples/``, ``[core] test_connection = Enabled`` (the connection form's Test button).
-- The sandbox runs as its own process on a free port; each request it receives is printed here.
+- The UI and API listen on loopback only (``127.0.0.1:8080``; ``--host 0.0.0.0`` opens them to the network): the
+  admin login is printed on screen. ``[api] base_url`` is that address, so approval messages carry a link to the
+  task in the UI.
+- The sandbox runs as its own process on port 8765 (the README's sandbox port), the same at every start, so a
+  connection made by hand keeps working; when 8765 is taken it says so and takes a free port. Each request it
+  receives is printed here.
 - The connection ``itnio_default`` is (re)written in the metadata database to point at it, so it shows in
   Admin > Connections and can be tested and edited there, with a new random ``webhook_token`` extra.
 - Two-way: the sandbox pushes statuses and customers' messages to the webhook receiver on the local API server
@@ -11,10 +16,13 @@
   command line), so a simulated customer reply (``POST /sandbox/inbound``, printed as a ``curl`` command) starts
   the DAGs scheduled on it in the UI. When the installed package does not register the receiver's entry point (an
   editable install made before it existed), ``plugins/itnio_webhook_plugin.py`` in the home loads it.
-- Prints the UI's URL and the admin login (the simple auth manager's generated password), then waits.
+- Prints the UI's URL, the admin login (the simple auth manager's generated password), one line to paste in
+  another shell for the Airflow CLI next to it (``AIRFLOW_HOME``, ``AIRFLOW__CORE__TEST_CONNECTION``...; also
+  ``make airflow-env``), and how to try approvals, then waits.
 - Ctrl-C (or SIGTERM) stops Airflow's components and the sandbox, and waits until every one is gone.
 
-Usage: ``python scripts/airflow_local.py [--port 8080] [--home .airflow_home] [--timeout 180]``.
+Usage: ``python scripts/airflow_local.py [--port 8080] [--host 127.0.0.1] [--sandbox-port 8765] [--home .airflow_home]
+[--timeout 180]``; ``python scripts/airflow_local.py --print-env`` prints the CLI line only.
 """
 
 from __future__ import annotations
@@ -25,6 +33,7 @@ import os
 import secrets
 import shlex
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -40,16 +49,42 @@ BIN = Path(sys.executable).parent
 PASSWORD_FILE = "simple_auth_manager_passwords.json.generated"
 #: The customer the printed commands simulate (the example DAGs' default recipient, +1 555 010 0200).
 CUSTOMER = "15550100200"
+#: The interface the UI and API listen on by default: loopback, since the admin login is printed on screen.
+DEFAULT_HOST = "127.0.0.1"
+#: The sandbox's port, the one the README's sandbox section uses: the same at every start.
+SANDBOX_PORT = 8765
+#: The variables of :func:`build_env` that the Airflow CLI needs next to ``make airflow`` (the printed line).
+CLI_ENV = (
+    "AIRFLOW_HOME",
+    "AIRFLOW__CORE__DAGS_FOLDER",
+    "AIRFLOW__CORE__LOAD_EXAMPLES",
+    "AIRFLOW__CORE__TEST_CONNECTION",
+    "AIRFLOW__API__BASE_URL",
+    "AIRFLOW__CORE__EXECUTION_API_SERVER_URL",
+)
 
 
-def build_env(home: Path, dags_folder: Path, api_port: int) -> dict[str, str]:
+def ui_url(api_port: int, host: str = DEFAULT_HOST) -> str:
+    """
+    Return the address of the UI and API (``[api] base_url``): loopback unless the API listens on a given address.
+
+    :param api_port: The API server's port.
+    :param host: The interface it listens on (``0.0.0.0`` / ``::``: every one; the URL then names loopback).
+    """
+    name = DEFAULT_HOST if host in ("0.0.0.0", "::", "") else host
+    return f"http://{f'[{name}]' if ':' in name else name}:{api_port}"
+
+
+def build_env(home: Path, dags_folder: Path, api_port: int, host: str = DEFAULT_HOST) -> dict[str, str]:
     """
     Return the environment of every Airflow command this script runs.
 
     :param home: The Airflow home (``AIRFLOW_HOME``).
     :param dags_folder: The DAGs folder.
     :param api_port: The API server's (and UI's) port.
+    :param host: The interface the API server listens on (default: loopback only).
     """
+    url = ui_url(api_port, host)
     env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}
     env.update(
         {
@@ -58,13 +93,45 @@ def build_env(home: Path, dags_folder: Path, api_port: int) -> dict[str, str]:
             "AIRFLOW__CORE__DAGS_FOLDER": str(dags_folder),
             "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
             "AIRFLOW__CORE__TEST_CONNECTION": "Enabled",
+            "AIRFLOW__API__HOST": host,
             "AIRFLOW__API__PORT": str(api_port),
+            # links to the UI (approval messages, notifications) and the receiver client's default
+            "AIRFLOW__API__BASE_URL": url,
             # where task processes report to; Airflow's default assumes port 8080
-            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://localhost:{api_port}/execution/",
+            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{url}/execution/",
             "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "30",
         }
     )
     return env
+
+
+def cli_env_line(env: dict[str, str]) -> str:
+    """
+    Return one shell line that points the Airflow CLI of another shell at this Airflow (``export ...``).
+
+    :param env: The environment from :func:`build_env` (it holds no secret: connections live in the database).
+    """
+    return "export " + " ".join(f"{name}={shlex.quote(env[name])}" for name in CLI_ENV if name in env)
+
+
+def sandbox_port_to_use(preferred: int = SANDBOX_PORT) -> tuple[int, str | None]:
+    """
+    Return the port to start the sandbox on, and a message when it is not ``preferred`` (which is taken).
+
+    :param preferred: The stable port (0: any free port, no message).
+    """
+    if preferred == 0:
+        return 0, None
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind(("127.0.0.1", preferred))
+        except OSError as err:
+            return 0, (
+                f"Port {preferred} on 127.0.0.1 is taken ({err.strerror or err}), so the sandbox takes a free port "
+                f"instead, printed below. A connection you made by hand for port {preferred} will not reach it: "
+                f"stop what holds the port (`ss -ltnp 'sport = :{preferred}'`) or use `--sandbox-port`."
+            )
+    return preferred, None
 
 
 def sandbox_conn_json(port: int, webhook_token: str | None = None) -> str:
@@ -158,16 +225,17 @@ def inbound_command(sandbox_port: int, **message: Any) -> str:
     )
 
 
-def start_sandbox(port_file: Path, timeout: float = 20.0) -> tuple[subprocess.Popen[bytes], int]:
+def start_sandbox(port_file: Path, timeout: float = 20.0, port: int = 0) -> tuple[subprocess.Popen[bytes], int]:
     """
     Start ``python -m airflow_provider_itnio.sandbox`` in its own process group; return it and its port.
 
     :param port_file: Where the sandbox writes its port once it listens (removed first).
     :param timeout: Seconds to wait for it.
+    :param port: The port to listen on (0: a free one).
     """
     port_file.unlink(missing_ok=True)
     process = subprocess.Popen(
-        [sys.executable, "-m", "airflow_provider_itnio.sandbox", "--port-file", str(port_file)],
+        [sys.executable, "-m", "airflow_provider_itnio.sandbox", "--port", str(port), "--port-file", str(port_file)],
         start_new_session=True,
     )
     deadline = time.monotonic() + timeout
@@ -282,15 +350,27 @@ def main(argv: list[str] | None = None) -> int:
     """
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--port", type=int, default=8080, help="the UI / API server port (default: %(default)s)")
+    parser.add_argument(
+        "--host", default=DEFAULT_HOST, help="the interface the UI / API listen on (default: %(default)s, loopback)"
+    )
+    parser.add_argument(
+        "--sandbox-port", type=int, default=SANDBOX_PORT, help="the sandbox's port (default: %(default)s; 0: any)"
+    )
     parser.add_argument("--home", type=Path, default=ROOT / ".airflow_home", help="AIRFLOW_HOME")
     parser.add_argument("--dags-folder", type=Path, default=ROOT / "dags_examples")
     parser.add_argument("--timeout", type=float, default=180, help="seconds to wait for the API server")
+    parser.add_argument(
+        "--print-env", action="store_true", help="print the line that points the Airflow CLI at it, and exit"
+    )
     args = parser.parse_args(argv)
 
     home: Path = args.home.resolve()
+    env = build_env(home, args.dags_folder.resolve(), args.port, args.host)
+    if args.print_env:
+        print(cli_env_line(env))
+        return 0
     home.mkdir(parents=True, exist_ok=True)
     log = home / "airflow_local.log"
-    env = build_env(home, args.dags_folder.resolve(), args.port)
 
     stopping = False
 
@@ -303,7 +383,10 @@ def main(argv: list[str] | None = None) -> int:
 
     print(f"Airflow home {home}; DAGs folder {args.dags_folder}; log {log}")
     ensure_webhook_plugin(home)
-    sandbox, sandbox_port = start_sandbox(home / "sandbox.port")
+    wanted_port, taken = sandbox_port_to_use(args.sandbox_port)
+    if taken:
+        print(f"make airflow: {taken}", file=sys.stderr)
+    sandbox, sandbox_port = start_sandbox(home / "sandbox.port", port=wanted_port)
     airflow: subprocess.Popen[bytes] | None = None
     try:
         print("Migrating the metadata database ...")
@@ -318,7 +401,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"The sandbox pushes to http://127.0.0.1:{args.port}/itnio/webhook/itnio_default/*** (the receiver)")
         print("Starting `airflow standalone` (api-server, scheduler, dag-processor, triggerer) ...")
         airflow = start_standalone(env, log)
-        url = f"http://localhost:{args.port}"
+        url = env["AIRFLOW__API__BASE_URL"]
         deadline = time.monotonic() + args.timeout
         while not stopping:
             try:
@@ -330,10 +413,16 @@ def main(argv: list[str] | None = None) -> int:
         if not stopping:
             password = read_password(home)
             print()
-            print(f"  Airflow UI:  {url}")
+            where = "this machine only" if args.host == DEFAULT_HOST else f"every address of {args.host}"
+            print(f"  Airflow UI:  {url}  (listening on {where})")
             print(f"  Login:       admin / {password or f'(see {home / PASSWORD_FILE})'}")
             print(f"  Sandbox:     http://127.0.0.1:{sandbox_port}/sandbox/messages  (what it received)")
-            print("  Try:         trigger itnio_followup, then look at its tasks' XCom (the messageIds)")
+            print(
+                "  CLI:         paste in another shell to use the Airflow CLI with this Airflow (or: make airflow-env)"
+            )
+            print(f"               {cli_env_line(env)}")
+            print("  Try:         trigger itnio_followup, then look at its tasks' XCom (the messageIds); the customer")
+            print("               has not written, so each message goes out as its approved template (sent_kind)")
             print("  Two-way:     a customer writes (opens their 24-hour window for session messages):")
             print(f"               {inbound_command(sandbox_port, **{'from': CUSTOMER, 'text': 'Hi'})}")
             print("               unpause itnio_reschedule_on_reply, trigger itnio_appointment_confirm, then tap")
@@ -341,6 +430,9 @@ def main(argv: list[str] | None = None) -> int:
             tap = {"from": CUSTOMER, "type": "button_reply", "context": "<messageId>", "reply_title": "Reschedule"}
             print(f"               {inbound_command(sandbox_port, **tap)}")
             print("               the tap starts a run of itnio_reschedule_on_reply, which answers with free slots")
+            print("  Approvals:   trigger itnio_refund_approval: the manager's WhatsApp gets Approve / Reject buttons")
+            print(f"               with a link to the task at {url}; tap one with the sandbox, see the README")
+            print("               section \"Approvals on WhatsApp\" (the request's messageId is in the task's XCom)")
             print("  Ctrl-C stops Airflow and the sandbox.")
             print()
             sys.stdout.flush()

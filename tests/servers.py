@@ -93,7 +93,7 @@ def api_server(port: int, log_path: Path, env: Mapping[str, str], *, timeout: fl
             try:
                 if requests.get(f"{base_url}/api/v2/monitor/health", timeout=2).status_code == 200:
                     break
-            except requests.ConnectionError:
+            except (requests.ConnectionError, requests.Timeout):  # not up yet, or too busy starting to answer in 2 s
                 pass
             if time.monotonic() > deadline:
                 pytest.fail(f"airflow api-server did not answer in {timeout:g} s:\n{log_path.read_text()[-3000:]}")

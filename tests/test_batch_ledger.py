@@ -224,14 +224,17 @@ def test_a_second_try_refuses_to_send_while_a_live_try_holds_the_batch(sandbox: 
     runner = threading.Thread(target=lambda: outcome.update(first=first.run(rows)))
     runner.start()
     try:
+        deadline = time.monotonic() + 600
         while not sandbox.messages():  # try 1 is sending
+            assert time.monotonic() < deadline, "try 1 sent nothing within 600 s"
             time.sleep(0.01)
         second = _engine(send, concurrency=2, progress=_store(backend, second_owner))
         with pytest.raises(batch.LeaseHeldError) as refused:
             second.run(rows)
     finally:
-        runner.join(30)
+        runner.join(600)  # what follows reads what try 1 sent: it must have finished
         hook.close()
+    assert not runner.is_alive(), "try 1 did not finish its batch within 600 s"
     head = json.loads(backend.values["k__head"])
     assert refused.value.holder == first_owner
     assert first_owner in str(refused.value)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -99,6 +100,8 @@ def test_a_wrong_secret_says_each_phrase_once(sandbox: Any, monkeypatch: pytest.
     phrase, _, detail = STATUS_CODES["-1"].partition(" (")
     assert message.count(phrase) == 1, message
     assert message.count(detail) == 1, message
+    # sentences: the API's error ends with a full stop before the hint
+    assert re.search(r"[a-z)\]]\. Check the API Key \(login\) and API Secret \(password\)\.$", message), message
 
 
 @pytest.mark.parametrize("written", ["+1 555 000 1111", "+1 (555) 000-1111", "1-555-000-1111", 15550001111])
@@ -155,7 +158,8 @@ def test_an_unreachable_host_fails_after_one_quick_try(monkeypatch: pytest.Monke
     started = time.monotonic()
     ok, message = _test(monkeypatch, _conn(sandbox, host=f"http://127.0.0.1:{port}"))
     assert ok is False
-    assert message.startswith(f"The request never reached the API (NewConnectionError calling http://127.0.0.1:{port}")
+    # what a person can act on, not urllib3's internals (_TrackedHTTPConnection(host=..., port=...): ...)
+    assert message == f"The request never reached the API: cannot connect to 127.0.0.1:{port}: Connection refused."
     assert time.monotonic() - started < 1  # no retry backoff (three tries would wait 0.5 s + 1 s)
 
 

@@ -55,6 +55,25 @@ def api_server(airflow_db: Path, tmp_path_factory: pytest.TempPathFactory) -> It
         yield base_url
 
 
+def _stored_extra(conn_id: str) -> dict[str, Any]:
+    """
+    Return a connection's ``extra`` as stored in the metadata database (the API server's answers add keys), read
+    with the Airflow CLI (in a subprocess, like the API server, so this process's Airflow configuration is not used).
+
+    :param conn_id: The connection id.
+    """
+    done = subprocess.run(
+        [sys.executable, "-m", "airflow", "connections", "get", conn_id, "--output", "json"],
+        capture_output=True,
+        text=True,
+        env=os.environ.copy(),  # the API server's (and the session's) home and Fernet key
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    [conn] = json.loads(done.stdout)
+    return dict(conn["extra_dejson"])
+
+
 @pytest.mark.slow
 @pytest.mark.api_server
 def test_hook_meta_lists_the_itnio_form(api_server: str) -> None:
@@ -137,7 +156,7 @@ def test_the_list_test_button_works_on_what_the_ui_saves_and_posts(api_server: s
     created = requests.post(f"{api_server}/api/v2/connections", json=add_body, timeout=30)
     assert created.status_code == 201, created.text
     stored = requests.get(f"{api_server}/api/v2/connections/{conn_id}", timeout=30).json()
-    assert json.loads(stored["extra"]) == {"app_id": sandbox.app_id, "timeout": "30"}  # no null keys
+    assert _stored_extra(conn_id) == {"app_id": sandbox.app_id, "timeout": "30"}  # no null keys
     assert stored["port"] is None and stored["password"] == "***"
 
     list_test_body = {  # what the row's Test button posts: the listed connection, port as Number(port)
@@ -170,10 +189,72 @@ def test_the_list_test_button_works_on_what_the_ui_saves_and_posts(api_server: s
     assert bad.json()["status"] is False
     assert "itniotech API error -1" in bad.json()["message"]
     assert "not-the-sandbox-secret" not in bad.text
-    assert json.loads(requests.get(f"{api_server}/api/v2/connections/{conn_id}", timeout=30).json()["extra"]) == {
-        "app_id": sandbox.app_id,
-        "timeout": "30",
+    assert _stored_extra(conn_id) == {"app_id": sandbox.app_id, "timeout": "30"}
+
+
+@pytest.mark.slow
+@pytest.mark.api_server
+def test_the_edit_dialog_gets_every_extra_field_and_saving_it_adds_a_proxy(api_server: str) -> None:
+    """
+    What the Edit dialog reads and saves, for a connection stored with only some extras (as ``make airflow``'s
+    ``airflow connections add`` or the Add dialog store it).
+
+    Airflow 3.3's Edit dialog shows a declared extra field only when its key is in the ``extra`` it is given (the
+    connection list's row), and shows an undeclared key as a raw text field. Without the plugin the answer holds
+    only the stored keys: the dialog had no Timeout, Verify TLS or Proxy field, so no proxy could be added.
+    """
+    conn_id = "itnio_to_edit"
+    token, button_key = "tok-" + "t" * 40, "bk-" + "k" * 40
+    stored_extra = {
+        "app_id": "DGziZf5u",
+        "business_phone": "91856321321",
+        "webhook_token": token,
+        "button_key": button_key,
     }
+    created = requests.post(
+        f"{api_server}/api/v2/connections",
+        json={
+            "connection_id": conn_id,
+            "conn_type": "itnio",
+            "host": "http://127.0.0.1:8765",
+            "login": "k",
+            "password": "s3cret-value",
+            "extra": json.dumps(stored_extra),
+        },
+        timeout=30,
+    )
+    assert created.status_code == 201, created.text
+    other = {"connection_id": "http_untouched", "conn_type": "http", "host": "example.com", "extra": '{"a": 1}'}
+    assert requests.post(f"{api_server}/api/v2/connections", json=other, timeout=30).status_code == 201
+    declared = [field.name for field in FIELDS]
+
+    one = requests.get(f"{api_server}/api/v2/connections/{conn_id}", timeout=30)
+    listed = requests.get(f"{api_server}/api/v2/connections", params={"limit": 50}, timeout=30)
+    assert one.status_code == listed.status_code == 200, (one.text, listed.text)
+    rows = {row["connection_id"]: row for row in listed.json()["connections"]}
+    for answer in (one.json(), rows[conn_id]):
+        extra = json.loads(answer["extra"])
+        assert sorted(extra) == sorted(declared), extra  # every field, so the dialog shows every one
+        assert {key: value for key, value in extra.items() if key not in stored_extra} == dict.fromkeys(
+            set(declared) - set(stored_extra)
+        )
+        assert extra["app_id"] == "DGziZf5u"
+        assert {field.name for field in FIELDS if field.secret} >= {"webhook_token", "button_key"}
+        assert extra[connection_fields.WEBHOOK_TOKEN_EXTRA] == extra[connection_fields.BUTTON_KEY_EXTRA] == "***"
+    assert token not in one.text + listed.text and button_key not in one.text + listed.text
+    assert json.loads(rows["http_untouched"]["extra"]) == {"a": 1}  # other types: as stored
+
+    # Save in the Edit dialog after typing a proxy: the dialog sends back what it got, with the proxy filled in
+    edited = {**json.loads(rows[conn_id]["extra"]), "proxy": "http://proxy.example.com:3128"}
+    patched = requests.patch(
+        f"{api_server}/api/v2/connections/{conn_id}",
+        params={"update_mask": "extra"},
+        json={"connection_id": conn_id, "conn_type": "itnio", "extra": json.dumps(edited)},
+        timeout=30,
+    )
+    assert patched.status_code == 200, patched.text
+    # the secrets kept (*** restored), the proxy added, no null keys stored
+    assert _stored_extra(conn_id) == {**stored_extra, "proxy": "http://proxy.example.com:3128"}
 
 
 # -- Airflow 2: the Flask web server ------------------------------------------------------------------------
@@ -219,7 +300,10 @@ def test_airflow_2_web_form_renders_the_fields_and_saves_them_as_extra(airflow_d
         name, label, description = field.name, field.label, field.description
         key = f"extra__itnio__{name}"
         assert re.search(rf'<label for="{key}"[^>]*>\s*{re.escape(label)}', page), name
-        field_html = rf"<input class=\"form-control\" id=\"{key}\" name=\"{key}\".*?class=\"help-block\">(.*?)<"
+        if field.type == "boolean":  # a check box, without Bootstrap's form-control class
+            field_html = rf"<input[^>]*id=\"{key}\" name=\"{key}\" type=\"checkbox\".*?class=\"help-block\">(.*?)<"
+        else:  # a secret has type="password" and no value (Airflow 2 shows a placeholder for a stored one)
+            field_html = rf"<input class=\"form-control\" id=\"{key}\" name=\"{key}\".*?class=\"help-block\">(.*?)<"
         shown = re.search(field_html, page, re.S)
         assert shown is not None, name
         assert html.unescape(shown.group(1)).strip() == description
@@ -239,7 +323,13 @@ def test_airflow_2_web_form_renders_the_fields_and_saves_them_as_extra(airflow_d
     assert list(answer["stored"]) == ["itnio_form"]
     conn_type, host, login, extra = answer["stored"]["itnio_form"]
     assert (conn_type, host, login) == ("itnio", "https://api.itniotech.com", "bDqJFiq9")
-    assert extra == {"app_id": "DGziZf5u", "business_phone": "91856321321", "timeout": 20}  # no null keys
+    # no null keys; an unchecked check box is stored as false (Airflow 2 keeps every value but "")
+    assert extra == {
+        "app_id": "DGziZf5u",
+        "business_phone": "91856321321",
+        "timeout": 20,
+        "strict_phone_numbers": False,
+    }
 
 
 @pytest.mark.parametrize(

@@ -5,6 +5,8 @@ real Airflow (``dag.test()``) against the sandbox, sending what it says it sends
 
 from __future__ import annotations
 
+import datetime
+import json
 from pathlib import Path
 from typing import Any
 
@@ -67,13 +69,90 @@ def test_every_example_imports_and_defines_a_dag() -> None:
             assert "example" in dag.tags
 
 
-def test_followup(airflow_sandbox: Any) -> None:
+def _example_dags() -> dict[str, Any]:
+    """Return every example DAG by id, parsed from ``dags_examples/`` as the DAG processor parses it."""
+    try:
+        from airflow.dag_processing.dagbag import DagBag
+
+        bag = DagBag(str(EXAMPLES))
+    except ImportError:  # Airflow 2
+        from airflow.models.dagbag import DagBag  # type: ignore[no-redef]
+
+        bag = DagBag(str(EXAMPLES), include_examples=False)  # type: ignore[call-arg]
+    assert bag.import_errors == {}
+    return dict(bag.dags)
+
+
+def _trigger_form_blocks(value: Any, schema: dict[str, Any]) -> bool:
+    """
+    Return whether Airflow 3.3's trigger form keeps *Trigger* disabled for a param with this default and schema.
+
+    The form (``airflow/ui/src/components/FlexibleForm``) marks a param required when its schema has a ``type`` that
+    does not allow ``null`` (``isRequired``), and reports an error, which disables the button, while a required
+    param's value is ``null``, missing or ``""``.
+    """
+    kind = schema.get("type")
+    required = bool(kind) and (not isinstance(kind, list) or "null" not in kind)
+    return required and value in (None, "")
+
+
+def test_every_example_can_be_triggered_from_the_ui_with_its_defaults() -> None:
+    """
+    The trigger dialog's *Trigger* button works with each example's defaults: no required param is empty, and the
+    defaults pass the params' schemas (what ``POST .../dagRuns`` validates).
+    """
+    blocked: dict[str, list[str]] = {}
+    for dag_id, dag in _example_dags().items():
+        for name in dag.params:
+            param = dag.params.get_param(name)
+            if _trigger_form_blocks(param.value, dict(param.schema)):
+                blocked.setdefault(dag_id, []).append(name)
+        dag.params.validate()  # raises naming the param whose default breaks its schema
+    assert blocked == {}
+
+
+def _receiver_available() -> bool:
+    from airflow_provider_itnio.window import receiver_available
+
+    return receiver_available()
+
+
+#: What ``itnio_followup`` sends with its default params when no receiver can tell that the customer wrote in the
+#: last 24 hours (Airflow 3.1+): each task's approved fallback template.
+FOLLOWUP_TEMPLATES = {
+    "thank_you": "template:order_thank_you",
+    "invoice": "template:order_invoice",
+    "ask_rating": "template:order_rating",
+}
+
+
+def test_followup_sends_its_templates_when_the_window_cannot_be_known(airflow_sandbox: Any) -> None:
+    """
+    A follow-up is business-initiated: sent as session messages to a customer whose 24-hour window is closed, all
+    three are accepted and then fail (131047) while every task is green. With no receiver to ask (``dag.test()``
+    here, ``make demo``), each task sends its approved template instead, and says so in XCom ``sent_kind``.
+    """
     dag_run = run_dag("itnio_followup")
-    _check_run(
-        dag_run, airflow_sandbox, {"thank_you": "text", "invoice": "document", "ask_rating": "interactive:button"}
-    )
-    invoice = airflow_sandbox.messages()[1]["body"]
-    assert invoice["context"] == {"refMessageId": xcom_value(dag_run, "thank_you")}
+    if not _receiver_available():  # Airflow 2.11: no receiver, so no fallback; the session messages go out
+        _check_run(
+            dag_run, airflow_sandbox, {"thank_you": "text", "invoice": "document", "ask_rating": "interactive:button"}
+        )
+        invoice = airflow_sandbox.messages()[1]["body"]
+        assert invoice["context"] == {"refMessageId": xcom_value(dag_run, "thank_you")}
+        return
+    _check_run(dag_run, airflow_sandbox, FOLLOWUP_TEMPLATES)
+    for task in FOLLOWUP_TEMPLATES:
+        ti = dag_run.get_task_instance(task)
+        assert ti.xcom_pull(task_ids=task, key="sent_kind") == "template", task
+    thank_you, invoice, rating = (m["body"]["template"] for m in airflow_sandbox.messages())
+    assert [p["text"] for p in thank_you["components"][0]["parameters"]] == ["Ada", "A-1042"]
+    header, body = invoice["components"]
+    assert header["parameters"][0]["document"] == {
+        "link": "https://shop.example.com/invoices/A-1042.pdf",
+        "filename": "invoice-A-1042.pdf",
+    }
+    assert body["parameters"] == [{"type": "text", "text": "A-1042"}]
+    assert rating["components"][0]["parameters"] == [{"type": "text", "text": "A-1042"}]
 
 
 def _runs_the_scheduler_starts_on_unpause(dag: Any) -> list[Any]:
@@ -158,6 +237,12 @@ def test_order_update_picks_the_channel_by_the_24_hour_window(
         assert "B-77 is now out for delivery" in body["text"]["body"]
     message_id = xcom_value(dag_run, sent)
     assert xcom_value(dag_run, "record") == {"order_id": "B-77", "channel": sent, "messageId": message_id}
+
+
+def test_order_update_with_its_defaults_sends_the_template(airflow_sandbox: Any) -> None:
+    """The trigger dialog's defaults (``last_inbound_at`` empty: ``None``) mean "never wrote": the template."""
+    dag_run = run_dag("itnio_order_update")
+    _check_run(dag_run, airflow_sandbox, {"template_update": "template:order_update"}, skipped=("session_text",))
 
 
 def test_nightly_export_tells_the_lead_when_done(airflow_sandbox: Any) -> None:
@@ -306,3 +391,55 @@ def test_examples_needing_airflow_3_1_are_stubs_that_fail_saying_so_on_airflow_2
     with pytest.raises(RuntimeError, match=rf"^{dag_id} needs Airflow 3\.1\+: \S"):
         stub.python_callable()
     assert "example" in dag_run.dag.tags
+
+
+#: The examples a person triggers from the UI with the dialog's defaults (the approval, sensor and asset examples
+#: wait for people or pushes; their schedules are ``None`` or assets, which start no run when unpaused).
+DIALOG_EXAMPLES = (
+    "itnio_followup",
+    "itnio_order_update",
+    "itnio_appointment_reminder",
+    "itnio_new_collection",
+    "itnio_nightly_export_alerts",
+)
+
+
+@pytest.mark.api_server
+@pytest.mark.slow
+def test_the_trigger_dialogs_defaults_unpause_and_trigger_make_exactly_one_run(tmp_path: Path) -> None:
+    """
+    What Airflow 3.3's trigger dialog does with its defaults ("Unpause on trigger" checked, the params' defaults),
+    through the REST calls it makes (``PATCH /dags/{id}`` ``is_paused: false``, ``POST /dags/{id}/dagRuns``),
+    against a real API server, scheduler and dag-processor: one run per DAG, the manual one, and no scheduled run
+    due (``next_dagrun_run_after`` in the future), so none is coming either. ``itnio_appointment_reminder`` used
+    to get a scheduled run next to the manual one: every message sent twice.
+    """
+    import airflow
+
+    if airflow.__version__.startswith("2."):
+        pytest.skip("the trigger dialog and its REST API are Airflow 3's")
+    from airflow_provider_itnio.sandbox import Sandbox
+    from tests.airflow_stack import AirflowStack
+
+    with Sandbox() as sandbox:
+        connections = {"itnio_default": json.loads(sandbox.conn_json())}
+        dags = [EXAMPLES / f"{dag_id}.py" for dag_id in DIALOG_EXAMPLES]
+        with AirflowStack(tmp_path / "home", dags=dags, connections=connections) as stack:
+            manual: dict[str, str] = {}
+            for dag_id in DIALOG_EXAMPLES:
+                stack.wait_for_dag(dag_id)
+                params = stack.api("GET", f"/dags/{dag_id}/details").json()["params"]
+                defaults = {name: spec["value"] for name, spec in params.items()}
+                unpaused = stack.api("PATCH", f"/dags/{dag_id}", json={"is_paused": False})
+                assert unpaused.status_code == 200, unpaused.text
+                run = stack.api("POST", f"/dags/{dag_id}/dagRuns", json={"logical_date": None, "conf": defaults})
+                assert run.status_code == 200, run.text
+                manual[dag_id] = run.json()["dag_run_id"]
+            for dag_id, run_id in manual.items():
+                assert stack.wait_for_run(dag_id, run_id, timeout=300) == "success", dag_id
+            now = pendulum.now("UTC")
+            for dag_id, run_id in manual.items():
+                runs = stack.api("GET", f"/dags/{dag_id}/dagRuns").json()["dag_runs"]
+                assert [(r["dag_run_id"], r["run_type"]) for r in runs] == [(run_id, "manual")], (dag_id, runs)
+                due = stack.api("GET", f"/dags/{dag_id}").json()["next_dagrun_run_after"]
+                assert due is None or datetime.datetime.fromisoformat(due) > now, (dag_id, due)  # no run is due

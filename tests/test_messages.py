@@ -426,13 +426,15 @@ def test_build_request_body_envelope():
     assert body["context"] == {"refMessageId": "m1"}
     for empty in (None, ""):
         assert "context" not in build_request_body(
-            app_id="app", business_phone="1234567", recipient="1234567", message=Text("hi"), reply_to=empty
+            app_id="app", business_phone="91856321321", recipient="8614718004557", message=Text("hi"), reply_to=empty
         )
 
 
 def test_build_request_body_rejects_non_messages():
     with pytest.raises(TypeError, match="Message model"):
-        build_request_body(app_id="a", business_phone="1234567", recipient="1234567", message=_bad({"type": "text"}))
+        build_request_body(
+            app_id="a", business_phone="91856321321", recipient="8614718004557", message=_bad({"type": "text"})
+        )
 
 
 def test_error_values_are_truncated():
@@ -478,8 +480,8 @@ def _component(ctype: str, *params: Any) -> Template:
 def _envelope(**overrides: Any) -> dict[str, Any]:
     args = {
         "app_id": "app",
-        "business_phone": "1234567",
-        "recipient": "7654321",
+        "business_phone": "91856321321",  # the vendor's example numbers (possible, in no assigned range)
+        "recipient": "8614718004557",
         "message": Text("hi"),
         **overrides,
     }
@@ -1104,7 +1106,7 @@ RULE_CASES = [
     pytest.param(
         lambda: _envelope(recipient="12-34"),
         "recipient",
-        "at least 7 digits",
+        "a number that can exist",
         "-71",
         id="envelope-recipient-normalised",
     ),
@@ -1280,12 +1282,12 @@ def test_rule_field_names_the_offending_value():
     ("value", "expected"),
     [
         ("+86 138-0013-8000", "8613800138000"),
-        ("(415) 555 0100", "4155550100"),
+        ("+1 (415) 555 0100", "14155550100"),
         ("91.856.321.321", "91856321321"),
         (6282299953162, "6282299953162"),
-        ("  +4412345678 ", "4412345678"),
-        ("1234567", "1234567"),
-        ("12345678901234", "12345678901234"),
+        ("  +44 20 7946 0958 ", "442079460958"),
+        ("+683 7012", "6837012"),  # Niue: as short as the vendor allows (libphonenumber's example number)
+        ("+977 16600101234", "97716600101234"),  # Nepal: as long as the vendor allows (idem)
         ("0086 138 0013 8000", "8613800138000"),  # more forms in test_phone_numbers.py
     ],
 )
@@ -1297,10 +1299,12 @@ def test_normalize_phone_valid(value, expected):
 @pytest.mark.parametrize(
     ("value", "recipient_status", "business_status", "rule"),
     [
-        pytest.param("123456", "-71", "-94", "at least 7 digits", id="too-short"),
-        pytest.param("+1 (23) 45", "-71", "-94", "at least 7 digits", id="too-short-after-formatting"),
-        pytest.param("123456789012345", "-70", "-93", "at most 14 digits", id="too-long"),
-        pytest.param(123456789012345, "-70", "-93", "at most 14 digits", id="too-long-int"),
+        pytest.param("123456", "-71", "-94", "a number that can exist", id="too-short"),
+        pytest.param("+1 (23) 45", "-71", "-94", "a number that can exist", id="too-short-after-formatting"),
+        pytest.param("123456789012345", "-70", "-93", "a number that can exist", id="too-long"),
+        pytest.param(123456789012345, "-70", "-93", "a number that can exist", id="too-long-int"),
+        # a German number can have 15 digits (libphonenumber's example), one more than the vendor takes
+        pytest.param("+49 800 1234567890", "-70", "-93", "at most 14 digits", id="possible-but-15-digits"),
         pytest.param("86 138 0013 800x", "-72", "-95", "digits only", id="letter"),
         pytest.param("++8613800138000", "-72", "-95", "digits only", id="two-pluses"),
         pytest.param("86+13800138000", "-72", "-95", "digits only", id="inner-plus"),

@@ -156,6 +156,47 @@ def _hook_config_with(extra: dict[str, Any], host: str | None = "https://api.itn
         os.environ.pop("AIRFLOW_CONN_ITNIO_FIELDS")
 
 
+#: How a module that reads a connection's ``extra_dejson`` reads one of its keys: ``extra.get("name")``,
+#: ``(conn.extra_dejson or {}).get("name")``, ``extra["name"]``.
+_EXTRA_READS = (
+    re.compile(r"extra(?:_dejson)?(?: or \{\}\))?\.get\(\s*[\"']([a-z_]+)[\"']"),
+    re.compile(r"extra(?:_dejson)?\[[\"']([a-z_]+)[\"']\]"),
+)
+#: A constant naming an extra, in any module: ``SOMETHING_EXTRA = "name"``.
+_EXTRA_CONSTANT = re.compile(r"^[A-Z_]*EXTRA\s*(?::\s*str\s*)?=\s*[\"']([a-z_]+)[\"']", re.MULTILINE)
+
+
+def test_every_extra_the_package_reads_is_declared_once_with_a_label_and_help() -> None:
+    """
+    Scan the package (not the sandbox, which is the vendor's side) for the extras it reads: each one is a field of
+    the form, so the Add and Edit dialogs show it with its label and help instead of a raw, unlabelled key.
+    """
+    package = Path(airflow_provider_itnio.__file__).parent
+    read: dict[str, set[str]] = {}
+    for path in package.rglob("*.py"):
+        if "sandbox" in path.relative_to(package).parts:
+            continue
+        text = path.read_text(encoding="utf-8")
+        patterns = (*_EXTRA_READS, _EXTRA_CONSTANT) if "extra_dejson" in text else (_EXTRA_CONSTANT,)
+        for pattern in patterns:  # (asset events have an ``extra`` too: modules without a connection's skipped)
+            for name in pattern.findall(text):
+                read.setdefault(name, set()).add(str(path.relative_to(package)))
+    for name in ("app_id", "timeout", "proxy", "webhook_token"):  # the scan finds what it must
+        assert name in read, name
+    assert {name: where for name, where in read.items() if name not in FIELDS} == {}
+    assert len(connection_fields.EXTRA_FIELDS) == len(FIELDS)  # each declared once
+    for name in (
+        connection_fields.WEBHOOK_TOKEN_EXTRA,
+        connection_fields.BUTTON_KEY_EXTRA,
+        connection_fields.STRICT_PHONE_NUMBERS_EXTRA,
+    ):
+        assert FIELDS[name].label and FIELDS[name].description, name
+    assert FIELDS[connection_fields.WEBHOOK_TOKEN_EXTRA].json_schema()["format"] == "password"
+    assert FIELDS[connection_fields.BUTTON_KEY_EXTRA].json_schema()["format"] == "password"
+    assert FIELDS[connection_fields.BUTTON_KEY_EXTRA].label == "Approval button key"
+    assert FIELDS[connection_fields.STRICT_PHONE_NUMBERS_EXTRA].json_schema()["type"] == ["boolean", "null"]
+
+
 def test_the_required_fields_are_those_the_hook_cannot_do_without() -> None:
     """Check that a field whose type allows null may be left out, and the hook refuses a connection without another."""
     from airflow_provider_itnio.errors import ItnioConfigError
@@ -191,7 +232,16 @@ def test_the_hooks_answers_are_the_provider_infos_fields() -> None:
             spec = entry["conn-fields"][name]
             assert str(unbound.args[0]) == spec["label"]
             assert unbound.kwargs["description"] == spec["description"]
-            expected_class = "IntegerField" if "integer" in spec["schema"]["type"] else "StringField"
+            kinds = spec["schema"]["type"]
+            expected_class = (
+                "IntegerField"
+                if "integer" in kinds
+                else "BooleanField"
+                if "boolean" in kinds
+                else "PasswordField"  # a secret: Airflow 2 hides the stored value
+                if spec["schema"].get("format") == "password"
+                else "StringField"
+            )
             assert unbound.field_class.__name__ == expected_class
 
 
@@ -208,7 +258,7 @@ def test_providers_manager_registers_the_form_fields() -> None:
         assert info.field_name == name
         # Airflow 3 records the class path from provider info, Airflow 2 the class name of the imported hook
         assert info.hook_class_name in ("airflow_provider_itnio.hooks.itnio.ItnioHook", "ItnioHook")
-        assert not info.is_sensitive
+        assert info.is_sensitive == FIELDS[name].secret, name  # masked input; Airflow 2 hides the stored value
         if AIRFLOW_2:  # from the hook: unbound WTForms fields
             assert str(info.field.args[0]) == FIELDS[name].label
         else:  # from conn-fields, never importing the hook

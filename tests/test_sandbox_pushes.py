@@ -459,6 +459,7 @@ def test_a_receiver_that_is_down_then_up_gets_the_push() -> None:
         deadline = time.monotonic() + WAIT
         while not sb.pushes() and time.monotonic() < deadline:  # the first attempt fails: connection refused
             time.sleep(0.01)
+        assert sb.pushes(), f"no push attempt within {WAIT} s"
         first = sb.pushes()[0]
         assert (first["attempt"], first["outcome"], first["http_status"]) == (1, "failed", None)
         assert "Connection" in first["error"] and TOKEN not in json.dumps(first)
@@ -601,6 +602,7 @@ def test_cli_push_flags(tmp_path: Path) -> None:
         deadline = time.monotonic() + WAIT
         while not port_file.exists() and time.monotonic() < deadline:
             time.sleep(0.01)
+        assert port_file.exists(), f"the sandbox wrote no port file within {WAIT} s"
         pushes = requests.get(base + "/sandbox/config", timeout=10).json()["pushes"]
         assert pushes["enforce_window"] is False
         assert pushes["status_delays"] == [0, 0.01, 0.02] and pushes["push_time_scale"] == 0.5

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import json
+import re
 import secrets
 import subprocess
 import sys
@@ -40,6 +41,8 @@ __all__ = ["server"]  # the module-scoped API server fixture, imported for this 
 
 DAGS = Path(__file__).parent / "dags"
 READ_DAG, FAILED_DAG = "itnio_sensor_read", "itnio_sensor_failed"
+#: A DAG holding only the sensor, for ``dag.test()`` (message id and connection as params).
+DAG_TEST_DAG = "itnio_sensor_dag_test"
 #: The reason the sandbox gives for the failed message in the end-to-end test.
 E2E_FAILURE = "131026 Message undeliverable: the receiver's phone cannot receive this message"
 
@@ -156,6 +159,7 @@ def test_the_deferrable_sensor_defers_at_once_with_only_non_secret_arguments() -
         "poll_interval": 7.0,
         "end_from_trigger": True,  # a reached target ends the task in the triggerer, no worker start
         "push_xcom": True,
+        "unreachable_timeout": 600.0,  # a receiver unreachable for longer fails the wait (retryably)
     }
     assert before + 60 <= deadline <= time.time() + 60
     assert ItnioMessageStatusTrigger(**kwargs, deadline=deadline).serialize() == (
@@ -282,15 +286,23 @@ def test_the_trigger_times_out_at_its_deadline_and_keeps_asking_an_unreachable_s
         ItnioMessageStatusTrigger(message_id=message_id, itnio_conn_id=c, poll_interval=0.1, deadline=time.time() + 1)
         for c in (conn, "itnio_sensor_nowhere")
     ]
+    patient = ItnioMessageStatusTrigger(
+        message_id=message_id, itnio_conn_id="itnio_sensor_nowhere", poll_interval=0.1, deadline=time.time() + 600
+    )
 
     async def scenario() -> list[dict[str, Any]]:
+        waiting = asyncio.create_task(first_event(patient))
+        while patient.polls < 3:  # it keeps asking (a condition, not a time: the machine may be slow)
+            assert not waiting.done(), waiting.result()
+            await asyncio.sleep(0.02)
+        waiting.cancel()
+        await asyncio.gather(waiting, return_exceptions=True)
         return list(await asyncio.gather(*(first_event(t) for t in triggers)))
 
-    unknown, unreachable = asyncio.run(asyncio.wait_for(scenario(), 60))
+    unknown, unreachable = asyncio.run(asyncio.wait_for(scenario(), 120))
     assert (unknown["outcome"], unknown["status"], unknown["record"]) == ("timeout", None, None)
     assert unknown["error"] == f"message {message_id} is without any status, not delivered, at the deadline"
     assert unreachable["outcome"] == "timeout"  # not an error: an API server restarting is waited for
-    assert triggers[1].polls > 1  # it kept asking
 
 
 @pytest.mark.api_server
@@ -319,6 +331,149 @@ def test_a_wrong_token_or_a_tokenless_connection_ends_the_trigger_with_an_error(
     assert "answered 404 for connection 'itnio_sensor_wrong'" in wrong["error"]
     assert "has no 'webhook_token' extra" in tokenless["error"]
     assert OTHER_TOKEN not in json.dumps(wrong) and TOKEN not in json.dumps(tokenless)
+
+
+#: What stands at a wrong ``receiver_url``: (name, HTTP status, body, more headers). All configuration errors.
+MISCONFIGURED: list[tuple[str, int, bytes, dict[str, str]]] = [
+    ("a redirect to a login page", 302, b"", {"Location": "https://sso.example.com/login"}),
+    ("an auth proxy: 401", 401, b"<html><body>Unauthorized</body></html>", {"WWW-Authenticate": "Basic"}),
+    ("an auth proxy: 403", 403, b'{"message": "Forbidden"}', {"Content-Type": "application/json"}),
+    ("a web server without the plugin: 405", 405, b'{"detail": "Method Not Allowed"}', {}),
+    ("an HTML page: 200", 200, b"<!doctype html><html><head><title>Airflow</title></head></html>", {}),
+]
+
+
+def connection_to(conn_id: str, receiver_url: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Define ``conn_id`` (this process's view) with the test token and ``receiver_url``; return it."""
+    extra = {"webhook_token": TOKEN, "receiver_url": receiver_url}
+    monkeypatch.setenv(f"AIRFLOW_CONN_{conn_id.upper()}", json.dumps({"conn_type": "itnio", "extra": extra}))
+    return conn_id
+
+
+@pytest.mark.api_server
+@needs_airflow_3
+def test_a_receiver_url_where_no_receiver_answers_fails_the_wait_at_once_naming_the_url(
+    server: Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """
+    A wrong ``receiver_url`` used to be waited on until the sensor's timeout (7 days by default). What answers
+    there: a real API server at a path no plugin serves (``POST`` gives 405, ``GET`` the UI's HTML page with 200),
+    and real servers answering as a login redirect, an auth proxy or another web server do. Each is a
+    configuration error: the trigger's first answer ends the wait, the poke fails without retry, and the message
+    names the URL asked (never the token) and what came back.
+    """
+    from airflow.providers.common.compat.sdk import AirflowFailException
+
+    from airflow_provider_itnio.sensors.itnio import ItnioMessageStatusSensor
+    from airflow_provider_itnio.triggers.itnio import ItnioMessageStatusTrigger
+    from airflow_provider_itnio.webhook import client
+    from tests.misconfigured import FixedAnswerServer
+
+    def check(conn_id: str, base: str, post_answer: str, get_answer: str) -> None:
+        trigger = ItnioMessageStatusTrigger(
+            message_id="wamid.x", itnio_conn_id=conn_id, poll_interval=0.1, deadline=time.time() + 60
+        )
+        payload = asyncio.run(asyncio.wait_for(first_event(trigger), 60))
+        assert payload["outcome"] == "error", payload
+        assert trigger.polls == 0  # the first answer ended it: not asked again
+        assert f"{base}/itnio/api/{conn_id}/statuses" in payload["error"], payload["error"]
+        assert post_answer in payload["error"], payload["error"]
+        with pytest.raises(client.ItnioReceiverError) as caught:
+            client.ItnioReceiverClient(conn_id).message_status("wamid.x")
+        assert isinstance(caught.value, client.ItnioReceiverConfigError), caught.value
+        assert caught.value.permanent
+        assert f"{base}/itnio/api/{conn_id}/messages/wamid.x/status" in str(caught.value)
+        assert get_answer in str(caught.value), str(caught.value)
+        sensor = ItnioMessageStatusSensor(
+            task_id="poke", message_id="wamid.x", itnio_conn_id=conn_id, deferrable=False, timeout=60, retries=3
+        )
+        with pytest.raises(AirflowFailException, match=f"Cannot wait for message wamid.x: .*{re.escape(get_answer)}"):
+            sensor.execute({})  # type: ignore[arg-type]
+        for text in (payload["error"], str(caught.value)):
+            assert TOKEN not in text
+
+    # A real Airflow API server, but not where the plugin is: POST is 405, GET is the UI's page.
+    wrong_path = f"{server.base_url}/not-here"
+    check(
+        connection_to("itnio_sensor_wrong_path", wrong_path, monkeypatch),
+        wrong_path,
+        "405 Method Not Allowed",
+        "200 OK (text/html: <!doctype html>",
+    )
+    for name, status, body, headers in MISCONFIGURED:
+        with FixedAnswerServer(status, body, headers) as fixed:
+            conn_id = connection_to("itnio_sensor_misconfigured", fixed.base_url, monkeypatch)
+            check(conn_id, fixed.base_url, str(status), str(status))
+            if status == 302:
+                with pytest.raises(client.ItnioReceiverError, match=re.escape("to https://sso.example.com/login")):
+                    client.ItnioReceiverClient(conn_id).message_status("wamid.x")
+            assert fixed.seen(), name
+
+
+@pytest.mark.api_server
+@needs_airflow_3
+@pytest.mark.parametrize("status", [500, 502, 503, 429])
+def test_server_errors_and_429_are_asked_again_until_the_deadline(status: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    from airflow_provider_itnio.triggers.itnio import ItnioMessageStatusTrigger
+    from tests.misconfigured import FixedAnswerServer
+
+    with FixedAnswerServer(status, b'{"detail": "busy"}', {"Content-Type": "application/json"}) as busy:
+        conn_id = connection_to("itnio_sensor_busy", busy.base_url, monkeypatch)
+        trigger = ItnioMessageStatusTrigger(
+            message_id="wamid.busy", itnio_conn_id=conn_id, poll_interval=0.1, deadline=time.time() + 1.5
+        )
+        payload = asyncio.run(asyncio.wait_for(first_event(trigger), 60))
+        assert payload["outcome"] == "timeout", payload  # transient: asked again, not failed
+        assert trigger.polls > 1 and len(busy.seen()) > 1
+
+
+@pytest.mark.api_server
+@needs_airflow_3
+def test_a_receiver_that_stays_unreachable_fails_the_wait_after_the_bound_naming_the_url(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """
+    Nothing listens at the ``receiver_url`` (a closed port): asked again (an API server restarting comes back),
+    but only for ``receiver_unreachable_timeout`` seconds, not until the sensor's timeout; then the task fails with
+    a retryable error naming the URL, deferred and in poke mode alike.
+    """
+    from airflow.providers.common.compat.sdk import AirflowFailException
+    from airflow.sdk.exceptions import TaskDeferred
+
+    from airflow_provider_itnio.sensors.itnio import ItnioMessageStatusSensor
+    from airflow_provider_itnio.webhook.client import ItnioReceiverUnreachableError
+    from tests.servers import free_port
+
+    nowhere = f"http://127.0.0.1:{free_port()}"
+    conn_id = connection_to("itnio_sensor_closed_port", nowhere, monkeypatch)
+
+    def sensor(**kwargs: Any) -> Any:
+        kwargs.setdefault("receiver_unreachable_timeout", 1)
+        return ItnioMessageStatusSensor(
+            task_id="wait", message_id="wamid.closed", itnio_conn_id=conn_id, poke_interval=0.1, timeout=600, **kwargs
+        )
+
+    deferrable = sensor()
+    with pytest.raises(TaskDeferred) as deferral:
+        deferrable.execute({})  # type: ignore[arg-type]
+    trigger = deferral.value.trigger
+    assert trigger.serialize()[1]["unreachable_timeout"] == 1.0
+    started = time.monotonic()
+    payload = asyncio.run(asyncio.wait_for(first_event(trigger), 120))
+    assert time.monotonic() - started >= 1.0  # asked again for the bound first
+    assert trigger.polls > 1
+    assert payload["outcome"] == "unreachable", payload
+    assert f"{nowhere}/itnio" in payload["error"]
+    with pytest.raises(ItnioReceiverUnreachableError, match=f"{nowhere}/itnio") as caught:
+        _resume(deferrable, payload)
+    assert not isinstance(caught.value, AirflowFailException)  # retryable: the task's retries apply
+
+    started = time.monotonic()
+    with pytest.raises(ItnioReceiverUnreachableError, match=f"{nowhere}/itnio"):
+        sensor(deferrable=False).execute({})  # type: ignore[arg-type]
+    assert time.monotonic() - started >= 1.0
+    with pytest.raises(ValueError, match="receiver_unreachable_timeout must be"):
+        sensor(deferrable=False, receiver_unreachable_timeout=-1)
 
 
 # -- the bulk read endpoint and the triggerer's shared poller -------------------------------------------------
@@ -679,6 +834,34 @@ def test_poke_mode_asks_the_sync_client(server: Server, conn: str) -> None:
     assert reschedule.reschedule and reschedule.poke({}).xcom_value["status"] == "read"
 
 
+# -- dag.test(): the trigger run in line ----------------------------------------------------------------------
+
+
+@pytest.mark.api_server
+@needs_airflow_3
+def test_under_dag_test_a_read_message_ends_the_sensor_successfully_with_the_record_as_xcom(
+    server: Server, conn: str
+) -> None:
+    """
+    ``dag.test()`` runs the trigger in line and resumes the task with the event's payload: for the
+    ``TaskSuccessEvent`` that ends a reached wait that is the state's name (``"success"``), not a dict, and its
+    XComs are dropped. The task must still succeed with the receiver's status record as its XCom.
+    """
+    from airflow_provider_itnio.webhook.client import ItnioReceiverClient
+    from tests.airflow_runs import run_dag, task_states, xcom_value
+
+    message_id = unique("dag-test")
+    asyncio.run(push(server, message_id, "delivered"))
+    asyncio.run(push(server, message_id, "read"))
+    dag_run = run_dag(DAG_TEST_DAG, conf={"message_id": message_id, "conn_id": conn})
+    assert task_states(dag_run) == {"wait_read": ("success", 1)}
+    assert str(dag_run.state) == "success"
+    record = xcom_value(dag_run, "wait_read")
+    assert record == ItnioReceiverClient(conn).message_status(message_id)
+    assert (record["message_id"], record["status"]) == (message_id, "read")
+    assert TOKEN not in json.dumps(record)
+
+
 # -- end to end through a whole Airflow ----------------------------------------------------------------------
 
 
@@ -780,6 +963,7 @@ def test_end_to_end_the_read_push_ends_the_deferred_sensor_in_the_triggerer_and_
         "poll_interval": 1.0,
         "end_from_trigger": True,
         "push_xcom": True,
+        "unreachable_timeout": 600.0,
     }  # nothing secret: the triggerer reads the token from the connection
     # The triggerer ran the wait: the trigger's log of this task instance (written by the triggerer) shows it.
     trigger_logs = "\n".join(
@@ -823,7 +1007,7 @@ def test_on_airflow_2_the_sensor_and_trigger_say_airflow_3_1_is_needed(module: s
     assert "needs Airflow 3.1 or later" in result.stderr
 
 
-@pytest.mark.parametrize("dag_id", [READ_DAG, FAILED_DAG])
+@pytest.mark.parametrize("dag_id", [READ_DAG, FAILED_DAG, DAG_TEST_DAG])
 def test_the_sensor_dag_files_define_their_dag_only_where_the_sensor_exists(dag_id: str) -> None:
     spec = importlib.util.spec_from_file_location(f"{dag_id}_check", DAGS / f"{dag_id}.py")
     assert spec is not None and spec.loader is not None

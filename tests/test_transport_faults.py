@@ -405,7 +405,7 @@ def test_a_keep_alive_connection_the_server_closed_is_reopened_and_sent_once(
     with ScriptedServer([answer_then_close_idle, answer_json(ACCEPTED)], tls=_tls_context(certificate)) as server:
         hook = _hook(monkeypatch, server.url, verify=str(certificate[0]))
         assert hook.send_text("15550100200", "first").message_id == MESSAGE_ID
-        assert closed.wait(5)
+        assert closed.wait(600), "the server did not close the idle connection"
         assert hook.send_text("15550100200", "second").message_id == MESSAGE_ID
     bodies = [request.rpartition(b'"body":')[2] for request in server.received]
     assert bodies == [b'"first"}}', b'"second"}}']
@@ -432,10 +432,11 @@ def test_what_was_written_is_tracked_per_thread(
 
         thread_a = threading.Thread(target=send, args=("A",))
         thread_a.start()
-        assert server.hung_event.wait(10)  # A's connection is accepted and hangs
+        assert server.hung_event.wait(600)  # A's connection is accepted and hangs
         send("B")  # this thread writes a whole request meanwhile
         server.release()  # A's handshake now fails (the server closed the connection)
-        thread_a.join(30)
+        thread_a.join(600)
+        assert not thread_a.is_alive(), "thread A's send did not end within 600 s"
     assert isinstance(outcome["B"], SendResult)
     assert isinstance(outcome["A"], SendResult), outcome["A"]
     bodies = sorted(request.rpartition(b'"body":')[2] for request in server.received)

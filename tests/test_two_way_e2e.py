@@ -3,7 +3,7 @@ Two-way WhatsApp end to end, through a whole Airflow 3 (API server with the itni
 dag-processor, triggerer: :mod:`tests.airflow_stack`) and the sandbox pushing to the receiver.
 
 DAGs: the examples ``itnio_reschedule_on_reply.py`` (``itnio_appointment_confirm`` and the reply DAG scheduled on
-``inbound_messages("itnio_default")``), ``itnio_record_failed_statuses`` (scheduled on
+``inbound_messages("itnio_default", reply_ids="reschedule:*")``), ``itnio_record_failed_statuses`` (scheduled on
 ``message_status("itnio_default", "failed")``) and ``itnio_invoice_read_or_remind``. Every customer message and
 status comes as a real push from the sandbox to the API server's webhook; duplicates are the sandbox's injected
 duplicates and the vendor's re-push of the same body.
@@ -30,7 +30,9 @@ EXAMPLES = ROOT / "dags_examples"
 CONFIRM, REPLY = "itnio_appointment_confirm", "itnio_reschedule_on_reply"
 FAILED, INVOICE = "itnio_record_failed_statuses", "itnio_invoice_read_or_remind"
 PATIENT, UNREACHABLE, PAYER, UNPAID = "15550100200", "15550100800", "15550100300", "15550100400"
-INBOUND_URI, FAILED_URI = "itnio://itnio_default/inbound", "itnio://itnio_default/status/failed"
+#: The reply DAG's asset: the inbound messages narrowed to taps on a ``reschedule:...`` button.
+RESCHEDULE_URI = "itnio://itnio_default/inbound?reply_id=reschedule%3A%2A"
+FAILED_URI = "itnio://itnio_default/status/failed"
 UNDELIVERABLE = "131026 Message undeliverable"
 
 pytestmark = [pytest.mark.api_server, pytest.mark.slow, needs_airflow_3]
@@ -53,12 +55,12 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
             lambda: (
                 stack.rows(
                     "SELECT COUNT(*) AS n FROM asset_active WHERE uri IN (:inbound, :failed)",
-                    inbound=INBOUND_URI,
+                    inbound=RESCHEDULE_URI,
                     failed=FAILED_URI,
                 )[0]["n"]
                 == 2
             ),
-            "the inbound and failed-status assets to be active",
+            "the Reschedule taps' and failed-status assets to be active",
         )
         yield stack
 
@@ -147,7 +149,7 @@ def test_a_reschedule_tap_starts_the_reply_dag_once_and_it_answers_in_context_wi
         (True, "ok", 200),
     ]
     repush(stack, tap)
-    assert recorded_events(stack, INBOUND_URI, tap["messageId"]) == 1
+    assert recorded_events(stack, RESCHEDULE_URI, tap["messageId"]) == 1
 
     (run,) = finished_runs(stack, REPLY, 1)
     assert run["state"] == "success"
@@ -169,17 +171,24 @@ def test_a_reschedule_tap_starts_the_reply_dag_once_and_it_answers_in_context_wi
     assert sent.status_code == 200, sent.text
     assert sent.json()["value"] == slots["id"]  # the mapped send's messageId
 
-    # A later message (a Keep tap) starts the next run, with that message only; it sends nothing.
+    # Later messages the reply DAG does not handle (a Keep tap, a text) start no run: its asset is narrowed to
+    # Reschedule taps. They are recorded; the next Reschedule tap starts the next run, with that tap only.
     keep = sandbox.simulate_inbound(PATIENT, type="button_reply", context=confirmation, reply_title="Keep")
+    text = sandbox.simulate_inbound(PATIENT, text="Thanks!")
+    assert sandbox.wait_for_pushes(30)
+    for message in (keep, text):
+        stored = "SELECT COUNT(*) AS n FROM itnio_inbound_message WHERE message_id = :m"
+        assert stack.rows(stored, m=message["messageId"])[0]["n"] == 1
+        assert recorded_events(stack, RESCHEDULE_URI, message["messageId"]) == 0
+    again = sandbox.simulate_inbound(PATIENT, type="button_reply", context=confirmation, reply_title="Reschedule")
     assert sandbox.wait_for_pushes(30)
     first, second = finished_runs(stack, REPLY, 2)
     assert first["dag_run_id"] == run["dag_run_id"]
-    assert upstream_message_ids(stack, REPLY, second["dag_run_id"]) == [keep["messageId"]]
+    assert upstream_message_ids(stack, REPLY, second["dag_run_id"]) == [again["messageId"]]
     assert second["state"] == "success"
-    assert stack.xcom(REPLY, second["dag_run_id"], "reschedule_taps") == []
-    assert stack.task_instances(REPLY, second["dag_run_id"])["offer_slots"]["state"] == "skipped"
     assert queued(stack, REPLY) == 0
-    assert len(to(stack, PATIENT)) == 2  # no second list
+    stack.wait_until(lambda: len(to(stack, PATIENT)) == 3, "the second list of slots at the sandbox", 30)
+    assert to(stack, PATIENT)[2]["context"] == {"refMessageId": again["messageId"]}
 
 
 def test_a_failed_status_starts_the_failed_status_dag_once_with_the_failure(stack: Any) -> None:

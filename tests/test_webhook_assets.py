@@ -50,6 +50,15 @@ __all__ = ["server"]  # the module-scoped API server fixture, imported for this 
 INBOUND_URI = f"itnio://{CONN_ID}/inbound"
 FAILED_URI = f"itnio://{CONN_ID}/status/failed"
 DAG_ID = "itnio_webhook_on_pushes"
+#: The narrowed inbound assets of tests/dags/itnio_webhook_narrowed.py, by DAG, as Airflow stores them (its own
+#: normalization of the URI: the query's pairs sorted and URL-encoded).
+NARROWED_URIS = {
+    "itnio_webhook_on_reschedule_taps": f"{INBOUND_URI}?reply_id=reschedule%3A%2A",
+    "itnio_webhook_on_any_tap": f"{INBOUND_URI}?reply_id=%2A",
+    "itnio_webhook_on_stop_words": f"{INBOUND_URI}?keyword=opt+out&keyword=stop",
+    "itnio_webhook_on_stickers": f"{INBOUND_URI}?type=sticker",
+    "itnio_webhook_on_keep_taps": f"{INBOUND_URI}?reply_id=keep%3A%2A&type=interactive",
+}
 
 
 @pytest.fixture(scope="module")
@@ -69,17 +78,16 @@ def scheduled(server: Server) -> Server:
         "AND aa.uri = a.uri) AS active FROM asset a WHERE a.uri LIKE :prefix ORDER BY a.uri",
         prefix=f"itnio://{CONN_ID}/%",
     )
-    assert assets == [
-        {"uri": INBOUND_URI, "name": INBOUND_URI, "group": "itnio", "active": 1},
-        {"uri": FAILED_URI, "name": FAILED_URI, "group": "itnio", "active": 1},
-    ]
+    expected = sorted([INBOUND_URI, FAILED_URI, *NARROWED_URIS.values()])
+    assert assets == [{"uri": uri, "name": uri, "group": "itnio", "active": 1} for uri in expected]
     return server
 
 
-def settle(server: Server, timeout: float = 15.0) -> None:
+def settle(server: Server, timeout: float = 300.0) -> None:
     """
     Wait until the receiver's writer has turned its outbox into asset events (it does so within
-    ``[itnio] webhook_asset_events_interval``, 0.25 s, of the pushes), and its turn is over.
+    ``[itnio] webhook_asset_events_interval``, 0.25 s, of the pushes), and its turn is over. The deadline is far
+    above that: a freshly started API server's first turn on a loaded machine took more than 15 s.
     """
     deadline = time.monotonic() + timeout
     while server.rows("SELECT id FROM itnio_asset_outbox"):
@@ -105,9 +113,10 @@ def events_of_now(server: Server, uri: str, message_id: str) -> list[dict[str, A
     return [row for row in extras if row["extra"].get("message_id") == message_id]
 
 
-def unpause(server: Server, paused: bool = False) -> None:
+def unpause(server: Server, paused: bool = False, dag_ids: tuple[str, ...] = (DAG_ID,)) -> None:
     with server.engine.begin() as connection:
-        connection.exec_driver_sql("UPDATE dag SET is_paused = ? WHERE dag_id = ?", (paused, DAG_ID))
+        for dag_id in dag_ids:
+            connection.exec_driver_sql("UPDATE dag SET is_paused = ? WHERE dag_id = ?", (paused, dag_id))
 
 
 # -- asset events ------------------------------------------------------------------------------------------
@@ -242,6 +251,179 @@ def test_an_asset_event_the_database_refuses_stays_in_the_outbox_and_is_written_
     assert scheduled.push(after).status_code == 200
     assert len(events_of(scheduled, INBOUND_URI, "wamid.assets-refused")) == 1
     assert len(events_of(scheduled, INBOUND_URI, "wamid.assets-after-refused")) == 1
+
+
+def _tap(reply_id: str, message_id: str, sender: str = CUSTOMER, title: str = "Approve") -> dict[str, Any]:
+    """Return the push of a tap on a reply button whose id is ``reply_id``."""
+    reply = {"type": "button_reply", "button_reply": {"id": reply_id, "title": title}}
+    return inbound({"type": "interactive", "interactive": reply}, messageId=message_id, **{"from": {"phone": sender}})
+
+
+def _text(body: str, message_id: str) -> dict[str, Any]:
+    return inbound({"type": "text", "text": {"body": body}}, messageId=message_id)
+
+
+def _queued_for(server: Server, dag_ids: Any) -> list[tuple[str, str]]:
+    """Return ``(dag_id, asset uri)`` of the asset queue rows of ``dag_ids``, sorted."""
+    rows = server.rows(
+        "SELECT q.target_dag_id, a.uri FROM asset_dag_run_queue q JOIN asset a ON a.id = q.asset_id ORDER BY 1, 2"
+    )
+    return [(row["target_dag_id"], row["uri"]) for row in rows if row["target_dag_id"] in set(dag_ids)]
+
+
+@pytest.mark.api_server
+@needs_airflow_3
+def test_a_tap_on_an_approval_button_is_no_inbound_asset_event(scheduled: Server) -> None:
+    """
+    What the issue saw (one tap on "Reschedule", 5 runs of the DAG scheduled on every inbound message): a session
+    of 5 inbound messages, each an asset event that queues the DAG again. Here: the customer writes "Hi", taps an
+    approval's button, taps it again, a stranger taps the same button (a relayed message), and the customer taps
+    "Reschedule". The approval taps (any id with the HITL notifier's prefix, whether it verifies or not: the
+    approval layer answers them) are recorded in the store and start nothing; the other two are events.
+    """
+    from airflow_provider_itnio.webhook.hitl import ID_PREFIX
+
+    approval = f"{ID_PREFIX}.{'0' * 31}1.0..{'A' * 16}.{'B' * 16}"  # the shape of a notifier's id (not signed)
+    pushes = [
+        _text("Hi", "wamid.approval-hi"),
+        _tap(approval, "wamid.approval-tap"),
+        _tap(approval, "wamid.approval-tap-again"),
+        _tap(approval, "wamid.approval-stranger", sender="15550109999"),
+        _tap(f"{ID_PREFIX}.not-even-an-id", "wamid.approval-garbled"),
+        _tap("reschedule:APT-5", "wamid.approval-reschedule", title="Reschedule"),
+    ]
+    with scheduled.engine.begin() as connection:
+        connection.exec_driver_sql("DELETE FROM asset_dag_run_queue WHERE target_dag_id = ?", (DAG_ID,))
+    unpause(scheduled)
+    try:
+        answers = [scheduled.push(push) for push in pushes]
+        settle(scheduled)
+    finally:
+        unpause(scheduled, paused=True)
+    assert [(a.status_code, a.json()["duplicate"]) for a in answers] == [(200, False)] * len(pushes)
+    ids = [push["messageId"] for push in pushes]
+    stored = scheduled.rows("SELECT message_id FROM itnio_inbound_message WHERE message_id LIKE 'wamid.approval-%'")
+    assert sorted(row["message_id"] for row in stored) == sorted(ids)  # every one recorded
+    events = {message_id: len(events_of_now(scheduled, INBOUND_URI, message_id)) for message_id in ids}
+    assert events == {
+        "wamid.approval-hi": 1,
+        "wamid.approval-tap": 0,
+        "wamid.approval-tap-again": 0,
+        "wamid.approval-stranger": 0,
+        "wamid.approval-garbled": 0,
+        "wamid.approval-reschedule": 1,
+    }
+    for uri in NARROWED_URIS.values():  # no narrowed asset takes them either (any tap's included)
+        assert [m for m in ids[1:5] if events_of_now(scheduled, uri, m)] == [], uri
+    assert _queued_for(scheduled, [DAG_ID]) == [(DAG_ID, INBOUND_URI)]
+
+
+@pytest.mark.api_server
+@needs_airflow_3
+def test_a_narrowed_inbound_asset_gets_only_the_messages_it_takes_and_queues_only_its_dag(
+    scheduled: Server,
+) -> None:
+    """
+    DAGs scheduled on narrowed inbound assets (tests/dags/itnio_webhook_narrowed.py): by reply id (a prefix, any
+    tap), by keyword (whole words, any case and spacing), by message type, and by type and reply id together.
+    Each push is an event of the unnarrowed asset and of exactly the narrowed ones whose filter takes it, once
+    (a re-push records nothing); each narrowed DAG is queued only by the messages it takes.
+    """
+    pushes = {
+        "reschedule": _tap("reschedule:APT-311", "wamid.narrow-reschedule", title="Reschedule"),
+        "keep": _tap("keep:APT-311", "wamid.narrow-keep", title="Keep"),
+        "stop": _text("Please STOP sending me these", "wamid.narrow-stop"),
+        "opt-out": _text("I want to  Opt\nOUT.", "wamid.narrow-opt-out"),
+        "stopwatch": _text("Is the stopwatch on sale?", "wamid.narrow-stopwatch"),
+        "sticker": inbound(MESSAGES["sticker"], messageId="wamid.narrow-sticker"),
+        "caption": inbound(
+            {"type": "image", "image": {**MESSAGES["image"]["image"], "caption": "stop"}},
+            messageId="wamid.narrow-caption",
+        ),
+        "quick-reply": inbound(
+            {"type": "button", "button": {"payload": "keep:APT-312", "text": "Keep"}},
+            messageId="wamid.narrow-quick-reply",
+        ),
+    }
+    dags = tuple(NARROWED_URIS)
+    with scheduled.engine.begin() as connection:
+        for dag_id in dags:
+            connection.exec_driver_sql("DELETE FROM asset_dag_run_queue WHERE target_dag_id = ?", (dag_id,))
+    unpause(scheduled, dag_ids=dags)
+    try:
+        answers = [scheduled.push(push) for push in pushes.values()]
+        again = scheduled.push(pushes["reschedule"])  # the vendor's re-push
+        settle(scheduled)
+    finally:
+        unpause(scheduled, paused=True, dag_ids=dags)
+    assert [(a.status_code, a.json()["duplicate"]) for a in answers] == [(200, False)] * len(pushes)
+    assert again.json()["duplicate"] is True
+
+    def taken(uri: str) -> dict[str, int]:
+        counts = {name: len(events_of_now(scheduled, uri, push["messageId"])) for name, push in pushes.items()}
+        return {name: count for name, count in counts.items() if count}
+
+    assert taken(INBOUND_URI) == dict.fromkeys(pushes, 1)  # the unnarrowed asset: every one
+    assert {dag_id: taken(uri) for dag_id, uri in NARROWED_URIS.items()} == {
+        "itnio_webhook_on_reschedule_taps": {"reschedule": 1},
+        "itnio_webhook_on_any_tap": {"reschedule": 1, "keep": 1, "quick-reply": 1},
+        "itnio_webhook_on_stop_words": {"stop": 1, "opt-out": 1, "caption": 1},
+        "itnio_webhook_on_stickers": {"sticker": 1},
+        "itnio_webhook_on_keep_taps": {"keep": 1},  # the quick reply's type is "button", not "interactive"
+    }
+    [event] = events_of_now(scheduled, NARROWED_URIS["itnio_webhook_on_reschedule_taps"], "wamid.narrow-reschedule")
+    assert event["extra"]["reply"] == {"id": "reschedule:APT-311", "title": "Reschedule"}
+    assert event["extra"]["raw"] == pushes["reschedule"]
+    assert _queued_for(scheduled, dags) == sorted(NARROWED_URIS.items())
+
+
+@needs_airflow_3
+def test_a_narrowed_asset_has_one_uri_per_filter_and_bad_filters_are_refused_naming_the_argument() -> None:
+    from airflow.sdk import Asset
+
+    from airflow_provider_itnio.assets import InboundFilter, inbound_filter, inbound_messages
+
+    narrowed = inbound_messages("itnio_b", keywords=["Opt  Out", "stop"], message_type=["Text", "image"])
+    assert narrowed.uri == "itnio://itnio_b/inbound?keyword=opt+out&keyword=stop&type=image&type=text"
+    assert narrowed == inbound_messages("itnio_b", message_type=("image", "text"), keywords=("STOP", "opt out"))
+    assert Asset(narrowed.uri).uri == narrowed.uri == narrowed.name  # Airflow's normalization changes nothing
+    assert inbound_messages("itnio_b").uri == "itnio://itnio_b/inbound"  # unnarrowed: as before
+    assert inbound_filter(narrowed.uri) == InboundFilter(
+        message_types=frozenset({"text", "image"}), keywords=frozenset({"opt out", "stop"})
+    )
+    assert inbound_filter("itnio://itnio_b/inbound") is None
+    assert inbound_filter("itnio://itnio_b/status/failed") is None
+
+    refused = {
+        "message_type": {"message_type": "free text"},
+        "reply_ids": {"reply_ids": "re*schedule"},
+        "keywords": {"keywords": ["stop", "  "]},
+    }
+    for argument, kwargs in refused.items():
+        with pytest.raises(ValueError, match=f"^{argument}: "):
+            inbound_messages("itnio_b", **kwargs)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"^reply_ids: must name at least one"):
+        inbound_messages("itnio_b", reply_ids=[])
+    with pytest.raises(ValueError, match=r"^keywords: each must be a string; got 3"):
+        inbound_messages("itnio_b", keywords=["stop", 3])  # type: ignore[list-item]
+    with pytest.raises(ValueError, match="Airflow stores at most 1500"):
+        inbound_messages("itnio_b", keywords=[f"word{n}" * 10 for n in range(40)])
+
+    def takes(**kwargs: Any) -> Any:
+        found = inbound_filter(inbound_messages("itnio_b", **kwargs).uri)
+        assert found is not None
+        return found.matches
+
+    text = {"type": "text", "text": "Please STOP now", "reply": None}
+    tap = {"type": "interactive", "text": None, "reply": {"id": "reschedule:APT-1", "title": "Reschedule"}}
+    assert (takes(keywords="stop")(text), takes(keywords="sto")(text), takes(keywords="now")(tap)) == (
+        True,
+        False,
+        False,
+    )
+    assert takes(reply_ids="reschedule:*")(tap) and not takes(reply_ids="reschedule:")(tap)
+    assert takes(reply_ids="reschedule:APT-1")(tap) and not takes(reply_ids="*")(text)
+    assert takes(message_type="interactive", reply_ids="*")(tap) and not takes(message_type="text", reply_ids="*")(tap)
 
 
 def _server_pid(port: int) -> int:
@@ -396,12 +578,15 @@ def test_a_group_records_what_one_asset_manager_call_per_push_records_with_one_c
         unpause(scheduled, paused=True)
         get_listener_manager().pm.unregister(listener)
 
-    assert len(one_call_each["events"]) == 7  # 4 inbound, 3 failed; no re-push, no delivered
+    # 4 inbound, the tap also on the narrowed asset of any tap (in the inbound transaction), 3 failed; no re-push,
+    # no delivered
+    assert len(one_call_each["events"]) == 8
     # one transaction per asset, the asset of the oldest row first, each asset's events in the pushes' order
-    assert one_call_each["manager_calls"] == [INBOUND_URI] * 4 + [FAILED_URI] * 3
+    any_tap = NARROWED_URIS["itnio_webhook_on_any_tap"]
+    assert one_call_each["manager_calls"] == [INBOUND_URI] * 2 + [any_tap] + [INBOUND_URI] * 2 + [FAILED_URI] * 3
     assert {row["uri"] for row in one_call_each["queue"]} == {INBOUND_URI, FAILED_URI}
-    assert len(one_call_each["listeners"]) == 14  # changed + emitted, per event
-    assert grouped["manager_calls"] == [INBOUND_URI, FAILED_URI]  # the first event of each asset
+    assert len(one_call_each["listeners"]) == 16  # changed + emitted, per event
+    assert grouped["manager_calls"] == [INBOUND_URI, any_tap, FAILED_URI]  # the first event of each asset
     assert {key: value for key, value in grouped.items() if key != "manager_calls"} == {
         key: value for key, value in one_call_each.items() if key != "manager_calls"
     }
@@ -426,7 +611,8 @@ def test_a_deployment_s_own_asset_manager_is_called_for_every_event(
     monkeypatch.setattr(airflow.assets.manager, "asset_manager", OwnManager())
     pushes = _record_in_one_group(scheduled, "own-manager")
     assert all(not isinstance(push.future.exception(0), BaseException) for push in pushes)
-    order = ("in-1", "in-2", "in-3", "in-4", "failed-1", "failed-2", "failed-3")  # by asset, then as they came
+    # by outbox asset, then as they came; the tap also on the narrowed asset of any tap, right after its own
+    order = ("in-1", "in-2", "in-2", "in-3", "in-4", "failed-1", "failed-2", "failed-3")
     assert seen == [f"wamid.own-manager-{name}" for name in order]
     assert len(events_of(scheduled, INBOUND_URI, "wamid.own-manager-in-4")) == 1
 
@@ -511,7 +697,8 @@ def test_the_window_endpoint_says_whether_the_customer_wrote_in_the_last_24_hour
     # The closed customer's message arrived 25 hours ago.
     with server.engine.begin() as connection:
         connection.exec_driver_sql(
-            "UPDATE itnio_inbound_message SET received_at = datetime(received_at, '-25 hours') WHERE from_phone = ?",
+            "UPDATE itnio_inbound_message SET received_at = datetime(received_at, '-25 hours'), "
+            "written_at = datetime(written_at, '-25 hours') WHERE from_phone = ?",
             (closed_customer,),
         )
     [row] = server.rows("SELECT received_at FROM itnio_inbound_message WHERE from_phone = :p", p=open_customer)

@@ -70,8 +70,8 @@ def test_a_turn_that_finds_the_database_locked_is_tried_again_without_a_new_push
         return Written(taken=taken)
 
     writer = app.GroupWriter(write, write_events=write_events, interval=0.05)
-    writer.submit(_push("review-locked-turn"), CONN_ID).result(10)
-    deadline = time.monotonic() + 3
+    writer.submit(_push("review-locked-turn"), CONN_ID).result(600)
+    deadline = time.monotonic() + 600  # the turn after a failed one comes 1 s later: wait for it, not for a time
     while outbox and time.monotonic() < deadline:
         time.sleep(0.05)
     assert failed_once.is_set()

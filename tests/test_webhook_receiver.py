@@ -15,6 +15,7 @@ there with an error saying Airflow 3.1+ is needed.
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import secrets
@@ -148,8 +149,9 @@ def test_airflow_db_migrate_created_the_provider_tables(server: Server) -> None:
 @needs_airflow_3
 def test_airflow_db_migrate_adds_the_outbox_to_a_database_made_by_the_first_release(tmp_path: Path) -> None:
     """
-    A database whose provider tables are at the first revision (no ``itnio_asset_outbox``) gets the outbox from
-    ``airflow db migrate`` (the revisions under ``migrations/versions``), and the head revision is stamped.
+    A database whose provider tables are at the first revision (no ``itnio_asset_outbox``, no later table or column)
+    gets the outbox and the rest from ``airflow db migrate`` (the revisions under ``migrations/versions``), and the
+    head revision is stamped; ``itnio_inbound_message.written_at`` is filled for the rows already there.
     """
     from airflow_provider_itnio.webhook.db_manager import ItnioDBManager
 
@@ -164,17 +166,45 @@ def test_airflow_db_migrate_adds_the_outbox_to_a_database_made_by_the_first_rele
 
     migrate()
     engine = sa.create_engine(f"sqlite:///{database}")
+    now = int(time.time())
     try:
-        with engine.begin() as connection:  # as the first release left it
-            connection.exec_driver_sql("DROP TABLE itnio_asset_outbox")
-            connection.exec_driver_sql("UPDATE alembic_version_itnio SET version_num = '6c1f0a7e2b31'")
+        # As the first release left it: every later revision's downgrade (what they added goes), then two customers'
+        # messages recorded by that release: one pushed 9 minutes after it was written, one years ago.
+        from alembic import command
+
+        config = ItnioDBManager(None).get_alembic_config()
+        with engine.begin() as connection:
+            config.attributes["connection"] = connection
+            command.downgrade(config, "6c1f0a7e2b31")
+        assert "itnio_asset_outbox" not in sa.inspect(engine).get_table_names()
+        assert "written_at" not in {c["name"] for c in sa.inspect(engine).get_columns("itnio_inbound_message")}
+        with engine.begin() as connection:
+            for message_id, written, received in (("late", now - 600, now - 60), ("old", now - 9e7, now - 8e7)):
+                connection.exec_driver_sql(
+                    "INSERT INTO itnio_inbound_message (app_id, message_id, business_phone, from_phone, type, "
+                    "message_timestamp, conn_id, received_at, raw) VALUES ('a', ?, '15550001111', '15550002222', "
+                    "'text', ?, 'c', ?, '{}')",
+                    (message_id, int(written), datetime.datetime.fromtimestamp(received, datetime.UTC).isoformat(" ")),
+                )
         migrate()
         assert "itnio_asset_outbox" in sa.inspect(engine).get_table_names()
         with engine.connect() as connection:
             [revision] = connection.exec_driver_sql("SELECT version_num FROM alembic_version_itnio").scalars().all()
+        # The window's time is filled: the customer's for the recent message, the arrival for the old one.
+        written_at = {
+            row["message_id"]: datetime.datetime.fromisoformat(str(row["written_at"])).replace(tzinfo=datetime.UTC)
+            for row in _rows(engine, "SELECT message_id, written_at FROM itnio_inbound_message")
+        }
     finally:
         engine.dispose()
     assert revision == ItnioDBManager(None).get_script_object().get_current_head() != "6c1f0a7e2b31"
+    assert int(written_at["late"].timestamp()) == now - 600
+    assert int(written_at["old"].timestamp()) == int(now - 8e7)
+
+
+def _rows(engine: sa.engine.Engine, sql: str) -> list[dict[str, Any]]:
+    with engine.connect() as connection:
+        return [dict(row) for row in connection.execute(sa.text(sql)).mappings()]
 
 
 @pytest.mark.api_server
@@ -422,7 +452,7 @@ def test_the_cleanup_command_applies_the_retention(server: Server, capsys: Any) 
     before = server.counts()
     assert main(["cleanup", "--older-than-days", "0"]) == 0
     answer = json.loads(capsys.readouterr().out)
-    assert answer == {"older_than_days": 0.0, "deleted": before}
+    assert answer == {"older_than_days": 0.0, "deleted": {**before, "itnio_hitl_tap": 0}}
     assert server.counts() == dict.fromkeys(TABLES, 0)
 
 
@@ -577,17 +607,25 @@ def test_a_push_whose_writes_fail_in_a_group_is_rolled_back_alone(airflow_db: Pa
 
 
 @needs_airflow_3
-def test_on_sqlite_the_writers_of_all_processes_take_turns_on_a_lock_file(airflow_db: Path) -> None:
+def test_on_sqlite_the_writers_of_all_processes_take_turns_on_a_lock_file(
+    airflow_db: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """
     With several API server workers, each process's writer records its group only while it holds
     ``<database>-itnio-writer.lock`` (here held by the test, as the other worker would): it waits for it, then
-    records, and releases it once committed.
+    records, and releases it once committed. Every wait is on what is asserted, with a deadline far above what a
+    busy machine takes (a ``join(30)`` whose outcome was not checked failed a loaded full run: the lock was still
+    the writer's at the final non-blocking ``flock``).
     """
     import concurrent.futures
     import fcntl
 
     from airflow_provider_itnio.events import parse_push
+    from airflow_provider_itnio.webhook import app
     from airflow_provider_itnio.webhook.app import _Push, record_group
+
+    # The writer never goes on without its turn here, however long the machine makes the test hold the lock.
+    monkeypatch.setattr(app, "WRITER_TURN_WAIT", 3600.0)
 
     def push(message_id: str) -> _Push:
         return _Push(parse_push(json.dumps(status_push(messageId=message_id, status="sent")).encode()), CONN_ID)
@@ -606,8 +644,9 @@ def test_on_sqlite_the_writers_of_all_processes_take_turns_on_a_lock_file(airflo
             waiting.future.result(timeout=3)  # not recorded while the other process has its turn
         assert writer.is_alive()
         fcntl.flock(descriptor, fcntl.LOCK_UN)
-        writer.join(30)
-        assert waiting.future.result(0).new is True
+        assert waiting.future.result(timeout=600).new is True  # recorded once the turn is its own
+        writer.join(600)  # it releases the lock after its commit, then settles the future and returns
+        assert not writer.is_alive(), "the writer did not finish its group within 600 s"
         fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)  # released after the commit: free at once
     finally:
         os.close(descriptor)
@@ -709,7 +748,7 @@ def test_a_push_whose_request_is_cancelled_in_the_queue_leaves_its_group_and_the
         """Hold the first group until the test has queued the next pushes, then record as the receiver does."""
         if pushes[0].event.message_id == "cancelled-blocker":
             busy.set()
-            release.wait(30)
+            assert release.wait(600), "the test did not release the writer"  # the next pushes queue meanwhile
         app.record_group(pushes)
 
     writer = app.GroupWriter(gated)
@@ -762,6 +801,63 @@ def test_the_first_push_of_a_process_freezes_what_it_started_with(airflow_db: Pa
 
 
 # -- which Airflow: the modules' import guard ------------------------------------------------------------------
+
+
+@needs_airflow_3
+def test_an_unknown_connection_and_a_wrong_token_cost_the_same_work(
+    airflow_db: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """
+    The answer time must not tell whether a connection id exists. It did: a known connection's address was kept
+    for a few seconds, so a wrong token was answered from memory (4-6 ms), while an unknown id was looked up in
+    the secrets backends and the database every time (10 ms), and the read API never digested a token for an
+    unknown id. Measured here as work, not time (a busy machine makes timings flaky): for both, through the
+    webhook address and the read API, the same number of connection lookups and of constant-time comparisons.
+    """
+    import hmac
+
+    from fastapi.testclient import TestClient
+
+    from airflow_provider_itnio.webhook import app as receiver_app
+
+    known, unknown = "itnio_gate_known", "itnio_gate_unknown"
+    monkeypatch.setenv(
+        f"AIRFLOW_CONN_{known.upper()}",
+        json.dumps({"conn_type": "itnio", "extra": {"app_id": APP_ID, "webhook_token": TOKEN}}),
+    )
+    work = {"lookups": 0, "comparisons": 0}
+    real_resolve, real_compare = receiver_app._resolve, hmac.compare_digest
+
+    def counted_resolve(conn_id: str) -> Any:
+        work["lookups"] += 1
+        return real_resolve(conn_id)
+
+    def counted_compare(a: Any, b: Any) -> bool:
+        work["comparisons"] += 1
+        return real_compare(a, b)
+
+    monkeypatch.setattr(receiver_app, "_resolve", counted_resolve)
+    monkeypatch.setattr(hmac, "compare_digest", counted_compare)
+    client = TestClient(receiver_app.create_app())
+    requests_of = {
+        "webhook": lambda conn_id: client.post(f"/webhook/{conn_id}/{OTHER_TOKEN}", json=status_push()),
+        "read API": lambda conn_id: client.get(
+            f"/api/{conn_id}/messages/m/status", headers={"Authorization": f"Bearer {OTHER_TOKEN}"}
+        ),
+    }
+    spent: dict[tuple[str, str], dict[str, int]] = {}
+    for route, ask in requests_of.items():
+        for conn_id in (known, unknown):
+            receiver_app._resolved.clear()
+            work.update(lookups=0, comparisons=0)
+            answers = [ask(conn_id) for _ in range(3)]
+            assert [(a.status_code, a.json()) for a in answers] == [(404, {"detail": "Not Found"})] * 3
+            spent[route, conn_id] = dict(work)
+    assert spent == {key: {"lookups": 1, "comparisons": 3} for key in spent}, spent
+    # The right token still opens the address (the cached lookup is the same for both).
+    receiver_app._resolved.clear()
+    right = client.get(f"/api/{known}/messages/m/status", headers={"Authorization": f"Bearer {TOKEN}"})
+    assert (right.status_code, right.json()) != (404, {"detail": "Not Found"})
 
 
 @pytest.mark.skipif(not AIRFLOW_2, reason="checks the error on Airflow 2")

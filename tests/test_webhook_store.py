@@ -28,6 +28,7 @@ from airflow_provider_itnio.events import InboundEvent, MessageStatus, furthest,
 from airflow_provider_itnio.webhook import store
 from airflow_provider_itnio.webhook.models import (
     TABLE_NAMES,
+    hitl_tap_table,
     inbound_message_table,
     message_status_table,
     metadata,
@@ -38,6 +39,11 @@ from tests.test_events import APP_ID, BUSINESS, CUSTOMER, FAILED_PUSH, MESSAGES,
 UTC = datetime.UTC
 T0 = datetime.datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 PROGRESS = ("sent", "delivered", "read")
+#: A tap on an approval button (its id is one of the notifier's: ``hitl1.``), as the vendor pushes it.
+TAP = {
+    "type": "interactive",
+    "interactive": {"type": "button_reply", "button_reply": {"id": "hitl1." + "0" * 32 + ".0..x.y", "title": "Go"}},
+}
 MIGRATIONS = Path(__file__).resolve().parents[1] / "airflow_provider_itnio" / "webhook" / "migrations" / "versions"
 
 
@@ -101,6 +107,7 @@ def test_the_models_are_the_provider_tables_on_their_own_metadata() -> None:
         "itnio_status_history",
         "itnio_inbound_message",
         "itnio_asset_outbox",
+        "itnio_hitl_tap",
     } == TABLE_NAMES
     unique = {
         table.name: sorted(
@@ -115,6 +122,7 @@ def test_the_models_are_the_provider_tables_on_their_own_metadata() -> None:
         "itnio_status_history": [("dedup_key",)],
         "itnio_inbound_message": [("app_id", "message_id")],
         "itnio_asset_outbox": [],
+        "itnio_hitl_tap": [("app_id", "message_id")],
     }
 
 
@@ -286,11 +294,18 @@ def test_cleanup_deletes_only_what_is_older_than_the_cut_off(session: Session) -
     record(session, status_push(status="read", messageId="moving"), at=10 * day)
     record(session, inbound(MESSAGES["text"], messageId="old-in"), at=0)
     record(session, inbound(MESSAGES["text"], messageId="new-in"), at=10 * day)
+    record(session, inbound(TAP, messageId="old-tap"), at=0)  # an approval tap, still pending: deleted with its push
 
     deleted = store.cleanup(session, T0 + datetime.timedelta(days=5))
     session.commit()
 
-    assert deleted == {"itnio_status_history": 2, "itnio_inbound_message": 1, "itnio_message_status": 1}
+    assert deleted == {
+        "itnio_status_history": 2,
+        "itnio_inbound_message": 2,
+        "itnio_hitl_tap": 1,
+        "itnio_message_status": 1,
+    }
+    assert count(session, hitl_tap_table) == 0
     assert store.get_message_status(session, "old") is None
     moving = store.get_message_status(session, "moving")
     assert moving is not None and moving.status == MessageStatus.READ
@@ -298,6 +313,34 @@ def test_cleanup_deletes_only_what_is_older_than_the_cut_off(session: Session) -
     assert session.execute(select(inbound_message_table.c.message_id)).scalars().all() == ["new-in"]
     # A re-push of a status deleted by the retention is recorded again (it is new to the store).
     assert record(session, status_push(status="sent", messageId="old"), at=11 * day).new
+
+
+def test_a_pending_tap_that_keeps_failing_backs_off_and_lets_the_sweep_reach_newer_ones(session: Session) -> None:
+    """The sweep's order: due taps, most overdue first; an attempt moves the tap back by its backoff."""
+    minute = datetime.timedelta(minutes=1)
+    record(session, inbound(TAP, messageId="stuck"), at=0)
+    record(session, inbound(TAP, messageId="newer"), at=1)
+    assert store.pending_taps(session, T0, 10) == []  # not due before TAP_SWEEP_AFTER
+    assert [t.message_id for t in store.pending_taps(session, T0 + 2 * minute, 1)] == ["stuck"]
+    stuck, newer = store.pending_taps(session, T0 + 2 * minute, 5)
+    assert (stuck.message_id, stuck.attempts, newer.message_id) == ("stuck", 0, "newer")
+    assert stuck.raw["messageId"] == "stuck"
+    # An attempt (which fails) books the next one later: the newer tap comes first now, even with a batch of one.
+    assert store.note_tap_attempt(session, stuck.id, 0, T0 + 10 * minute)
+    assert not store.note_tap_attempt(session, stuck.id, 0, T0 + 10 * minute)  # another sweep saw it first
+    session.commit()
+    assert [t.message_id for t in store.pending_taps(session, T0 + 2 * minute, 1)] == ["newer"]
+    assert [t.message_id for t in store.pending_taps(session, T0 + 10 * minute, 5)] == ["newer", "stuck"]
+    store.give_up_tap(session, stuck.id)
+    session.commit()
+    assert [t.message_id for t in store.pending_taps(session, T0 + 60 * minute, 5)] == ["newer"]
+    assert session.execute(select(hitl_tap_table.c.state, hitl_tap_table.c.attempts)).all() == [
+        ("failed", 1),
+        ("pending", 0),
+    ]
+    # A claimed tap says when its push arrived (a late tap is judged by it).
+    assert store.claim_tap(session, APP_ID, "newer", T0 + 60 * minute) == T0 + minute
+    assert store.claim_tap(session, APP_ID, "newer", T0 + 60 * minute) is None
 
 
 def test_naive_datetimes_are_refused(session: Session) -> None:

@@ -215,7 +215,10 @@ def test_a_window_older_than_24_hours_is_closed(env: Env) -> None:
         connection.execute(
             sa.update(inbound_message_table)
             .where(inbound_message_table.c.from_phone == customer)
-            .values(received_at=datetime.datetime.now(datetime.UTC) - datetime.timedelta(hours=24, minutes=1))
+            .values(
+                received_at=datetime.datetime.now(datetime.UTC) - datetime.timedelta(hours=24, minutes=1),
+                written_at=datetime.datetime.now(datetime.UTC) - datetime.timedelta(hours=24, minutes=1),
+            )
         )
     dag_run = run_dag("itnio_window_single", conf={"recipient": customer, "name": "Cy"})
     assert xcom(dag_run, "text", "sent_kind") == "template"
@@ -241,6 +244,114 @@ def test_an_unreachable_receiver_fails_before_sending_unless_told_to_send_the_te
     ) in logged
     assert "window_unknown='template'" in logged
     assert env.token not in logged
+
+
+def push_inbound(env: Env, customer: str, timestamp: int) -> float:
+    """
+    Push a customer's message whose ``timestamp`` (when they wrote, as the vendor says) is given, as a vendor
+    re-push or a backlog delivers it; return the Unix time just before the push was sent.
+    """
+    app_id = json.loads(env.sandbox.conn_json())["extra"]["app_id"]
+    body = {
+        "appId": app_id,
+        "channelType": 0,
+        "messageId": secrets.token_hex(16),
+        "timestamp": timestamp,
+        "eventType": "up-message-event",
+        "businessPhone": env.sandbox.business_phone,
+        "from": {"phone": customer, "name": "Re"},
+        "message": {"type": "text", "text": {"body": "Where is my order?"}},
+    }
+    before = time.time()
+    answer = requests.post(f"{env.base_url}/itnio/webhook/{CONN_ID}/{env.token}", json=body, timeout=30)
+    assert answer.status_code == 200, answer.text
+    return before
+
+
+def at(iso: str | None) -> float:
+    """Return an ISO 8601 time of the read API as Unix seconds."""
+    assert iso is not None
+    return datetime.datetime.fromisoformat(iso).timestamp()
+
+
+@pytest.mark.api_server
+@needs_airflow_3
+def test_the_window_counts_from_when_the_customer_wrote_not_from_when_the_push_arrived(env: Env) -> None:
+    """
+    A message pushed late (the vendor re-pushes after 1, 3 and 5 minutes; a backlog holds pushes longer) opens the
+    window from the push's ``timestamp``: a customer who wrote 24 h 4 min ago, pushed now, has a closed window
+    (counted from the arrival, it stayed open for 24 more hours, and the session message failed with 131047). A
+    ``timestamp`` that cannot be the customer's time (later than the arrival, or older than any delivery delay)
+    gives way to the arrival time.
+    """
+    from airflow_provider_itnio.webhook.client import ItnioReceiverClient
+    from airflow_provider_itnio.webhook.store import MAX_PUSH_DELAY
+
+    now = int(time.time())
+    backlog, repushed, future, nonsense = "15550400301", "15550400302", "15550400303", "15550400304"
+    wrote_backlog = now - 24 * 3600 - 4 * 60
+    wrote_repushed = now - 9 * 60  # the third re-push of a message written 9 minutes ago
+    push_inbound(env, backlog, wrote_backlog)
+    push_inbound(env, repushed, wrote_repushed)
+    future_pushed = push_inbound(env, future, now + 2 * 3600)  # the vendor's clock is wrong: not believable
+    nonsense_pushed = push_inbound(env, nonsense, now - int(MAX_PUSH_DELAY.total_seconds()) - 3600)
+    after = time.time()
+
+    client = ItnioReceiverClient(CONN_ID)
+    business = env.sandbox.business_phone
+    windows = client.windows(business, [backlog, repushed, future, nonsense])
+    assert windows == {
+        phone: {k: v for k, v in client.window(business, phone).items() if k in windows[phone]} for phone in windows
+    }  # the bulk read answers as the single one
+    assert (windows[backlog]["open"], at(windows[backlog]["last_inbound_at"])) == (False, wrote_backlog)
+    assert windows[repushed]["open"] is True
+    assert at(windows[repushed]["last_inbound_at"]) == wrote_repushed
+    assert at(windows[repushed]["closes_at"]) == wrote_repushed + 24 * 3600
+    for phone, pushed in ((future, future_pushed), (nonsense, nonsense_pushed)):
+        assert windows[phone]["open"] is True
+        assert pushed - 1 <= at(windows[phone]["last_inbound_at"]) <= after + 1  # the arrival
+
+    # What a DAG sends: the template to the customer whose message was delivered from the backlog.
+    dag_run = run_dag("itnio_window_single", conf={"recipient": backlog, "name": "Lu"})
+    assert xcom(dag_run, "text", "sent_kind") == "template"
+    assert {m["path"] for m in env.sent_to(backlog)} == {TEMPLATE_PATH}
+
+
+@pytest.mark.api_server
+@needs_airflow_3
+def test_a_misconfigured_receiver_url_is_a_permanent_window_error_naming_the_url(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """
+    The window lookup against a real API server at a path no plugin serves (``POST .../windows`` gives 405) or
+    behind a login redirect used to be a retryable error: it is permanent (the operators fail without retry) and
+    names the URL; a busy receiver (503) stays retryable.
+    """
+    from airflow_provider_itnio.window import ItnioWindowUnknownError, WindowChooser
+    from tests.misconfigured import FixedAnswerServer
+
+    def chooser(receiver_url: str) -> WindowChooser:
+        extra = {"webhook_token": env.token, "receiver_url": receiver_url}
+        monkeypatch.setenv("AIRFLOW_CONN_ITNIO_WINDOW_ELSEWHERE", json.dumps({"conn_type": "itnio", "extra": extra}))
+        return WindowChooser("itnio_window_elsewhere")
+
+    wrong_path = f"{env.base_url}/not-here"
+    with pytest.raises(ItnioWindowUnknownError) as caught:
+        chooser(wrong_path).kind(env.sandbox.business_phone, "15550400311")
+    assert caught.value.permanent
+    assert f"POST {wrong_path}/itnio/api/itnio_window_elsewhere/windows" in str(caught.value)
+    assert "405 Method Not Allowed" in str(caught.value)
+    with FixedAnswerServer(302, headers={"Location": "https://sso.example.com/login"}) as login:
+        with pytest.raises(
+            ItnioWindowUnknownError, match=re.escape("302 Found to https://sso.example.com/login")
+        ) as caught:
+            chooser(login.base_url).kind(env.sandbox.business_phone, "15550400311")
+        assert caught.value.permanent
+    with FixedAnswerServer(503, b"busy") as busy:
+        with pytest.raises(ItnioWindowUnknownError, match="503 Service Unavailable") as caught:
+            chooser(busy.base_url).kind(env.sandbox.business_phone, "15550400311")
+        assert not caught.value.permanent  # transient: the task's retries apply
+    assert env.token not in str(caught.value)
 
 
 # -- the batch ------------------------------------------------------------------------------------------------

@@ -161,3 +161,49 @@ def test_a_connection_without_webhook_token_is_a_permanent_window_error(monkeypa
     assert caught.value.permanent  # a retry cannot fix the configuration: AirflowFailException in the operators
     template = WindowChooser("itnio_window_no_token", window_unknown="template").kind("15550001111", "15550600000")
     assert template == TEMPLATE
+
+
+@needs_receiver
+def test_the_window_counts_from_the_customer_s_timestamp_when_it_is_believable(tmp_path: Any) -> None:
+    """
+    The store keeps when the customer wrote (the push's ``timestamp``) apart from when the push arrived, and the
+    window reads the former: a re-push 9 minutes late or a backlog 3 days late counts from the timestamp; a
+    timestamp after the arrival, older than ``MAX_PUSH_DELAY``, absent or beyond any date counts from the arrival.
+    """
+    import datetime
+
+    from sqlalchemy.orm import Session
+
+    from airflow_provider_itnio.events import parse_push
+    from airflow_provider_itnio.webhook import store
+    from tests.test_events import BUSINESS, MESSAGES, inbound
+    from tests.test_webhook_store import store_engine
+
+    arrival = datetime.datetime(2026, 11, 27, 12, 0, tzinfo=datetime.UTC)
+    now = int(arrival.timestamp())
+    cases = {  # customer: (the push's timestamp, when the window counts from)
+        "15550700001": (now - 9 * 60, now - 9 * 60),  # the third re-push
+        "15550700002": (now - 3 * 86400, now - 3 * 86400),  # a backlog
+        "15550700003": (now + 7200, now),  # later than its arrival: the vendor's clock is ahead
+        "15550700004": (now - int(store.MAX_PUSH_DELAY.total_seconds()) - 1, now),  # no delay is that long
+        "15550700005": (None, now),  # no timestamp
+        "15550700006": (2**62, now),  # beyond any date
+    }
+    with store_engine(f"sqlite:///{tmp_path / 'store.db'}") as engine, Session(engine) as session:
+        for customer, (timestamp, _) in cases.items():
+            push = inbound(
+                MESSAGES["text"], messageId=f"m-{customer}", timestamp=timestamp, **{"from": {"phone": customer}}
+            )
+            if timestamp is None:
+                push.pop("timestamp")
+            store.record_push(session, parse_push(push), "itnio_default", now=arrival)
+        # A later message from the first customer, delivered at once, moves their window on.
+        later = inbound(MESSAGES["text"], messageId="m-later", timestamp=now + 60, **{"from": {"phone": "15550700001"}})
+        store.record_push(session, parse_push(later), "itnio_default", now=arrival + datetime.timedelta(seconds=61))
+        session.commit()
+        found = store.last_inbounds_at(session, BUSINESS, [*cases, "15550700099"])
+        single = store.last_inbound_at(session, BUSINESS, "15550700002")
+    expected = {customer: wrote for customer, (_, wrote) in cases.items()} | {"15550700001": now + 60}
+    assert {customer: int(moment.timestamp()) for customer, moment in found.items()} == expected
+    assert all(moment.tzinfo is not None for moment in found.values())
+    assert single == found["15550700002"]

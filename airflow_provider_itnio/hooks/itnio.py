@@ -21,7 +21,7 @@ import urllib3
 from airflow.providers.common.compat.sdk import BaseHook
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
-from urllib3.exceptions import HTTPError
+from urllib3.exceptions import ConnectTimeoutError, HTTPError, NewConnectionError
 from urllib3.util import parse_url
 
 from airflow_provider_itnio import connection_fields
@@ -34,6 +34,7 @@ from airflow_provider_itnio.errors import (
     ItnioValidationError,
 )
 from airflow_provider_itnio.messages import Text, build_request_body, normalize_phone
+from airflow_provider_itnio.phones import outside_ranges_warning, parse_phone
 
 if TYPE_CHECKING:
     from airflow_provider_itnio.messages import Message
@@ -98,6 +99,7 @@ class _ConnConfig:
     timeout: float
     verify: bool | str
     proxy: str | None
+    strict_phone_numbers: bool = False
 
     def __repr__(self) -> str:  # never show the secret
         return f"_ConnConfig(api_key={self.api_key!r}, base_url={self.base_url!r}, app_id={self.app_id!r})"
@@ -172,6 +174,18 @@ def _is_ipv6(text: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+def _as_bool(value: Any) -> bool | None:
+    """
+    Return a boolean extra's value (missing or empty: False), or None when it is no boolean.
+
+    :param value: The extra as stored: a JSON boolean, or a string such as ``"true"`` from a URI or a form.
+    """
+    if value is None or value == "" or isinstance(value, bool):
+        return bool(value)
+    text = str(value).strip().lower() if isinstance(value, str) else None
+    return {"true": True, "false": False}.get(text) if text is not None else None
 
 
 def _as_verify(value: Any) -> bool | str:
@@ -387,6 +401,8 @@ class ItnioHook(BaseHook):
         self.connect_retries = max(1, connect_retries)
         self.retry_wait_max = retry_wait_max
         self.pool_maxsize = pool_maxsize
+        #: ``(field, digits)`` of the numbers in no assigned range already warned about (the batch sends many).
+        self._warned_phones: set[tuple[str, str]] = set()
 
     # -- connection -------------------------------------------------------------------------------------
 
@@ -411,6 +427,12 @@ class ItnioHook(BaseHook):
         if timeout <= 0:
             raise ItnioConfigError(f"{where}: 'timeout' must be positive, got {timeout_raw!r}.")
         business_phone = str(extra.get("business_phone") or "").strip() or None
+        strict = _as_bool(extra.get(connection_fields.STRICT_PHONE_NUMBERS_EXTRA))
+        if strict is None:
+            raise ItnioConfigError(
+                f"{where}: {connection_fields.STRICT_PHONE_NUMBERS_EXTRA!r} must be true or false, got "
+                f"{extra.get(connection_fields.STRICT_PHONE_NUMBERS_EXTRA)!r}."
+            )
         return _ConnConfig(
             api_key=conn.login,
             api_secret=conn.password,
@@ -420,6 +442,7 @@ class ItnioHook(BaseHook):
             timeout=timeout,
             verify=_as_verify(extra.get("verify")),
             proxy=str(extra.get("proxy") or "").strip() or None,
+            strict_phone_numbers=strict,
         )
 
     @cached_property
@@ -492,6 +515,9 @@ class ItnioHook(BaseHook):
                 "POST", url, body=data, headers=self._headers(), timeout=cfg.timeout, retries=False
             )
         except HTTPError as err:
+            if isinstance(err, (NewConnectionError, ConnectTimeoutError)):  # name lookup, refused, unreachable
+                message = f"The request never reached the API: {_cannot_connect(url, err)}."
+                raise _NotSent(ItnioTransportError(message)) from err
             detail = f"{type(err).__name__} calling {url}: {err}"
             if _request_state.phase != _WRITTEN:  # no request byte went out, or its last bytes never did
                 raise _NotSent(ItnioTransportError(f"The request never reached the API ({detail}).")) from err
@@ -569,19 +595,24 @@ class ItnioHook(BaseHook):
         *,
         business_phone: str | int | None = None,
         reply_to: str | None = None,
+        strict_phone_numbers: bool | None = None,
     ) -> SendResult:
         """
         Send one message and return what the API answered.
 
-        :param recipient: The recipient's phone number (formatting such as ``+86 138-0013-8000`` is removed).
+        :param recipient: The recipient's phone number, as people write it (``+86 138-0013-8000``); sent as its
+            E.164 digits (see :func:`airflow_provider_itnio.phones.parse_phone`).
         :param message: A model from :mod:`airflow_provider_itnio.messages`.
         :param business_phone: The sender number; defaults to the connection's ``business_phone`` extra.
         :param reply_to: A ``messageId`` to quote (sent as ``context.refMessageId``).
+        :param strict_phone_numbers: Refuse a number in no range its country has assigned, instead of sending it
+            with a warning; None (default): the connection's ``strict_phone_numbers`` extra decides.
         """
+        strict = self.strict_phone_numbers_for(strict_phone_numbers)
         body = build_request_body(
             app_id=self.config.app_id,
-            business_phone=self.business_phone_for(business_phone),
-            recipient=recipient,
+            business_phone=self.phone_digits(self.business_phone_for(business_phone), "businessPhone", strict),
+            recipient=self.phone_digits(recipient, "recipient", strict),
             message=message,
             reply_to=reply_to,
         )
@@ -639,6 +670,30 @@ class ItnioHook(BaseHook):
             "itniotech accepted message %s, but its %s is malformed: %r (read as %r).", message_id, name, value, number
         )
         return number
+
+    def strict_phone_numbers_for(self, strict_phone_numbers: bool | None = None) -> bool:
+        """
+        Return whether numbers in no assigned range are refused: the argument if given, else the connection's extra.
+
+        :param strict_phone_numbers: An explicit setting (an operator's ``strict_phone_numbers`` argument).
+        """
+        if strict_phone_numbers is not None:
+            return bool(strict_phone_numbers)
+        return self.config.strict_phone_numbers
+
+    def phone_digits(self, value: object, field: str, strict: bool) -> str:
+        """
+        Return the digits a send puts in ``field``; warn, once per number and hook, when it is in no assigned range.
+
+        :param value: The number as written.
+        :param field: ``recipient`` or ``businessPhone``.
+        :param strict: Refuse a number in no range its country has assigned instead of warning.
+        """
+        phone = parse_phone(value, field, strict=strict)
+        if not phone.valid and (field, phone.digits) not in self._warned_phones:
+            self._warned_phones.add((field, phone.digits))
+            self.log.warning("%s", outside_ranges_warning(phone, field))
+        return phone.digits
 
     def business_phone_for(self, business_phone: str | int | None = None) -> str | int:
         """
@@ -716,7 +771,7 @@ class ItnioHook(BaseHook):
             phones = self._query_business_phone_info(None, attempts=1)
         except ItnioApiError as err:
             hint = _TEST_HINTS.get(err.status, "")
-            return False, f"The itniotech API refused the check: {err}{hint}"
+            return False, f"The itniotech API refused the check: {str(err).rstrip('.')}.{hint}"
         except ItnioValidationError as err:
             return False, f"The 'business_phone' extra is not a phone number the API accepts: {err}"
         except ItnioError as err:
@@ -752,6 +807,26 @@ class ItnioHook(BaseHook):
                 f" Warning: {', '.join(blocked)} cannot send until its status is CONNECTED (sends are answered -97)."
             )
         return True, message
+
+
+def _cannot_connect(url: str, err: HTTPError) -> str:
+    """
+    Return ``cannot connect to <host:port>: <reason>`` for a connection that could not be made.
+
+    :param url: The URL asked (its credentials, if any, are left out).
+    :param err: urllib3's error (its text names urllib3's connection class; the reason is its cause's).
+    """
+    parts = parse_url(url)  # an IPv6 host keeps its brackets
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    cause = err.__cause__ or err.__context__
+    if isinstance(cause, OSError) and cause.strerror:
+        reason = cause.strerror
+    elif isinstance(err, ConnectTimeoutError) or isinstance(cause, TimeoutError):
+        reason = "connect timeout"
+    else:  # "...: Failed to establish a new connection: [Errno 111] Connection refused" -> the last part
+        text = str(cause or err)
+        reason = text.rsplit("] ", 1)[-1] if "[Errno" in text else text.rsplit(": ", 1)[-1]
+    return f"cannot connect to {parts.host}:{port}: {reason}"
 
 
 #: What to check after a failed connection test, by the vendor's status code.

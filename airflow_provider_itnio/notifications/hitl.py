@@ -23,8 +23,16 @@ Each recipient gets the rendered subject (bold) and body, cut with an ellipsis t
 
 A tap is an answer: the webhook receiver on the API server records it as the UI would
 (:mod:`airflow_provider_itnio.webhook.hitl`, which also says how button ids are signed, who may answer, and what
-is refused). Taps need the webhook receiver: the connection's ``webhook_token`` extra signs the buttons, and the
-vendor must push to the receiver; without the token, the notifier sends the text and the UI link only.
+is refused). Taps need the webhook receiver: the connection needs a ``webhook_token`` extra and the vendor must
+push to the receiver; without the token, the notifier sends the text and the UI link only. The buttons are signed
+with the connection's ``button_key`` extra, or without one with a key derived from its API secret (never from the
+token: rotating it leaves the buttons already sent working).
+
+What was sent is in the task's XCom :data:`REQUESTS_XCOM_KEY` (``itnio_hitl_requests``), keyed by the masked
+number (``+15*****0200``: its first two and last four digits, never the whole number):
+``{"+15*****0200": {"message_id": ..., "kind": "buttons" | "list" | "ui_only" | "template", "recipient": [...]}}``
+(``recipient``: keyed digests of the number, with which the receiver tells whether a tap comes from a number the
+request was sent to), and ``{"+15*****0200": {"error": ...}}`` for a recipient whose send failed.
 
 Outside the customer's 24-hour window a session message is not delivered. With ``fallback_template=`` the
 notifier asks the receiver for each recipient's window
@@ -44,6 +52,7 @@ The notifier never raises: what goes wrong is logged and the task goes on waitin
 from __future__ import annotations
 
 import copy
+import re
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -54,11 +63,15 @@ require_airflow_3_1("ItnioHITLNotifier (Human-in-the-loop answers on WhatsApp)")
 from airflow.providers.common.compat.sdk import BaseNotifier  # noqa: E402
 
 from airflow_provider_itnio import messages as m  # noqa: E402
+from airflow_provider_itnio.connection_fields import WEBHOOK_TOKEN_EXTRA  # noqa: E402
 from airflow_provider_itnio.errors import ItnioError  # noqa: E402
 from airflow_provider_itnio.notifications.itnio import ItnioNotifier  # noqa: E402
 from airflow_provider_itnio.webhook.hitl import (  # noqa: E402
     PENDING_XCOM_KEY,
-    button_key,
+    REQUESTS_XCOM_KEY,
+    ButtonKeys,
+    button_keys,
+    mask_phone,
     recipient_digest,
     sign_button,
 )
@@ -67,11 +80,24 @@ if TYPE_CHECKING:
     import jinja2
     from airflow.providers.common.compat.sdk import Context
 
-__all__ = ["BUTTONS", "LIST", "UI_ONLY", "ItnioHITLNotifier", "cut"]
+__all__ = ["BUTTONS", "LIST", "REQUESTS_XCOM_KEY", "UI_ONLY", "ItnioHITLNotifier", "cut"]
 
 #: How the options are offered.
 BUTTONS, LIST, UI_ONLY = "buttons", "list", "ui_only"
 ELLIPSIS = "\u2026"
+
+
+def _mask_numbers(text: str) -> str:
+    """Return ``text`` with every run of six or more digits (spaces, dashes, dots, brackets between) masked."""
+    return re.sub(
+        r"\+?\d[\d \-.()]{4,}\d",
+        lambda found: (
+            mask_phone(re.sub(r"\D", "", found.group()))
+            if len(re.sub(r"\D", "", found.group())) >= 6
+            else found.group()
+        ),
+        text,
+    )
 
 
 def cut(text: str, limit: int) -> str:
@@ -94,7 +120,8 @@ class ItnioHITLNotifier(BaseNotifier):
 
     :param recipients: The approvers' numbers: a number, a list, or a string of numbers separated by commas
         (templated).
-    :param itnio_conn_id: The ``itnio`` connection; its ``webhook_token`` signs the buttons (templated).
+    :param itnio_conn_id: The ``itnio`` connection; its ``button_key`` (or API secret) signs the buttons
+        (templated).
     :param business_phone: The sender number; defaults to the connection's ``business_phone`` extra (templated).
     :param fallback_template: An approved template sent instead when a recipient's 24-hour window is closed, with
         the subject as its one body parameter (templated).
@@ -220,7 +247,7 @@ class ItnioHITLNotifier(BaseNotifier):
         :param task: The (rendered) HITL operator.
         :param ti: The task instance (its ``id`` goes, signed, into the button ids).
         :param recipient: The recipient's digits.
-        :param key: The button key (:func:`~airflow_provider_itnio.webhook.hitl.button_key`), or ``None``.
+        :param key: The signing key (:func:`~airflow_provider_itnio.webhook.hitl.button_keys`), or ``None``.
         :param link: The UI link, or ``None``.
         """
         mode = self.mode(task)
@@ -249,8 +276,11 @@ class ItnioHITLNotifier(BaseNotifier):
     def _recipients(self) -> list[str]:
         return ItnioNotifier._recipient_list(self)  # type: ignore[arg-type]  # the same rules as ItnioNotifier
 
-    def _key(self, hook: Any) -> bytes | None:
-        token = (hook.get_connection(self.itnio_conn_id).extra_dejson or {}).get("webhook_token")
+    def _keys(self, hook: Any) -> ButtonKeys | None:
+        """Return the connection's key ring, or ``None`` when no buttons can be answered (no ``webhook_token``)."""
+        conn = hook.get_connection(self.itnio_conn_id)
+        extra = conn.extra_dejson or {}
+        token = extra.get(WEBHOOK_TOKEN_EXTRA)
         if not isinstance(token, str) or not token.strip():
             self.log.warning(
                 "itnio connection %s has no webhook_token extra: the HITL request is sent without buttons "
@@ -258,7 +288,14 @@ class ItnioHITLNotifier(BaseNotifier):
                 self.itnio_conn_id,
             )
             return None
-        return button_key(token)
+        keys = button_keys(extra, conn.password)
+        if keys.signing is None:
+            self.log.warning(
+                "itnio connection %s has neither a button_key extra nor an API secret to sign buttons with: the "
+                "HITL request is sent without buttons; answer in the Airflow UI",
+                self.itnio_conn_id,
+            )
+        return keys
 
     def _window_closed(self, business_phone: str | None, recipients: list[str]) -> set[str]:
         """Return the recipients to send the fallback template to (window closed, or unknown)."""
@@ -305,7 +342,8 @@ class ItnioHITLNotifier(BaseNotifier):
         link = self.link(task, ti, self.base_url)
         hook = ItnioHook(itnio_conn_id=self.itnio_conn_id)
         try:
-            key = self._key(hook)
+            keys = self._keys(hook)
+            key = keys.signing if keys is not None else None
             business_phone = str(self.business_phone or "") or hook.config.business_phone
             closed = self._window_closed(business_phone, recipients)
             for recipient in recipients:
@@ -334,12 +372,43 @@ class ItnioHITLNotifier(BaseNotifier):
                     self.sent[recipient] = result.message_id
                     self.kinds[recipient] = kind
                     self.log.info("itniotech HITL request (%s) sent: messageId %s", kind, result.message_id)
+            self._record_requests(ti, keys)
             if key is not None:
                 self._record_pending(ti, key, link)
         except Exception as err:
             self.log.exception("itniotech HITL request not sent: %s", err)
         finally:
             hook.close()
+
+    def _record_requests(self, ti: Any, keys: ButtonKeys | None) -> None:
+        """
+        Record in XCom what each recipient was sent (its messageId and kind), or why not, under masked numbers.
+
+        Each recipient sent to also gets its keyed digests (one per key of the ring: the receiver recognises the
+        number even when the key that signed the buttons was dropped since).
+        """
+        value: dict[str, dict[str, Any]] = {}
+
+        def put(recipient: str, entry: dict[str, Any]) -> None:
+            digits = re.sub(r"\D", "", recipient)
+            name = mask_phone(digits) if len(digits) >= 6 else "(invalid recipient)"
+            unique, n = name, 1
+            while unique in value:  # two numbers with the same ends
+                n += 1
+                unique = f"{name} ({n})"
+            value[unique] = entry
+
+        for recipient, message_id in self.sent.items():
+            entry: dict[str, Any] = {"message_id": message_id, "kind": self.kinds[recipient]}
+            if keys is not None and keys.verifying:
+                entry["recipient"] = [recipient_digest(key, recipient) for key in keys.verifying]
+            put(recipient, entry)
+        for recipient, error in self.failed.items():
+            put(recipient, {"error": _mask_numbers(error)})
+        try:
+            ti.xcom_push(key=REQUESTS_XCOM_KEY, value=value)
+        except Exception as err:  # the messageIds are in the log too
+            self.log.warning("itnio HITL: cannot record the messageIds in XCom (%s)", err)
 
     def _record_pending(self, ti: Any, key: bytes, link: str | None) -> None:
         """Record in XCom who got the template and is owed the buttons (keyed digests of their numbers)."""

@@ -239,6 +239,7 @@ def run_batch(
     resend_interrupted: bool = True,
     results_path: Any = None,
     inline_results_max_rows: int = DEFAULT_INLINE_MAX_ROWS,
+    strict_phone_numbers: bool | None = None,
 ) -> dict[str, Any]:
     """
     Run ``ItnioBatchSendOperator.execute()``: send the batch, keep its ledger, return the XCom result.
@@ -266,6 +267,8 @@ def run_batch(
         ``ObjectStoragePath``; None = :func:`~airflow_provider_itnio.results.default_results_path`).
     :param inline_results_max_rows: Up to this many rows, the XCom keeps the per-recipient entries and nothing is
         written to ``results_path``.
+    :param strict_phone_numbers: Refuse numbers in no range their country has assigned (None: the connection's
+        ``strict_phone_numbers`` extra decides).
     """
     from airflow_provider_itnio.hooks.itnio import ItnioHook
 
@@ -316,12 +319,13 @@ def run_batch(
     completed = False
     try:
         try:
-            sender = m.normalize_phone(hook.business_phone_for(business_phone), "businessPhone")
+            strict = hook.strict_phone_numbers_for(strict_phone_numbers)
+            sender = hook.phone_digits(hook.business_phone_for(business_phone), "businessPhone", strict)
         except ItnioError as err:
             raise task_failure(err, message=str(err)) from err
 
         def send(recipient: str, msg: m.Message) -> str:
-            return hook.send(recipient, msg, business_phone=sender).message_id
+            return hook.send(recipient, msg, business_phone=sender, strict_phone_numbers=strict).message_id
 
         choose: Callable[[list[str]], dict[str, str]] | None = None
         if fallback is not None:
@@ -342,6 +346,7 @@ def run_batch(
             fallback=fallback,
             choose=choose,
             resend_interrupted=resend_interrupted,
+            strict_phone_numbers=strict,
         )
         if on_start is not None:
             on_start(engine)

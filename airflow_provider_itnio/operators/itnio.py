@@ -58,6 +58,10 @@ class ItnioBaseOperator(BaseOperator):
     :param window_unknown: What to do when ``fallback_template`` is given and the receiver cannot be asked
         (unreachable, an error answer, no ``webhook_token``): ``"fail"`` (default) fails the task before
         sending; ``"template"`` sends the fallback template.
+    :param strict_phone_numbers: Refuse a recipient or business phone that can exist but lies in no range its
+        country has assigned (test numbers such as ``+1 555 0100 ...``), instead of sending it with a warning.
+        None (default): the connection's ``strict_phone_numbers`` extra decides. True also checks a static
+        number when the DAG file is parsed.
     """
 
     #: The model the operator builds, from its own arguments named in ``message_fields`` (also template fields).
@@ -82,6 +86,7 @@ class ItnioBaseOperator(BaseOperator):
         retry_on_unknown_delivery: bool = False,
         fallback_template: m.Template | dict[str, Any] | str | None = None,
         window_unknown: WindowUnknown = "fail",
+        strict_phone_numbers: bool | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -91,6 +96,7 @@ class ItnioBaseOperator(BaseOperator):
         self.reply_to = reply_to
         self.retry_on_unknown_delivery = retry_on_unknown_delivery
         self.window_unknown = check_window_unknown(window_unknown)
+        self.strict_phone_numbers = strict_phone_numbers
         # Kept in the API's dict form so that Airflow can render and serialise it.
         self.fallback_template = fallback_payload(fallback_template)
 
@@ -107,7 +113,7 @@ class ItnioBaseOperator(BaseOperator):
         for name, field in (("recipient", "recipient"), ("business_phone", "businessPhone")):
             value = getattr(self, name)
             if value not in (None, "") and is_static(value):
-                m.normalize_phone(value, field)
+                m.normalize_phone(value, field, strict=self.strict_phone_numbers is True)
 
     def _choose(self, hook: Any, message: m.Message) -> tuple[m.Message, str]:
         """Return the message to send and its kind: the fallback template when the recipient's window is closed."""
@@ -116,8 +122,9 @@ class ItnioBaseOperator(BaseOperator):
         if isinstance(message, m.Template):  # a template reaches the customer whatever the window
             return message, TEMPLATE
         fallback = check_fallback(self.fallback_template)
-        sender = m.normalize_phone(hook.business_phone_for(self.business_phone), "businessPhone")
-        recipient = m.normalize_phone(self.recipient, "recipient")
+        strict = hook.strict_phone_numbers_for(self.strict_phone_numbers)
+        sender = m.normalize_phone(hook.business_phone_for(self.business_phone), "businessPhone", strict=strict)
+        recipient = m.normalize_phone(self.recipient, "recipient", strict=strict)
         chooser = WindowChooser(self.itnio_conn_id, window_unknown=self.window_unknown, log=self.log)
         if chooser.kind(sender, recipient) == SESSION:
             self.log.info("%s wrote to %s in the last 24 hours: sending the session message", recipient, sender)
@@ -147,6 +154,7 @@ class ItnioBaseOperator(BaseOperator):
                 message,
                 business_phone=self.business_phone,
                 reply_to=(self.reply_to or None) if kind == SESSION else None,
+                strict_phone_numbers=self.strict_phone_numbers,
             )
         except ItnioError as err:
             failure = task_failure(err, retry_on_unknown_delivery=self.retry_on_unknown_delivery)
@@ -535,6 +543,9 @@ class ItnioBatchSendOperator(BaseOperator):
         whose outcome is unknown: True (default) sends again and lists them in the result's ``maybe_sent_twice``
         (nobody is left without the message; at most ``MAX_UNFLUSHED`` per killed try may get it twice); False
         reports them in ``errors`` as ``unknown_delivery`` without sending (nobody gets it twice).
+    :param strict_phone_numbers: Refuse the rows (and the business phone) whose number can exist but lies in no
+        range its country has assigned, instead of sending them with a warning; None (default): the connection's
+        ``strict_phone_numbers`` extra decides.
     """
 
     template_fields: Sequence[str] = (
@@ -563,6 +574,7 @@ class ItnioBatchSendOperator(BaseOperator):
         results_path: Any = None,
         inline_results_max_rows: int = DEFAULT_INLINE_MAX_ROWS,
         resend_interrupted: bool = True,
+        strict_phone_numbers: bool | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -589,6 +601,7 @@ class ItnioBatchSendOperator(BaseOperator):
         self.results_path = results_path
         self.inline_results_max_rows = inline_results_max_rows
         self.resend_interrupted = resend_interrupted
+        self.strict_phone_numbers = strict_phone_numbers
 
     def execute(self, context: Context) -> dict[str, Any]:
         from airflow_provider_itnio.operators._batch_task import run_batch
@@ -610,6 +623,7 @@ class ItnioBatchSendOperator(BaseOperator):
             results_path=self.results_path,
             inline_results_max_rows=self.inline_results_max_rows,
             resend_interrupted=self.resend_interrupted,
+            strict_phone_numbers=self.strict_phone_numbers,
         )
 
     def _keep_engine(self, engine: Any) -> None:

@@ -1,12 +1,22 @@
-"""``itnio-sandbox`` / ``python -m airflow_provider_itnio.sandbox``: run the sandbox in the foreground."""
+"""
+``itnio-sandbox`` / ``python -m airflow_provider_itnio.sandbox``: run the sandbox in the foreground.
+
+``itnio-sandbox tap [--url URL] MESSAGE_ID OPTION`` (or ``tap --to NUMBER OPTION``) asks a running sandbox to
+simulate the recipient of a message with buttons (e.g. an approval request) tapping one (``POST /sandbox/tap``),
+waits for the push to reach the receiver, and says what it answered.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import signal
 import sys
 import threading
+import time
+import urllib.error
+import urllib.request
 from typing import TYPE_CHECKING, Any
 
 from airflow_provider_itnio.sandbox.pushes import DEFAULT_PUSH_TIMEOUT, DEFAULT_STATUS_DELAYS
@@ -123,13 +133,103 @@ def _log_push(entry: dict[str, Any]) -> None:
     _print(f"PUSH {label} {entry['messageId']} #{entry['attempt']} -> {where} {entry['outcome']} ({answer}){retry}")
 
 
+#: Where ``itnio-sandbox tap`` finds the sandbox when neither ``--url`` nor ``ITNIO_SANDBOX_URL`` says.
+DEFAULT_SANDBOX_URL = "http://127.0.0.1:8765"
+
+
+def build_tap_parser() -> argparse.ArgumentParser:
+    """Build the parser of ``itnio-sandbox tap``."""
+    parser = argparse.ArgumentParser(
+        prog="itnio-sandbox tap",
+        description="Make the recipient of a message with buttons (or a list) tap one: the running sandbox pushes "
+        "the reply to its push address, as the vendor would.",
+    )
+    parser.add_argument(
+        "--url",
+        default=os.environ.get("ITNIO_SANDBOX_URL", DEFAULT_SANDBOX_URL),
+        help="the running sandbox (default: $ITNIO_SANDBOX_URL, else %(default)s)",
+    )
+    parser.add_argument("--to", metavar="NUMBER", help="tap the newest message with buttons sent to this number")
+    parser.add_argument("--wait", type=float, default=30.0, help="seconds to wait for the push (default %(default)g)")
+    parser.add_argument(
+        "target", nargs="+", metavar="[MESSAGE_ID] OPTION", help="the message's messageId, and the option's title"
+    )
+    return parser
+
+
+def _call(url: str, method: str, body: Any = None) -> tuple[int, Any]:
+    data = None if body is None else json.dumps(body).encode("utf-8")
+    request = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as answer:
+            return answer.status, json.loads(answer.read() or b"null")
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read() or b"null")
+
+
+def tap(argv: Sequence[str]) -> int:
+    """
+    Run ``itnio-sandbox tap``: ask the sandbox to push a tap, wait for the receiver's answer, and print it.
+
+    :param argv: The arguments after ``tap``.
+    :return: 0 when the receiver answered 2xx; 1 when the push failed or did not happen; 2 for a bad request.
+    """
+    parser = build_tap_parser()
+    args = parser.parse_args(argv)
+    if args.to is None and len(args.target) != 2:
+        parser.error("give MESSAGE_ID OPTION, or --to NUMBER OPTION")
+    if args.to is not None and len(args.target) != 1:
+        parser.error("with --to, give only OPTION")
+    body = {"option": args.target[-1], **({"to": args.to} if args.to else {"message_id": args.target[0]})}
+    base = args.url.rstrip("/")
+    try:
+        status, pushed = _call(f"{base}/sandbox/tap", "POST", body)
+        if status != 200:
+            print(f"itnio-sandbox tap: {pushed.get('error') if isinstance(pushed, dict) else pushed}", file=sys.stderr)
+            return 2
+        inbound_url = _call(f"{base}/sandbox/config", "GET")[1]["pushes"].get("inbound_push_url")
+    except (OSError, ValueError) as err:
+        print(f"itnio-sandbox tap: cannot reach the sandbox at {base}: {err}", file=sys.stderr)
+        return 1
+    reply = pushed["message"]["interactive"]
+    chosen = reply.get(reply["type"], {})
+    quoted = pushed["message"]["context"]["id"]
+    said = f"+{pushed['from']['phone']} tapped \u201c{chosen.get('title')}\u201d on message {quoted}"
+    if not inbound_url:
+        print(f"{said}, but the sandbox has no address for customers' messages: nothing was pushed", file=sys.stderr)
+        return 1
+    deadline = time.monotonic() + args.wait
+    while True:
+        attempts = [
+            p
+            for p in _call(f"{base}/sandbox/pushes", "GET")[1]
+            if p.get("kind") == "inbound" and p.get("messageId") == pushed["messageId"]
+        ]
+        if attempts:
+            last = attempts[-1]
+            if last["outcome"] == "ok":
+                print(f"{said}: pushed as {pushed['messageId']} to {last['url']}, answered {last['http_status']}")
+                return 0
+            again = f"; pushed again in {last['retry_in']:g} s" if last.get("retry_in") is not None else ""
+            answer = last["http_status"] if last["http_status"] is not None else last.get("error")
+            print(f"{said}: the push to {last['url']} got {answer}{again}", file=sys.stderr)
+            return 1
+        if time.monotonic() > deadline:
+            print(f"{said}: the push did not go out within {args.wait:g} s", file=sys.stderr)
+            return 1
+        time.sleep(0.2)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """
-    Run the sandbox until SIGINT/SIGTERM.
+    Run the sandbox until SIGINT/SIGTERM (or, with ``tap`` first, simulate a tap on a running sandbox).
 
     :param argv: Command-line arguments (``sys.argv[1:]`` by default).
     :return: The exit code (0 after a clean stop).
     """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["tap"]:
+        return tap(argv[1:])
     args = build_parser().parse_args(argv)
     try:
         sandbox = Sandbox(
@@ -172,6 +272,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         _print(f"export {sandbox.env_line()}")
         _print(f"Connection URI: {sandbox.conn_uri()}")
         _print("Control API: GET /sandbox/messages, /sandbox/requests, /sandbox/health; Ctrl-C to stop")
+        _print(f"Tap a button: itnio-sandbox tap --url {sandbox.base_url} <messageId> <option title>")
         status_url, inbound_url = (
             sandbox.push_settings()["status_push_url"],
             sandbox.push_settings()["inbound_push_url"],

@@ -27,6 +27,9 @@ DELETE   /sandbox/pushes         forgets the push log -> ``{"ok": true}``
 POST     /sandbox/inbound        a customer writes: ``{"from": "15550100200", "name", "business_phone",
                                  "type": "text", "text": "Hi"}`` (other types: see ``Sandbox.simulate_inbound``)
                                  -> the pushed body
+POST     /sandbox/tap            the recipient of a message with buttons or a list taps one: ``{"message_id":
+                                 "...", "option": "Approve"}`` (or ``"to": "15550100200"``: the newest such
+                                 message sent to that number) -> the pushed body
 POST     /sandbox/push-failures  ``{"recipient": "...", "failure": "131026 ..." | null, "after": "sent"}``
                                  -> the config
 DELETE   /sandbox/push-failures  ``{"recipient": "..."}`` or no body (all) -> the config
@@ -161,6 +164,15 @@ def handle_control(sandbox: Sandbox, method: str, path: str, raw: bytes) -> tupl
                 raise ControlError('"from" (the customer\'s digits) is required')
             customer = data.pop("from")
             return 200, sandbox.simulate_inbound(customer, **data)
+        if route == ("POST", "/sandbox/tap"):
+            data = _json_object(raw)
+            unknown = set(data) - {"message_id", "to", "option"}
+            if unknown:
+                raise ControlError(f"unknown tap keys: {', '.join(sorted(unknown))}")
+            option = data.get("option")
+            if not isinstance(option, str):
+                raise ControlError('"option" (the title of the button or list row) is required')
+            return 200, sandbox.simulate_tap(option, message_id=data.get("message_id"), to=data.get("to"))
         if route == ("POST", "/sandbox/push-failures"):
             _set_push_failure(sandbox, _json_object(raw))
             return 200, _config(sandbox)
@@ -189,6 +201,7 @@ _ROUTES = (
     ("GET", "/sandbox/pushes"),
     ("DELETE", "/sandbox/pushes"),
     ("POST", "/sandbox/inbound"),
+    ("POST", "/sandbox/tap"),
     ("POST", "/sandbox/push-failures"),
     ("DELETE", "/sandbox/push-failures"),
 )

@@ -779,6 +779,24 @@ class Sandbox:
             request["text"] = text
         return self._pushes.inbound(request)
 
+    def simulate_tap(self, option: str, *, message_id: str | None = None, to: str | None = None) -> dict[str, Any]:
+        """
+        Simulate the recipient of a message with buttons (or a list) tapping one: push the reply, quoting it.
+
+        ``sb.simulate_tap("Approve", message_id=sent_id)``, or ``to="15550100200"`` for the newest such message sent
+        to that number (:mod:`airflow_provider_itnio.sandbox.taps`).
+
+        :param option: The title (or id) of the button or row.
+        :param message_id: The ``messageId`` of the message tapped.
+        :param to: Or the recipient's digits.
+        :return: The pushed body (``messageId``: the tap's inbound message id).
+        :raises ValueError: No such message or option.
+        """
+        from airflow_provider_itnio.sandbox.taps import tap_request
+
+        request = tap_request(self.messages(), option, message_id=message_id, to=to)
+        return self._pushes.inbound({key: value for key, value in request.items() if value is not None})
+
     def open_window(self, customer: str, business_phone: str | None = None, at: float | None = None) -> None:
         """
         Record that ``customer`` wrote at ``at`` without pushing anything (e.g. 25 hours ago: a closed window).

@@ -16,7 +16,9 @@ Neither touches the database (Airflow 3 forbids it outside the API server and th
 Deferred, the sensor takes a worker slot once, to defer. When the message reaches the target, the trigger ends the
 task from the triggerer (Airflow's ``TaskSuccessEvent``, the status record as XCom ``return_value``): no second
 start on a worker. A ``failed`` / ``deleted`` message, the timeout and an unusable connection resume the task on a
-worker (``execute_complete``), which fails it without retry, times it out or skips it, as Airflow users expect.
+worker (``execute_complete``), which fails it without retry, times it out or skips it, as Airflow users expect. A
+receiver unreachable for longer than ``receiver_unreachable_timeout`` fails it too, retryably. ``dag.test()``, which
+runs the trigger in line and resumes the task even after a ``TaskSuccessEvent``, gets the record read once more.
 """
 
 from __future__ import annotations
@@ -42,13 +44,15 @@ from airflow_provider_itnio.events import MessageStatus, is_final  # noqa: E402
 from airflow_provider_itnio.templating import is_static  # noqa: E402
 from airflow_provider_itnio.triggers.itnio import (  # noqa: E402
     DEFAULT_POLL_INTERVAL,
+    DEFAULT_UNREACHABLE_TIMEOUT,
     ItnioMessageStatusTrigger,
     check_target_status,
+    check_unreachable_timeout,
     status_reached,
 )
 from airflow_provider_itnio.webhook.client import (  # noqa: E402
     ItnioReceiverClient,
-    ItnioReceiverNotFoundError,
+    ItnioReceiverConfigError,
     ItnioReceiverUnreachableError,
     ItnioUnknownMessageError,
 )
@@ -81,8 +85,13 @@ class ItnioMessageStatusSensor(BaseSensorOperator):
     precedence over ``mode``.
 
     A message with no status recorded yet is "not yet"; so is an API server that cannot be reached for a while
-    (it is asked again). An API server that does not know the connection or its ``webhook_token`` fails the task
-    without retries.
+    (a connection error, 5xx or 429: it is asked again), but for ``receiver_unreachable_timeout`` seconds at most
+    (default 10 minutes, enough for an API server to restart): then the task fails with
+    :class:`~airflow_provider_itnio.webhook.client.ItnioReceiverUnreachableError`, naming the URL, and its retries
+    apply. In ``reschedule`` mode, where nothing is kept between pokes, the bound counts from the sensor's first
+    poke. An answer that is not the receiver's (a redirect, 401 / 403 from an auth proxy, 405 or an HTML page: a
+    wrong ``receiver_url``) and an API server that does not know the connection or its ``webhook_token`` fail the
+    task at once, without retries, naming the URL asked and what came back.
 
     :param message_id: The ``messageId`` the send returned, e.g. ``send_task.output`` (templated).
     :param target_status: ``sent``, ``delivered`` (default) or ``read`` (templated; checked when the DAG is
@@ -91,6 +100,8 @@ class ItnioMessageStatusSensor(BaseSensorOperator):
         optional ``receiver_url`` extra says where the API server is (templated).
     :param deferrable: Wait in the triggerer (default) instead of on a worker.
     :param poke_interval: Seconds between two questions (default 5).
+    :param receiver_unreachable_timeout: Seconds (or a ``timedelta``) the receiver may stay unreachable before the
+        task fails (default 600); ``None``: until the sensor's ``timeout``.
     """
 
     template_fields: Sequence[str] = ("message_id", "target_status", "itnio_conn_id")
@@ -104,6 +115,7 @@ class ItnioMessageStatusSensor(BaseSensorOperator):
         itnio_conn_id: str = "itnio_default",
         deferrable: bool = True,
         poke_interval: timedelta | float = DEFAULT_POLL_INTERVAL,
+        receiver_unreachable_timeout: timedelta | float | None = DEFAULT_UNREACHABLE_TIMEOUT,
         **kwargs: Any,
     ) -> None:
         super().__init__(poke_interval=poke_interval, **kwargs)
@@ -115,6 +127,9 @@ class ItnioMessageStatusSensor(BaseSensorOperator):
         self.target_status = target_status
         self.itnio_conn_id = itnio_conn_id
         self.deferrable = deferrable
+        self.receiver_unreachable_timeout = check_unreachable_timeout(receiver_unreachable_timeout)
+        #: Monotonic time of the first poke in a row that could not reach the receiver (poke mode).
+        self._unreachable_since: float | None = None
 
     # -- the rendered arguments --------------------------------------------------------------------------
 
@@ -149,23 +164,30 @@ class ItnioMessageStatusSensor(BaseSensorOperator):
                 deadline=time.time() + self.timeout,
                 end_from_trigger=True,
                 push_xcom=self.do_xcom_push,
+                unreachable_timeout=self.receiver_unreachable_timeout,
             ),
             method_name="execute_complete",
             timeout=timedelta(seconds=self.timeout),
         )
 
-    def execute_complete(self, context: Context, event: dict[str, Any]) -> dict[str, Any]:
+    def execute_complete(self, context: Context, event: dict[str, Any] | str | None) -> dict[str, Any]:
         """
         Return the status record when the trigger saw the target reached; otherwise end the task.
 
         The sensor's own trigger ends a reached wait from the triggerer; ``reached`` arrives here only from a trigger
-        deferred without ``end_from_trigger`` (e.g. by an earlier version of the provider).
+        deferred without ``end_from_trigger`` (e.g. by an earlier version of the provider). ``dag.test()`` (and
+        ``airflow dags test``) runs the trigger in line and resumes the task even with the ``TaskSuccessEvent`` that
+        ends a reached wait, passing the event's payload (the state's name, ``"success"``) and dropping its XCom:
+        the record is then read again from the receiver (a status never goes back) and returned.
 
         :param context: The task's context.
-        :param event: The trigger's payload (see :class:`ItnioMessageStatusTrigger`).
+        :param event: The trigger's payload (see :class:`ItnioMessageStatusTrigger`), or the state's name when a
+            ``TaskSuccessEvent`` resumed the task.
         :raises AirflowFailException: The message ended ``failed`` / ``deleted``, or the receiver cannot be asked.
         :raises AirflowSensorTimeout: The timeout passed first.
         """
+        if not isinstance(event, dict):
+            return self._ended_by_trigger(event)
         outcome = event.get("outcome")
         message_id = event.get("message_id", self.message_id)
         if outcome == "reached":
@@ -178,7 +200,38 @@ class ItnioMessageStatusSensor(BaseSensorOperator):
             raise AirflowFailException(self._final_message(message_id, event.get("record") or {}))
         if outcome == "timeout":
             raise AirflowSensorTimeout(f"Sensor has timed out: {event.get('error')}")
+        if outcome == "unreachable":  # retryable: the task's retries apply
+            raise ItnioReceiverUnreachableError(f"Cannot wait for message {message_id}: {event.get('error')}")
         raise AirflowFailException(f"Cannot wait for message {message_id}: {event.get('error', event)}")
+
+    def _ended_by_trigger(self, event: str | None) -> dict[str, Any]:
+        """
+        Return the status record for a task resumed by a ``TaskSuccessEvent`` (``dag.test()`` runs triggers in line).
+
+        :param event: What the runner passed: the ended state's name.
+        :raises AirflowFailException: For anything but ``"success"`` (the trigger ends a task with nothing else), or
+            when the receiver no longer knows the message or cannot be asked (see :meth:`poke`).
+        """
+        message_id, target = self._checked()
+        if str(event) != "success":
+            raise AirflowFailException(f"Cannot wait for message {message_id}: unexpected trigger event {event!r}")
+        try:
+            record = ItnioReceiverClient(self.itnio_conn_id).message_status(message_id)
+        except ItnioReceiverUnreachableError as err:
+            raise ItnioReceiverUnreachableError(
+                f"Message {message_id} reached {target!r}, but its status record cannot be read now: {err}"
+            ) from None
+        except (ItnioUnknownMessageError, ItnioReceiverConfigError, ItnioConfigError, ValueError) as err:
+            raise AirflowFailException(
+                f"Message {message_id} reached {target!r}, but its status record cannot be read: {err}"
+            ) from None
+        self.log.info(
+            "Message %s is %s (waited for %s; the trigger ran in line, as under dag.test(): record read again)",
+            message_id,
+            record.get("status"),
+            target,
+        )
+        return record
 
     # -- poke / reschedule -------------------------------------------------------------------------------
 
@@ -188,13 +241,14 @@ class ItnioMessageStatusSensor(BaseSensorOperator):
         try:
             record = client.message_status(message_id)
         except ItnioUnknownMessageError:
+            self._unreachable_since = None
             self.log.info("No status recorded for message %s yet", message_id)
             return False
         except ItnioReceiverUnreachableError as err:
-            self.log.warning("Cannot ask the receiver now, asking again later: %s", err)
-            return False
-        except (ItnioReceiverNotFoundError, ItnioConfigError, ValueError) as err:
+            return self._unreachable(context, message_id, err)
+        except (ItnioReceiverConfigError, ItnioConfigError, ValueError) as err:
             raise AirflowFailException(f"Cannot wait for message {message_id}: {err}") from None
+        self._unreachable_since = None
         status = str(record.get("status"))
         if is_final(status):
             raise AirflowFailException(self._final_message(message_id, record))
@@ -203,6 +257,40 @@ class ItnioMessageStatusSensor(BaseSensorOperator):
             return PokeReturnValue(is_done=True, xcom_value=record)
         self.log.info("Message %s is %s, not %s yet", message_id, status, target)
         return False
+
+    def _unreachable(self, context: Context, message_id: str, error: ItnioReceiverUnreachableError) -> bool:
+        """
+        Return ``False`` ("not yet") while the receiver has been unreachable for less than the bound; else raise.
+
+        :param context: The task's context (in ``reschedule`` mode the bound counts from the first poke).
+        :param message_id: The message waited on.
+        :param error: Why the receiver could not be asked.
+        :raises ItnioReceiverUnreachableError: The bound has passed (retryable).
+        """
+        now = time.monotonic()
+        if self._unreachable_since is None:
+            self._unreachable_since = now - self._waited_before(context)
+        waited = now - self._unreachable_since
+        bound = self.receiver_unreachable_timeout
+        if bound is not None and waited >= bound:
+            raise ItnioReceiverUnreachableError(
+                f"Cannot wait for message {message_id}: the itnio receiver could not be asked for {waited:.0f} s "
+                f"(receiver_unreachable_timeout {bound:g} s): {error}"
+            ) from None
+        self.log.warning("Cannot ask the receiver now, asking again for up to %s s: %s", bound, error)
+        return False
+
+    def _waited_before(self, context: Context) -> float:
+        """Return the seconds since the first poke of a ``reschedule``-mode sensor (nothing else survives there)."""
+        if not self.reschedule:
+            return 0.0
+        try:
+            from airflow.sdk import timezone
+
+            first = context["ti"].get_first_reschedule_date(context)
+        except Exception:  # no task instance (a sensor called directly): count from now
+            return 0.0
+        return max((timezone.utcnow() - first).total_seconds(), 0.0) if first is not None else 0.0
 
     @staticmethod
     def _final_message(message_id: str, record: dict[str, Any]) -> str:

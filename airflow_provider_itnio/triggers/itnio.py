@@ -25,6 +25,7 @@ import logging
 import time
 import weakref
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from typing import Any, ClassVar
 
 from airflow_provider_itnio.webhook import require_airflow_3_1
@@ -38,17 +39,19 @@ from airflow_provider_itnio.events import MessageStatus, advances, is_final, par
 from airflow_provider_itnio.webhook.client import (  # noqa: E402
     MAX_STATUS_IDS,
     ItnioReceiverClient,
-    ItnioReceiverNotFoundError,
+    ItnioReceiverConfigError,
     ItnioReceiverUnreachableError,
 )
 
 __all__ = [
     "DEFAULT_POLL_INTERVAL",
+    "DEFAULT_UNREACHABLE_TIMEOUT",
     "OUTCOMES",
     "TARGET_STATUSES",
     "ItnioMessageStatusTrigger",
     "ItnioStatusPoller",
     "check_target_status",
+    "check_unreachable_timeout",
     "status_reached",
 ]
 
@@ -62,8 +65,12 @@ DEFAULT_POLL_INTERVAL = 5.0
 MIN_POLL_INTERVAL = 0.1
 #: The least time between the trigger's start and an event it fires (see ``ItnioMessageStatusTrigger.settle_seconds``).
 SETTLE_SECONDS = 10.0
-#: The ``outcome`` of the trigger's event: target reached, message failed/deleted, deadline passed, cannot ask.
-OUTCOMES: tuple[str, ...] = ("reached", "final", "timeout", "error")
+#: Seconds the receiver may stay unreachable (connection errors, 5xx, 429) before a wait fails, by default: long
+#: enough for an API server to restart or be upgraded, short enough that a wrong address is not waited on for days.
+DEFAULT_UNREACHABLE_TIMEOUT = 600.0
+#: The ``outcome`` of the trigger's event: target reached, message failed/deleted, deadline passed, cannot ask (a
+#: configuration error), the receiver unreachable for longer than the trigger's ``unreachable_timeout``.
+OUTCOMES: tuple[str, ...] = ("reached", "final", "timeout", "error", "unreachable")
 
 
 def check_target_status(value: object) -> str:
@@ -78,6 +85,22 @@ def check_target_status(value: object) -> str:
         raise ValueError(f"target_status must be one of {', '.join(TARGET_STATUSES)}; got {value!r}")
     assert isinstance(word, str)
     return word
+
+
+def check_unreachable_timeout(value: object) -> float | None:
+    """
+    Return ``value`` as seconds (``None`` stays ``None``: no bound but the wait's deadline).
+
+    :param value: Seconds, or a ``timedelta``.
+    :raises ValueError: For a negative number or anything else.
+    """
+    if value is None:
+        return None
+    if isinstance(value, timedelta):
+        value = value.total_seconds()
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0:
+        raise ValueError(f"receiver_unreachable_timeout must be a non-negative number of seconds; got {value!r}")
+    return float(value)
 
 
 def status_reached(status: MessageStatus | str, target: MessageStatus | str) -> bool:
@@ -216,17 +239,10 @@ class ItnioStatusPoller:
         :param since: The last answer's cursor, or ``None`` to be answered at once.
         :param wait: Seconds the API server may hold the request until one of them changes.
         """
-        fresh = self._client is None
         if self._client is None:
             self._client = ItnioReceiverClient(self.itnio_conn_id)
-        try:
-            answer = await self._client.astatuses(message_ids, since=since, wait=wait)
-        except ItnioReceiverNotFoundError:
-            if fresh:
-                raise
-            # The token may have been rotated since the connection was read: read it again, ask once more.
-            self._client = ItnioReceiverClient(self.itnio_conn_id)
-            answer = await self._client.astatuses(message_ids, since=since, wait=wait)
+        # A token rotated since the connection was read: the client reads it again and asks once more itself.
+        answer = await self._client.astatuses(message_ids, since=since, wait=wait)
         self._cursor = answer.cursor
         return {message_id: answer.statuses.get(message_id) for message_id in message_ids}, answer.changed
 
@@ -249,7 +265,7 @@ class ItnioStatusPoller:
                     answers, changed = await self._ask(message_ids, self._cursor, interval)
             except ItnioReceiverUnreachableError as err:
                 answers = dict.fromkeys(message_ids, err)
-            except (ItnioReceiverNotFoundError, ItnioConfigError, ValueError) as err:
+            except (ItnioReceiverConfigError, ItnioConfigError, ValueError) as err:
                 self._client = None  # read the connection again for the waits to come
                 answers = dict.fromkeys(message_ids, err)
             except Exception as err:  # a bug must end the waits visibly, not stop the poller silently
@@ -276,8 +292,11 @@ class ItnioMessageStatusTrigger(BaseTrigger):
 
     Registers the message with its connection's :class:`ItnioStatusPoller`, which asks the receiver on the API
     server about all the waits of the triggerer every ``poll_interval`` seconds (the smallest of theirs); a message
-    with no status recorded yet, and an API server that cannot be reached for a moment, mean "not yet". The trigger
-    logs what it sees (in the task's log).
+    with no status recorded yet, and an API server that cannot be reached for a moment (a connection error, 5xx,
+    429), mean "not yet"; an API server unreachable for longer than ``unreachable_timeout`` ends the wait
+    (``outcome`` ``unreachable``), and an answer that is not the receiver's (a redirect, 401, 403, 405, an HTML
+    page: a wrong ``receiver_url``) ends it at once (``outcome`` ``error``). The trigger logs what it sees (in the
+    task's log).
 
     With ``end_from_trigger=True`` (what :class:`~airflow_provider_itnio.sensors.itnio.ItnioMessageStatusSensor`
     asks for) a reached target ends the task from the triggerer: the trigger yields Airflow's ``TaskSuccessEvent``
@@ -294,6 +313,8 @@ class ItnioMessageStatusTrigger(BaseTrigger):
     :param deadline: Unix time after which the trigger gives up (``outcome`` ``timeout``); ``None``: never.
     :param end_from_trigger: End the task from the triggerer when the target is reached (``TaskSuccessEvent``).
     :param push_xcom: With ``end_from_trigger``, push the status record as the XCom ``return_value``.
+    :param unreachable_timeout: Seconds the receiver may stay unreachable before the wait ends with ``outcome``
+        ``unreachable`` (default :data:`DEFAULT_UNREACHABLE_TIMEOUT`); ``None``: until the deadline.
     """
 
     #: Seconds the trigger waits after it started before it fires ``reached`` or ``final``. Airflow 3.3's scheduler
@@ -313,6 +334,7 @@ class ItnioMessageStatusTrigger(BaseTrigger):
         deadline: float | None = None,
         end_from_trigger: bool = False,
         push_xcom: bool = True,
+        unreachable_timeout: float | None = DEFAULT_UNREACHABLE_TIMEOUT,
     ) -> None:
         super().__init__()
         if not isinstance(message_id, str) or not message_id.strip():
@@ -326,6 +348,7 @@ class ItnioMessageStatusTrigger(BaseTrigger):
         self.deadline = None if deadline is None else float(deadline)
         self.end_from_trigger = bool(end_from_trigger)
         self.push_xcom = bool(push_xcom)
+        self.unreachable_timeout = check_unreachable_timeout(unreachable_timeout)
         #: Answers received so far without firing, and the furthest status last answered (for logs and tests).
         self.polls = 0
         self.last_status: str | None = None
@@ -342,6 +365,7 @@ class ItnioMessageStatusTrigger(BaseTrigger):
                 "deadline": self.deadline,
                 "end_from_trigger": self.end_from_trigger,
                 "push_xcom": self.push_xcom,
+                "unreachable_timeout": self.unreachable_timeout,
             },
         )
 
@@ -375,6 +399,14 @@ class ItnioMessageStatusTrigger(BaseTrigger):
         self.log.info("Giving up: %s", error)
         return self._event("timeout", record, error)
 
+    def _unreachable(self, error: Exception, waited: float) -> TriggerEvent:
+        message = (
+            f"the itnio receiver could not be asked about message {self.message_id} for {waited:.0f} s "
+            f"(the sensor's receiver_unreachable_timeout: {self.unreachable_timeout:g} s): {error}"
+        )
+        self.log.error("Giving up: %s", message)
+        return self._event("unreachable", None, message)
+
     def _reached(self, record: dict[str, Any]) -> TriggerEvent:
         if not self.end_from_trigger:
             return self._event("reached", record)
@@ -390,7 +422,7 @@ class ItnioMessageStatusTrigger(BaseTrigger):
         """Wait for the poller's answers until the message reaches the target, ends, or the deadline passes."""
         started = time.monotonic()
         record: dict[str, Any] | None = None
-        unreachable = False
+        unreachable_since: float | None = None  # monotonic time of the first unanswered question in a row
         self.log.info(
             "Waiting for message %s to be %s (connection %s, asked every %s s with the triggerer's other waits)",
             self.message_id,
@@ -410,18 +442,25 @@ class ItnioMessageStatusTrigger(BaseTrigger):
                     yield self._timeout(record)
                     return
                 if isinstance(answer, ItnioReceiverUnreachableError):  # the API server restarting: not yet
-                    if not unreachable:
+                    if unreachable_since is None:
+                        unreachable_since = time.monotonic()
                         self.log.warning(
-                            "Cannot ask the receiver now, asking again every %s s: %s", watch.interval, answer
+                            "Cannot ask the receiver now, asking again every %s s for up to %s s: %s",
+                            watch.interval,
+                            self.unreachable_timeout,
+                            answer,
                         )
-                    unreachable = True
+                    waited = time.monotonic() - unreachable_since
+                    if self.unreachable_timeout is not None and waited >= self.unreachable_timeout:
+                        yield self._unreachable(answer, waited)
+                        return
                 elif isinstance(answer, Exception):
                     yield self._event("error", None, str(answer))
                     return
                 else:
-                    if unreachable:
+                    if unreachable_since is not None:
                         self.log.info("The receiver answers again")
-                    unreachable = False
+                    unreachable_since = None
                     if answer is not None:
                         record = answer
                         status = str(record.get("status"))

@@ -3,17 +3,18 @@ Command line of the webhook receiver (Airflow 3.1+).
 
 ``python -m airflow_provider_itnio.webhook url CONN_ID [--base-url URL]``
     Print the address to paste into the vendor's console for the ``itnio`` connection ``CONN_ID``:
-    ``{base URL}/itnio/webhook/{CONN_ID}/{token}``. When the connection has no ``webhook_token`` extra and is
-    stored in the metadata database, a strong random one (``secrets.token_urlsafe(32)``) is added to it first. The
-    base URL defaults to ``[api] base_url`` (else ``http://localhost:8080``): pass the address the vendor reaches
-    the API server at. The address is the only thing printed on standard output; the token appears nowhere else.
-    A connection defined by an environment variable or a secrets backend cannot be changed from here: add the
-    extra there.
+    ``{base URL}/itnio/webhook/{CONN_ID}/{token}``. When the connection is stored in the metadata database and has
+    no ``webhook_token`` extra, a strong random one (``secrets.token_urlsafe(32)``) is added to it first; so is a
+    ``button_key`` (which signs approval buttons) when it has none (missing, null or empty), also when the token was
+    there already. The base URL defaults to ``[api] base_url`` (else ``http://localhost:8080``): pass the address
+    the vendor reaches the API server at. The address is the only thing printed on standard output; the token
+    appears nowhere else. A connection defined by an environment variable or a secrets backend cannot be changed
+    from here: add the extra there (without ``button_key``, its API secret signs the buttons).
 
 ``python -m airflow_provider_itnio.webhook cleanup [--older-than-days N]``
-    Delete the status history and inbound messages that arrived more than ``N`` days ago, and the message statuses
-    not updated for ``N`` days. ``N`` defaults to ``[itnio] webhook_retention_days`` (else 90). Run it daily (a
-    cron job, or a DAG with a ``BashOperator``).
+    Delete the status history, inbound messages and approval taps that arrived more than ``N`` days ago, and the
+    message statuses not updated for ``N`` days. ``N`` defaults to ``[itnio] webhook_retention_days`` (else 90).
+    Run it daily (a cron job, or a DAG with a ``BashOperator``).
 """
 
 from __future__ import annotations
@@ -60,9 +61,25 @@ def _token_of(conn: Any) -> str | None:
     return token.strip() if isinstance(token, str) and token.strip() else None
 
 
+def _has_button_key(extra: dict[str, Any]) -> bool:
+    """Return whether ``extra`` holds a ``button_key`` (a non-empty string or list; anything else is the user's)."""
+    from airflow_provider_itnio.connection_fields import BUTTON_KEY_EXTRA
+
+    value = extra.get(BUTTON_KEY_EXTRA)
+    if value is None:
+        return False
+    if isinstance(value, str | list):
+        return bool(value.strip() if isinstance(value, str) else value)
+    return True  # not ours to replace: the receiver and the notifier refuse it, saying what it must be
+
+
 def ensure_token(conn_id: str) -> tuple[str, bool]:
     """
     Return the connection's webhook token and whether it was just created.
+
+    A connection stored in the metadata database also gets a random ``button_key`` when it has none (missing, null
+    or empty), whether or not its token was created now: buttons are then signed with it (those already sent, with
+    the API secret's key, keep answering).
 
     :param conn_id: An ``itnio`` connection.
     :raises CommandError: When the connection is unknown, of another type, or has no token and is not stored in the
@@ -72,7 +89,7 @@ def ensure_token(conn_id: str) -> tuple[str, bool]:
     from airflow.models.connection import Connection
     from airflow.utils.session import create_session
 
-    from airflow_provider_itnio.connection_fields import CONN_TYPE
+    from airflow_provider_itnio.connection_fields import BUTTON_KEY_EXTRA, CONN_TYPE
 
     try:
         conn = Connection.get_connection_from_secrets(conn_id)
@@ -81,21 +98,30 @@ def ensure_token(conn_id: str) -> tuple[str, bool]:
     if conn.conn_type != CONN_TYPE:
         raise CommandError(f"Connection {conn_id!r} is of type {conn.conn_type!r}, not {CONN_TYPE!r}.")
     token = _token_of(conn)
-    if token is not None:
+    if token is not None and _has_button_key(dict(conn.extra_dejson or {})):
         return token, False
 
     with create_session() as session:
         stored = session.query(Connection).filter(Connection.conn_id == conn_id).one_or_none()
+        if token is not None and (stored is None or _token_of(stored) != token):
+            return token, False  # read from an environment variable or a secrets backend: not changed from here
         if stored is None:
             raise CommandError(
                 f"Connection {conn_id!r} has no {TOKEN_EXTRA!r} extra and is not stored in the metadata database "
                 "(it comes from an environment variable or a secrets backend): add the extra there, e.g. "
                 "python -c 'import secrets; print(secrets.token_urlsafe(32))'"
             )
-        if _token_of(stored) is None:
-            extra = dict(stored.extra_dejson or {})
+        extra = dict(stored.extra_dejson or {})
+        created = _token_of(stored) is None
+        if created:
             extra[TOKEN_EXTRA] = secrets.token_urlsafe(32)
+        if not _has_button_key(extra):  # signs approval buttons; kept when the token is rotated
+            extra[BUTTON_KEY_EXTRA] = secrets.token_urlsafe(32)
+            print(f"Added a {BUTTON_KEY_EXTRA!r} extra to connection {conn_id!r}.", file=sys.stderr)
+        if extra != (stored.extra_dejson or {}):
             stored.set_extra(json.dumps(extra))
+    if not created and token is not None:
+        return token, False
     token = _token_of(Connection.get_connection_from_secrets(conn_id))
     if token is None:
         raise CommandError(

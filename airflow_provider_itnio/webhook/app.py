@@ -13,12 +13,15 @@ at once (no outbound call inside the request). The answers:
        token: the same answer for all of them (``{"detail": "Not Found"}``, as for any unknown path)
 413    a body over :data:`~airflow_provider_itnio.events.MAX_PUSH_BYTES` (1 MiB): a larger ``Content-Length``
        is refused before reading, and the read stops at the limit
-503    the database could not record it (the tables are missing, or the database is down); the vendor re-pushes
+503    the database could not record it (the tables are missing, or the database is down), or could not record
+       the answer an approval tap gives; the vendor re-pushes
 =====  ===============================================================================================
 
-Nothing is recorded for an answer other than 200. A push recorded for the first time is also an Airflow asset
-event (:mod:`airflow_provider_itnio.assets`) when a DAG uses the asset: kept in the provider's outbox in the same
-transaction, and written as an Airflow asset event by the process's writer shortly after
+Nothing is recorded for an answer other than 200, but for a tap whose answer could not be recorded: its push is
+kept with the tap pending, and the re-push applies it (:mod:`airflow_provider_itnio.webhook.hitl`). A push
+recorded for the first time is also an Airflow asset event (:mod:`airflow_provider_itnio.assets`; a tap on an
+approval's button is none, it answers the approval) when a DAG uses the asset: kept in the provider's outbox in
+the same transaction, and written as an Airflow asset event by the process's writer shortly after
 (:mod:`airflow_provider_itnio.webhook.asset_events`).
 
 ``GET /itnio/api/{conn_id}/messages/{message_id}/status``, ``GET /itnio/api/{conn_id}/window`` and its bulk form
@@ -26,7 +29,9 @@ transaction, and written as an Airflow asset event by the process's writer short
 customers per request) answer what was recorded to workers and triggers (which Airflow 3 keeps off the metadata
 database), authenticated by ``Authorization: Bearer <webhook_token>``; see :mod:`airflow_provider_itnio.webhook.client`.
 
-The token is compared in constant time (``hmac.compare_digest`` of SHA-256 digests, so not even its length leaks).
+The token is compared in constant time (``hmac.compare_digest`` of SHA-256 digests, so not even its length leaks),
+and an unknown connection id gets the same work as a wrong token (:func:`_gate`): its answer time does not tell
+whether the connection exists.
 
 The token never reaches a log line: the app's first middleware moves it out of the request's ``path`` (and
 ``raw_path``) into a private scope key and leaves ``***`` in its place, before routing; it does so for any path
@@ -53,9 +58,11 @@ import math
 import os
 import queue
 import re
+import secrets
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
@@ -95,12 +102,12 @@ from airflow_provider_itnio.webhook.asset_events import (  # noqa: E402
     write_outbox,
 )
 from airflow_provider_itnio.webhook.client import MAX_WINDOW_RECIPIENTS  # noqa: E402
-from airflow_provider_itnio.webhook.models import inbound_message_table  # noqa: E402
 from airflow_provider_itnio.webhook.store import (  # noqa: E402
     Recorded,
     get_message_status,
     get_status_history,
     last_inbound_at,
+    last_inbounds_at,
     record_push,
 )
 
@@ -128,7 +135,13 @@ class _Receiver:
 
 
 def _digest(token: str) -> bytes:
+    """Return the SHA-256 digest of a token (what is kept and compared, never the token)."""
     return hashlib.sha256(token.encode("utf-8", "surrogatepass")).digest()
+
+
+#: What a presented token is compared with when the connection has no webhook address (unknown, another type, no
+#: token): a digest no token has, so that an unknown connection costs the same work as a wrong token.
+_NO_RECEIVER_DIGEST = _digest(secrets.token_urlsafe(32))
 
 
 class MaskTokenMiddleware:
@@ -200,8 +213,11 @@ DEFAULT_ASSET_EVENTS_INTERVAL = 0.25
 MIN_ASSET_EVENTS_INTERVAL = 0.01
 #: The longest wait between two turns at the outbox that failed (seconds; the first waits 1 s, then doubling).
 MAX_TURN_BACKOFF = 30.0
-#: Seconds a connection's webhook address (its application and token digest) is reused before it is read again.
+#: Seconds a connection's webhook address (its application and token digest), or its having none, is reused before
+#: the connection is read again.
 RESOLVE_TTL = 5.0
+#: The most connection ids whose webhook address (or its absence) is kept; the oldest goes first.
+RESOLVE_CACHE_SIZE = 1000
 #: Seconds a writer waits for its turn on SQLite (see :func:`_writers_take_turns`) before it goes on without it.
 WRITER_TURN_WAIT = 10.0
 #: PostgreSQL advisory lock key the receiver's group transactions take turns on (see :func:`_begin_write`).
@@ -642,28 +658,63 @@ class GroupWriter:
 #: The process's writer.
 writer = GroupWriter()
 
-_resolved: dict[str, tuple[float, _Receiver]] = {}
+_resolved: OrderedDict[str, tuple[float, _Receiver | None]] = OrderedDict()
 
 
-async def _resolve_for_push(conn_id: str) -> _Receiver | None:
+async def _resolve_cached(conn_id: str) -> _Receiver | None:
     """
-    Return :func:`_resolve`'s answer, reusing a found receiver for :data:`RESOLVE_TTL` seconds.
+    Return :func:`_resolve`'s answer, reusing it for :data:`RESOLVE_TTL` seconds, whether a receiver or ``None``.
 
     Pushes come in bursts to one address: reading (and decrypting) the connection once per burst instead of once per
-    push saves a database read per request. A rotated token or a deleted connection takes effect within the TTL; an
-    address that is not found is read again every time (nothing to cache for a wrong guess).
+    request saves a database read per request. An address that is not found is kept too, so that an unknown
+    connection id is answered with the same work as a known one with a wrong token (its answer time does not tell
+    whether it exists). A new, rotated or removed token takes effect within the TTL.
     """
     cached = _resolved.get(conn_id)
     if cached is not None and time.monotonic() - cached[0] < RESOLVE_TTL:
         return cached[1]
     receiver = await run_in_threadpool(_resolve, conn_id)
-    if receiver is None:
-        _resolved.pop(conn_id, None)
-    else:
-        if len(_resolved) > 1000:  # connection ids are few; never grow without bound
-            _resolved.clear()
-        _resolved[conn_id] = (time.monotonic(), receiver)
+    _resolved[conn_id] = (time.monotonic(), receiver)
+    _resolved.move_to_end(conn_id)
+    while len(_resolved) > RESOLVE_CACHE_SIZE:  # never grow without bound (ids in URLs are anyone's to choose)
+        _resolved.popitem(last=False)
     return receiver
+
+
+async def _gate(conn_id: str, presented: str) -> _Receiver | None:
+    """
+    Return the connection's receiver when ``presented`` is its ``webhook_token``, else ``None``.
+
+    The one check of the webhook address and of the read API. The same work whatever the reason for ``None`` (an
+    unknown connection, one of another type or without a token, a wrong token): the connection is looked up through
+    the same cache (:func:`_resolve_cached`), the presented token is digested and compared in constant time with the
+    receiver's digest, or with one no token has.
+
+    :param conn_id: The connection id in the URL.
+    :param presented: The token presented (``""`` when none was).
+    :raises SQLAlchemyError: The connection cannot be read now.
+    """
+    receiver = await _resolve_cached(conn_id)
+    expected = receiver.token_digest if receiver is not None else _NO_RECEIVER_DIGEST
+    matches = hmac.compare_digest(_digest(presented), expected)
+    return receiver if matches and presented else None
+
+
+def _start_hitl_sweeper() -> None:
+    """Start this process's sweep of approval taps left pending (:mod:`airflow_provider_itnio.webhook.hitl`)."""
+    from airflow_provider_itnio.webhook.hitl import sweeper
+
+    sweeper.ensure()
+
+
+@contextlib.asynccontextmanager
+async def _lifespan(_app: FastAPI) -> AsyncIterator[None]:
+    """Start the approval taps' sweeper with the API server (Airflow 3.3 runs its plugins' lifespans)."""
+    try:
+        _start_hitl_sweeper()
+    except Exception as err:  # the first push starts it again
+        log.error("itnio webhook: cannot start the sweep of approval taps: %s", type(err).__name__)
+    yield
 
 
 async def _read_body(request: Request) -> bytes | None:
@@ -697,13 +748,13 @@ async def receive_push(conn_id: str, token: str, request: Request) -> JSONRespon
         return _too_large(f"{int(declared)} bytes")
 
     try:
-        receiver = await _resolve_for_push(conn_id)
+        receiver = await _gate(conn_id, presented)
     except SQLAlchemyError:
         log.exception("itnio webhook: cannot read connection %s", conn_id)
         return JSONResponse(status_code=503, content={"detail": "The push cannot be checked now; retry later."})
-    # Both sides are digested so that the comparison takes the same time whatever the presented token.
-    if receiver is None or not hmac.compare_digest(_digest(presented), receiver.token_digest):
+    if receiver is None:
         return JSONResponse(status_code=404, content=_NOT_FOUND)
+    _start_hitl_sweeper()
 
     body = await _read_body(request)
     if body is None:
@@ -736,10 +787,13 @@ async def receive_push(conn_id: str, token: str, request: Request) -> JSONRespon
     if event.warnings:
         answer["warnings"] = list(event.warnings)
     background = None
-    if recorded.new and isinstance(event, InboundEvent):  # a HITL answer, or an approver writing back
-        from airflow_provider_itnio.webhook.hitl import on_new_inbound
+    if isinstance(event, InboundEvent):  # a HITL answer (also on a re-push, while pending), or an approver writing
+        from airflow_provider_itnio.webhook.hitl import TapNotRecorded, on_inbound
 
-        background = await on_new_inbound(event, conn_id)  # never raises; what it sends goes after this answer
+        try:  # what it sends goes after this answer
+            background = await on_inbound(event, conn_id, new=recorded.new)
+        except TapNotRecorded:  # the tap stays pending: its re-push (or the sweep) applies it
+            return JSONResponse(status_code=503, content={"detail": "The tap cannot be recorded now; retry later."})
     return JSONResponse(status_code=200, content=answer, background=background)
 
 
@@ -770,11 +824,11 @@ async def _authorize(conn_id: str, request: Request) -> _Receiver | JSONResponse
     match = _BEARER.match(request.headers.get("authorization", ""))
     presented = match.group(1) if match else ""
     try:
-        receiver = await run_in_threadpool(_resolve, conn_id)
+        receiver = await _gate(conn_id, presented)
     except SQLAlchemyError:
         log.exception("itnio webhook: cannot read connection %s", conn_id)
         return JSONResponse(status_code=503, content={"detail": "The connection cannot be read now; retry later."})
-    if receiver is None or not hmac.compare_digest(_digest(presented), receiver.token_digest) or not match:
+    if receiver is None:
         return JSONResponse(status_code=404, content=_NOT_FOUND)
     return receiver
 
@@ -973,8 +1027,9 @@ async def get_window(conn_id: str, request: Request) -> JSONResponse:
     Answer whether a customer's 24-hour window with a business number is open (``Authorization: Bearer ...``).
 
     Query parameters ``business_phone`` and ``recipient`` (any way people write numbers). The answer:
-    ``last_inbound_at`` (when the customer's last message to that number arrived, or ``null``), ``open`` (it
-    arrived less than 24 hours ago) and ``closes_at`` (when the window closes, ``null`` when it is closed).
+    ``last_inbound_at`` (when the customer last wrote to that number, or ``null``: the push's ``timestamp`` when
+    believable, else its arrival, see :func:`~airflow_provider_itnio.webhook.store.customer_wrote_at`), ``open``
+    (less than 24 hours ago) and ``closes_at`` (when the window closes, ``null`` when it is closed).
 
     :param conn_id: The ``itnio`` connection; only messages received for its application count.
     :param request: The request.
@@ -1009,7 +1064,7 @@ async def get_window(conn_id: str, request: Request) -> JSONResponse:
 
 
 def _window(last: datetime.datetime | None, now: datetime.datetime) -> dict[str, Any]:
-    """Return ``{"last_inbound_at", "open", "closes_at"}`` for a customer whose last message arrived at ``last``."""
+    """Return ``{"last_inbound_at", "open", "closes_at"}`` for a customer who last wrote at ``last``."""
     is_open = last is not None and now < last + WINDOW
     return {
         "last_inbound_at": _iso(last),
@@ -1018,29 +1073,14 @@ def _window(last: datetime.datetime | None, now: datetime.datetime) -> dict[str,
     }
 
 
-#: Customers per ``IN (...)`` list of the bulk window query (well under every database's parameter limit).
+#: Ids per ``IN (...)`` list of the bulk status queries (well under every database's parameter limit).
 _IN_CHUNK = 500
 
 
 def _read_last_inbounds(business_phone: str, recipients: list[str], app_id: str) -> dict[str, datetime.datetime]:
-    """Return ``{recipient: when their last message to business_phone arrived}`` for those who ever wrote."""
-    columns = inbound_message_table.c
-    found: dict[str, datetime.datetime] = {}
+    """Return ``{recipient: when they last wrote to business_phone}`` for those who ever wrote."""
     with _create_session() as session:
-        for start in range(0, len(recipients), _IN_CHUNK):
-            query = (
-                select(columns.from_phone, func.max(columns.received_at))
-                .where(
-                    columns.app_id == app_id,
-                    columns.business_phone == business_phone,
-                    columns.from_phone.in_(recipients[start : start + _IN_CHUNK]),
-                )
-                .group_by(columns.from_phone)
-            )
-            for phone, last in session.execute(query):
-                if last is not None:
-                    found[phone] = last if last.tzinfo is not None else last.replace(tzinfo=datetime.UTC)
-    return found
+        return last_inbounds_at(session, business_phone, recipients, app_id=app_id)
 
 
 def _bad_request(detail: str, field: str) -> JSONResponse:
@@ -1101,6 +1141,7 @@ async def get_windows(conn_id: str, request: Request) -> JSONResponse:
 def create_app() -> FastAPI:
     """Return the receiver's FastAPI app (mounted by the plugin under ``/itnio``)."""
     receiver = FastAPI(
+        lifespan=_lifespan,
         title="itniotech WhatsApp webhook receiver",
         description="Receives the itniotech API's pushes (message statuses, customers' messages).",
         docs_url=None,

@@ -22,6 +22,15 @@ The shortcut is taken only where it changes nothing: the deployment uses Airflow
 ``[core] asset_manager_class`` of its own sees every event), the manager hands back its listener calls
 (``callback_sink``, so they can be repeated for each event), and the first call left nothing else in the session
 (Airflow writes a log row for each event a partition-aware DAG cannot use; those assets keep one call per event).
+
+**Which inbound assets.** An inbound message's outbox row names the unnarrowed asset (``itnio://<conn_id>/inbound``);
+the transaction that writes it also writes its event on each narrowed inbound asset of the connection
+(:func:`airflow_provider_itnio.assets.inbound_messages` with a filter) that a DAG uses and whose filter takes the
+message: the narrowed assets are read from Airflow's asset table once per transaction, so a DAG parsed a moment ago
+counts, and the row is deleted with all its events (each written once, or none). A tap on an approval's button
+(its id starts with the HITL notifier's prefix, whether it verifies or not:
+:func:`~airflow_provider_itnio.webhook.store.is_approval_tap`) gets no outbox row: it answers the approval
+(:mod:`airflow_provider_itnio.webhook.hitl`) and is no inbound asset's event.
 """
 
 from __future__ import annotations
@@ -44,13 +53,22 @@ from sqlalchemy import event as sa_event  # noqa: E402
 from sqlalchemy.exc import IntegrityError  # noqa: E402
 from sqlalchemy.orm import Session  # noqa: E402
 
+from airflow_provider_itnio.assets import (  # noqa: E402
+    InboundFilter,
+    inbound_filter,
+    inbound_messages_uri,
+    message_status_uri,
+)
 from airflow_provider_itnio.events import InboundEvent, StatusEvent, asset_extra  # noqa: E402
 from airflow_provider_itnio.webhook.models import asset_outbox_table  # noqa: E402
+from airflow_provider_itnio.webhook.store import is_approval_tap  # noqa: E402
 
 __all__ = ["AssetEvents", "TakenByAnother", "Written", "keep_in_outbox", "outbox_row", "write_outbox"]
 
 #: The most outbox rows one transaction of the writer turns into asset events.
 OUTBOX_BATCH = 2000
+#: How the URI of an unnarrowed inbound asset ends (``itnio://<conn_id>/inbound``; a narrowed one has a query).
+_INBOUND_SUFFIX = "/inbound"
 
 log = logging.getLogger(__name__)
 
@@ -65,8 +83,6 @@ def _asset_change_arguments() -> frozenset[str]:
 
 def _asset_uri(event: StatusEvent | InboundEvent, conn_id: str) -> str | None:
     """Return the URI of the asset the push is an event of, or ``None`` when the connection id cannot be in one."""
-    from airflow_provider_itnio.assets import inbound_messages_uri, message_status_uri
-
     try:
         if isinstance(event, StatusEvent):
             return message_status_uri(conn_id, event.status.value)
@@ -127,6 +143,41 @@ class AssetEvents:
         self._session = session
         self._assets: dict[str, _Asset | None] = {}
         self._rows: list[dict[str, Any]] = []
+        self._narrowed: dict[str, list[tuple[str, InboundFilter]]] = {}
+
+    def targets(self, uri: str, extra: dict[str, Any]) -> list[str]:
+        """
+        Return the assets an outbox row's event goes to: its own, and for an inbound message each narrowed inbound
+        asset of the same connection that a DAG uses and whose filter takes it (in URI order).
+
+        :param uri: The outbox row's asset (an inbound message's: the unnarrowed one).
+        :param extra: The event's extra.
+        """
+        if not uri.endswith(_INBOUND_SUFFIX):
+            return [uri]
+        return [uri, *(narrowed for narrowed, wanted in self._narrowed_of(uri) if wanted.matches(extra))]
+
+    def _narrowed_of(self, uri: str) -> list[tuple[str, InboundFilter]]:
+        """Return the narrowed inbound assets (URI and filter) of the connection of ``uri`` that DAGs use."""
+        if uri not in self._narrowed:
+            from airflow.models.asset import AssetModel
+
+            query = select(AssetModel.uri).where(
+                AssetModel.uri.startswith(f"{uri}?", autoescape=True),
+                AssetModel.name == AssetModel.uri,
+                AssetModel.active.has(),
+            )
+            found: list[tuple[str, InboundFilter]] = []
+            for narrowed in sorted(self._session.scalars(query)):
+                try:
+                    wanted = inbound_filter(narrowed)
+                except ValueError as err:  # written by hand, or by a newer provider: take nothing rather than all
+                    log.warning("itnio webhook: the asset %s cannot be read as a filter; no events: %s", narrowed, err)
+                    continue
+                if wanted is not None:
+                    found.append((narrowed, wanted))
+            self._narrowed[uri] = found
+        return self._narrowed[uri]
 
     def add(self, uri: str, extra: dict[str, Any], notifications: list[Callable[[], None]]) -> None:
         """
@@ -235,12 +286,15 @@ def _queued_dags(session: Session, asset_id: int) -> frozenset[str]:
 
 def outbox_row(event: StatusEvent | InboundEvent, conn_id: str, now: datetime.datetime) -> dict[str, Any] | None:
     """
-    Return the outbox row of a push recorded for the first time, or ``None`` when it cannot be an asset event.
+    Return the outbox row of a push recorded for the first time, or ``None`` when it cannot be an asset event (a
+    tap on an approval's button, a connection id no URI can hold).
 
     :param event: The push.
     :param conn_id: The connection whose address received it.
     :param now: The time it was recorded (UTC).
     """
+    if isinstance(event, InboundEvent) and is_approval_tap(event):
+        return None  # the approval layer's (webhook/hitl.py), no inbound asset's
     uri = _asset_uri(event, conn_id)
     if uri is None:
         log.warning("itnio webhook %s: the connection id cannot be in an asset URI; no asset event", conn_id)
@@ -305,7 +359,8 @@ def write_outbox(
     events = AssetEvents(session)
     if not one_by_one:
         for row in rows:
-            events.add(row.asset_uri, row.extra, written.notifications)
+            for uri in events.targets(row.asset_uri, row.extra):
+                events.add(uri, row.extra, written.notifications)
         events.flush()
         if rows:
             deleted: Any = session.execute(delete(asset_outbox_table).where(columns.id.in_([row.id for row in rows])))
@@ -316,7 +371,8 @@ def write_outbox(
         mine: list[Callable[[], None]] = []
         try:
             with session.begin_nested():
-                events.add(row.asset_uri, row.extra, mine)
+                for uri in events.targets(row.asset_uri, row.extra):
+                    events.add(uri, row.extra, mine)
                 events.flush()
                 deleted = session.execute(delete(asset_outbox_table).where(columns.id == row.id))
                 if deleted.rowcount != 1:

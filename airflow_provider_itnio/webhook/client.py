@@ -17,6 +17,14 @@ All take ``Authorization: Bearer <the connection's webhook_token>`` (the same se
 nothing new to configure; never in a URL here, never logged) and answer ``404 {"detail": "Not Found"}`` for an
 unknown connection and a wrong token alike.
 
+What the client makes of an answer: only a connection error (refused, DNS, timeout), a 5xx and a 429 are
+transient (:class:`ItnioReceiverUnreachableError`: ask again later). Everything else that is not the receiver's JSON
+answer says the address is wrong or something in between stops the request: a 3xx (a redirect to a login page), 401
+and 403 (an auth proxy), 405 and a 200 that is not a JSON object (a web server without the plugin: an Airflow API
+server answers a path no plugin serves with its UI's HTML page for ``GET`` and 405 for ``POST``), any other 4xx, and
+the receiver's own 404. Asking again cannot fix those: :class:`ItnioReceiverConfigError` (permanent) names the URL
+asked (the token is in a header, never in it) and what came back.
+
 The client finds the API server at the connection's ``receiver_url`` extra when it has one (the API server's base
 URL, as in ``python -m airflow_provider_itnio.webhook url --base-url``; ``/itnio/api/...`` is appended), else at
 Airflow's ``[api] base_url``, else at ``[core] execution_api_server_url`` without its ``/execution/`` path, else
@@ -25,9 +33,12 @@ at ``http://localhost:8080``.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import re
+import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import quote, urlsplit, urlunsplit
 
 from airflow_provider_itnio.webhook import require_airflow_3_1
@@ -36,6 +47,7 @@ require_airflow_3_1("The itnio receiver client")
 
 import httpx  # noqa: E402
 
+from airflow_provider_itnio.connection_fields import WEBHOOK_TOKEN_EXTRA  # noqa: E402
 from airflow_provider_itnio.errors import ItnioConfigError, ItnioError  # noqa: E402
 
 __all__ = [
@@ -45,6 +57,7 @@ __all__ = [
     "MAX_WINDOW_RECIPIENTS",
     "RECEIVER_URL_EXTRA",
     "ItnioReceiverClient",
+    "ItnioReceiverConfigError",
     "ItnioReceiverError",
     "ItnioReceiverNotFoundError",
     "ItnioReceiverUnreachableError",
@@ -60,7 +73,7 @@ RECEIVER_URL_EXTRA = "receiver_url"
 #: Where the API server is when neither the connection nor Airflow's configuration says.
 DEFAULT_BASE_URL = "http://localhost:8080"
 #: The connection extra holding the token (the webhook address's, see :mod:`airflow_provider_itnio.webhook.app`).
-TOKEN_EXTRA = "webhook_token"
+TOKEN_EXTRA = WEBHOOK_TOKEN_EXTRA
 #: The receiver's path under the API server's base URL.
 URL_PREFIX = "/itnio"
 _DEFAULT_TIMEOUT = 10.0
@@ -70,6 +83,10 @@ MAX_WINDOW_RECIPIENTS = 1000
 MAX_STATUS_IDS = 1000
 #: The longest a ``POST /itnio/api/{conn_id}/statuses`` request may wait for a change (seconds).
 MAX_STATUS_WAIT = 30.0
+#: HTTP statuses that say "busy, ask again later" (besides connection errors): server errors, 408 and 429.
+TRANSIENT_STATUSES: frozenset[int] = frozenset({408, 429}) | frozenset(range(500, 600))
+#: How much of an unexpected answer's body an error quotes (characters).
+_QUOTED_BODY = 120
 
 
 class ItnioReceiverError(ItnioError):
@@ -77,18 +94,30 @@ class ItnioReceiverError(ItnioError):
 
 
 class ItnioReceiverUnreachableError(ItnioReceiverError):
-    """The API server could not be reached, timed out, or answered an error (5xx, or the database is down)."""
+    """
+    The API server could not be reached, timed out, or answered that it is busy (5xx, 408, 429): ask again later.
+    """
 
 
-class ItnioReceiverNotFoundError(ItnioReceiverError):
+class ItnioReceiverConfigError(ItnioReceiverError):
+    """
+    What answers at the receiver's URL is not the receiver, or refuses the request: asking again cannot help.
+
+    A 3xx (a redirect, e.g. to a login page), 401 / 403 (an auth proxy in front of the API server), 405 or a 200
+    that is not a JSON object (a web server, or an Airflow API server at a path no plugin serves), or another 4xx.
+    The message names the URL asked (without the token, which only travels in a header) and what came back.
+    """
+
+    permanent = True
+
+
+class ItnioReceiverNotFoundError(ItnioReceiverConfigError):
     """
     The API server answered ``404 Not Found``: the receiver does not know the connection or its token.
 
     The connection is unknown to the API server, has no ``webhook_token`` there, or another one; or the API
     server does not serve the itnio plugin (Airflow older than 3.1, or the provider not installed there).
     """
-
-    permanent = True
 
 
 class ItnioUnknownMessageError(ItnioReceiverError):
@@ -160,6 +189,11 @@ class ItnioReceiverClient:
     :param timeout: Seconds to wait for the API server (connect and read).
     """
 
+    #: Seconds before a request answered 404 (the API server does not accept the token) is asked once more, with the
+    #: connection read again: the API server reuses what it read of a connection for up to 5 s
+    #: (``webhook.app.RESOLVE_TTL``), so a token rotated a moment ago may not be accepted yet.
+    not_found_retry_after: ClassVar[float] = 6.0
+
     def __init__(self, itnio_conn_id: str = "itnio_default", *, timeout: float = _DEFAULT_TIMEOUT) -> None:
         self.itnio_conn_id = itnio_conn_id
         self.timeout = timeout
@@ -226,6 +260,48 @@ class ItnioReceiverClient:
         *,
         json: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
+        try:
+            return self._request_once(path, params, message_id, json=json)
+        except ItnioReceiverNotFoundError:
+            log.info("%s", self._not_found_retry_message())
+            time.sleep(self.not_found_retry_after)
+            self._token = None
+            self.get_connection()
+            return self._request_once(path, params, message_id, json=json)
+
+    async def _arequest(
+        self,
+        path: str,
+        params: dict[str, str] | None,
+        message_id: str | None = None,
+        *,
+        json: dict[str, Any] | None = None,
+        timeout: float | None = None,
+    ) -> dict[str, Any]:
+        try:
+            return await self._arequest_once(path, params, message_id, json=json, timeout=timeout)
+        except ItnioReceiverNotFoundError:
+            log.info("%s", self._not_found_retry_message())
+            await asyncio.sleep(self.not_found_retry_after)
+            self._token = None
+            await self.aget_connection()
+            return await self._arequest_once(path, params, message_id, json=json, timeout=timeout)
+
+    def _not_found_retry_message(self) -> str:
+        return (
+            f"The API server does not accept connection {self.itnio_conn_id!r}'s webhook_token (yet?): reading the "
+            f"connection again and asking once more in {self.not_found_retry_after:g} s (a token just rotated takes "
+            "the API server up to 5 s to accept)"
+        )
+
+    def _request_once(
+        self,
+        path: str,
+        params: dict[str, str] | None,
+        message_id: str | None = None,
+        *,
+        json: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
         kwargs = self._request_kwargs(path, params)
         try:
             with httpx.Client(timeout=self.timeout) as client:
@@ -234,7 +310,7 @@ class ItnioReceiverClient:
             raise self._unreachable(err) from None
         return self._answer(response, message_id)
 
-    async def _arequest(
+    async def _arequest_once(
         self,
         path: str,
         params: dict[str, str] | None,
@@ -261,10 +337,14 @@ class ItnioReceiverClient:
 
     def _unreachable(self, err: httpx.HTTPError) -> ItnioReceiverUnreachableError:
         # The message names the error's type and text: httpx puts neither headers nor the token in them.
+        try:
+            asked = f"{err.request.method} {err.request.url.copy_with(query=None, fragment=None)}"
+        except RuntimeError:  # an error raised before httpx had the request
+            asked = ""
         return ItnioReceiverUnreachableError(
             f"The itnio receiver at {self._base_url}{URL_PREFIX} could not be reached for connection "
-            f"{self.itnio_conn_id!r}: {type(err).__name__}: {err}. Set the connection's {RECEIVER_URL_EXTRA!r} "
-            "extra or Airflow's [api] base_url to the API server's address."
+            f"{self.itnio_conn_id!r}{' (' + asked + ')' if asked else ''}: {type(err).__name__}: {err}. Set the "
+            f"connection's {RECEIVER_URL_EXTRA!r} extra or Airflow's [api] base_url to the API server's address."
         )
 
     def _answer(self, response: httpx.Response, message_id: str | None) -> dict[str, Any]:
@@ -273,22 +353,60 @@ class ItnioReceiverClient:
         except ValueError:
             body = None
         detail = body.get("detail") if isinstance(body, dict) else None
-        if response.status_code == 200 and isinstance(body, dict):
+        status = response.status_code
+        if status == 200 and isinstance(body, dict):
             return body
-        if response.status_code == 404 and detail == "unknown message" and message_id is not None:
+        if status == 404 and detail == "unknown message" and message_id is not None:
             raise ItnioUnknownMessageError(message_id)
-        if response.status_code == 404:
+        if status == 400 and detail is not None:
+            raise ValueError(f"The itnio receiver refused the request: {detail}")
+        asked = self._asked(response)
+        if status in TRANSIENT_STATUSES:
+            raise ItnioReceiverUnreachableError(
+                f"The itnio receiver at {asked} answered {self._came_back(response)} for connection "
+                f"{self.itnio_conn_id!r} (asked again later)"
+            )
+        if status == 404 and body == {"detail": "Not Found"}:
             raise ItnioReceiverNotFoundError(
-                f"The API server at {self._base_url} answered 404 for connection {self.itnio_conn_id!r}: it does "
+                f"The API server at {asked} answered 404 for connection {self.itnio_conn_id!r}: it does "
                 "not know the connection, its webhook_token differs from this one, or it does not serve the "
                 "itnio plugin (Airflow 3.1+ with the provider installed)"
             )
-        if response.status_code == 400:
-            raise ValueError(f"The itnio receiver refused the request: {detail}")
-        raise ItnioReceiverUnreachableError(
-            f"The itnio receiver at {self._base_url}{URL_PREFIX} answered {response.status_code} for connection "
-            f"{self.itnio_conn_id!r}: {detail if detail is not None else response.text[:200]}"
+        raise ItnioReceiverConfigError(
+            f"No itnio receiver answered at {asked} for connection {self.itnio_conn_id!r}: it answered "
+            f"{self._came_back(response)}. {self._hint(status)} Set the connection's {RECEIVER_URL_EXTRA!r} extra "
+            "(or Airflow's [api] base_url) to the base URL of the API server that runs the itnio plugin."
         )
+
+    @staticmethod
+    def _asked(response: httpx.Response) -> str:
+        """Return the method and URL of the request ``response`` answers, without its query (numbers stay out)."""
+        url = response.request.url
+        return f"{response.request.method} {url.copy_with(query=None, fragment=None)}"
+
+    def _came_back(self, response: httpx.Response) -> str:
+        """Return what came back, briefly: status, reason, redirect target, content type and the body's start."""
+        parts = [f"{response.status_code} {response.reason_phrase}".strip()]
+        location = response.headers.get("location")
+        if location and response.is_redirect:
+            parts.append(f"to {location}")
+        content_type = response.headers.get("content-type", "no content type").split(";")[0].strip()
+        text = re.sub(r"\s+", " ", response.text[:_QUOTED_BODY]).strip()
+        if self._token:
+            text = text.replace(self._token, "***")  # an auth proxy echoing the header must not leak the token
+        parts.append(f"({content_type}{': ' + text if text else ', empty body'})")
+        return " ".join(parts)
+
+    @staticmethod
+    def _hint(status: int) -> str:
+        """Return what an unexpected status usually means."""
+        if 300 <= status < 400:
+            return "A redirect: the URL is not the API server's (or a login page stands in front of it)."
+        if status in (401, 403):
+            return "Something in front of the API server (an auth proxy) refuses the request."
+        if status == 405 or status == 200:
+            return "A web server without the itnio plugin's read API at that path (a wrong base URL or path)."
+        return "Asking again cannot change that answer."
 
     # -- the API -----------------------------------------------------------------------------------------
 
@@ -304,7 +422,8 @@ class ItnioReceiverClient:
         :param message_id: The id the send call returned.
         :raises ItnioUnknownMessageError: No status push for the message has arrived (yet).
         :raises ItnioReceiverNotFoundError: The API server does not know the connection or its token.
-        :raises ItnioReceiverUnreachableError: The API server cannot be reached or answered an error.
+        :raises ItnioReceiverConfigError: Something else than the receiver answers at its URL (see the module).
+        :raises ItnioReceiverUnreachableError: The API server cannot be reached, or answered 5xx / 408 / 429.
         """
         path = self._status_path(message_id)
         self.get_connection()
@@ -335,7 +454,8 @@ class ItnioReceiverClient:
         :param since: The cursor of an earlier answer, or ``None``.
         :param wait: Seconds the API server may wait for a change (at most :data:`MAX_STATUS_WAIT`).
         :raises ItnioReceiverNotFoundError: The API server does not know the connection or its token.
-        :raises ItnioReceiverUnreachableError: The API server cannot be reached or answered an error.
+        :raises ItnioReceiverConfigError: Something else than the receiver answers at its URL (see the module).
+        :raises ItnioReceiverUnreachableError: The API server cannot be reached, or answered 5xx / 408 / 429.
         :raises ValueError: The receiver refused an id.
         """
         await self.aget_connection()
@@ -351,7 +471,7 @@ class ItnioReceiverClient:
             answer = await self._arequest("statuses", None, json=body, timeout=self.timeout + wait)
             chunk, cursor = answer.get("statuses"), answer.get("cursor")
             if not isinstance(chunk, dict) or not isinstance(cursor, int):
-                raise ItnioReceiverUnreachableError(
+                raise ItnioReceiverConfigError(
                     f"The itnio receiver at {self._base_url}{URL_PREFIX} answered statuses without 'statuses' and "
                     "'cursor': is the provider on the API server the same version as in the triggerer?"
                 )
@@ -371,7 +491,8 @@ class ItnioReceiverClient:
         :param business_phone: The business number (any way people write numbers).
         :param recipient: The customer's number.
         :raises ItnioReceiverNotFoundError: The API server does not know the connection or its token.
-        :raises ItnioReceiverUnreachableError: The API server cannot be reached or answered an error.
+        :raises ItnioReceiverConfigError: Something else than the receiver answers at its URL (see the module).
+        :raises ItnioReceiverUnreachableError: The API server cannot be reached, or answered 5xx / 408 / 429.
         """
         self.get_connection()
         return self._request("window", {"business_phone": str(business_phone), "recipient": str(recipient)})
@@ -396,7 +517,8 @@ class ItnioReceiverClient:
         :param business_phone: The business number.
         :param recipients: The customers' numbers (any way people write numbers; the keys are their digits).
         :raises ItnioReceiverNotFoundError: The API server does not know the connection or its token.
-        :raises ItnioReceiverUnreachableError: The API server cannot be reached or answered an error.
+        :raises ItnioReceiverConfigError: Something else than the receiver answers at its URL (see the module).
+        :raises ItnioReceiverUnreachableError: The API server cannot be reached, or answered 5xx / 408 / 429.
         :raises ValueError: The receiver refused a number.
         """
         self.get_connection()
@@ -406,7 +528,7 @@ class ItnioReceiverClient:
             body = {"business_phone": str(business_phone), "recipients": numbers[start : start + MAX_WINDOW_RECIPIENTS]}
             windows = self._request("windows", None, json=body).get("windows")
             if not isinstance(windows, dict):
-                raise ItnioReceiverUnreachableError(
+                raise ItnioReceiverConfigError(
                     f"The itnio receiver at {self._base_url}{URL_PREFIX} answered windows without a 'windows' "
                     "object: is the provider on the API server the same version as on the workers?"
                 )

@@ -3,7 +3,7 @@ Human-in-the-loop answers given on WhatsApp: signed button ids, and a tap turned
 
 :class:`~airflow_provider_itnio.notifications.hitl.ItnioHITLNotifier` sends a HITL task's options as reply buttons
 (or list rows) whose ids are made here by :func:`sign_button`; when the approver taps one, the receiver
-(:mod:`airflow_provider_itnio.webhook.app`) records the inbound push and calls :func:`on_new_inbound`, which records
+(:mod:`airflow_provider_itnio.webhook.app`) records the inbound push and calls :func:`on_inbound`, which records
 the answer in Airflow's ``hitl_detail`` row exactly as the UI's ``PATCH .../hitlDetails`` route does, and returns
 the short WhatsApp reply to send once the HTTP answer is out.
 
@@ -16,10 +16,14 @@ the short WhatsApp reply to send once the HTTP answer is out.
   to. This is how "only the recipients the notifier sent to can answer" is enforced, without a table of who was
   sent what: the id itself is the record, and nobody can make one for another number.
 
-The key is derived from the receiving connection's ``webhook_token`` extra (HMAC-SHA256 of a fixed label under
-the token), so ids made for one connection do not verify on another, and the key never leaves the two places that
-already hold the token. Tags are 96 bits, compared in constant time (``hmac.compare_digest``). Ids are at most
-:data:`MAX_ID` characters (WhatsApp allows 256 for a button, 200 for a list row).
+**Keys** (:func:`button_keys`): new ids are signed with a key derived from the connection's ``button_key`` extra
+(:data:`~airflow_provider_itnio.connection_fields.BUTTON_KEY_EXTRA`), or, without one, from its API secret; never
+from the ``webhook_token``, so rotating the push address's token (what one does after a leaked URL) leaves the
+buttons already sent working. A tap is verified against every key of the connection's ring: each key of
+``button_key`` (several, separated by spaces or commas, the first signing: keep the previous one after the new one
+while requests signed with it are open), the API secret's, and the ``webhook_token``'s (ids made before this
+scheme, until the token is rotated). Tags are 96 bits, compared in constant time (``hmac.compare_digest``). Ids
+are at most :data:`MAX_ID` characters (WhatsApp allows 256 for a button, 200 for a list row).
 
 A TI id names one try: a retried or cleared task gets a new one, so an old message's buttons answer nothing.
 
@@ -29,15 +33,36 @@ id the notifier mapped the number to (its ``user_ids`` argument; carried, signed
 (the others get a reply telling them to use the Airflow UI), and the name becomes ``"<user name> (WhatsApp
 +<number>)"``.
 
-**Buttons after a template.** When a recipient's 24-hour window was closed, the notifier sent a template and
-recorded in the task's XCom :data:`PENDING_XCOM_KEY` who is still owed the buttons (as keyed digests of their
-numbers, never the numbers). When one of them writes to the business while the task still waits, the receiver
-sends them the buttons (:func:`pending_requests`), once.
+**A tap is never lost.** The receiver's writer records a tap's push together with a *pending* row in
+``itnio_hitl_tap`` (one transaction). :func:`apply_tap` then claims that row, records the answer and marks the row
+applied, in one transaction: when that fails, nothing of it is kept and the push is answered 503, so the vendor
+pushes it again and the re-push applies it (a re-push of an applied tap does nothing, and is not answered twice).
+A tap left pending by an API server killed in between is applied by the re-push, or by the sweep
+(:func:`sweep_taps`), which a thread of each API server process (:data:`sweeper`, started with the receiver and
+by its first request) runs every :data:`SWEEP_INTERVAL` seconds, for taps pending longer than :data:`SWEEP_AFTER`.
+A tap the sweep cannot apply is tried again later (waiting twice as long each time) and given up, with an error
+logged, after :data:`MAX_TAP_ATTEMPTS` attempts. A tap applied late is judged by when its push first arrived:
+a tap given before the ``response_timeout`` still answers, as long as the task still waits.
 
-**What is refused** (nothing is written, and the reply says why): a second tap or a tap after an answer given in
-the UI (the reply names who answered and when), a tap once the task no longer waits (its ``response_timeout``
-passed, it was cleared or it failed), a tap from a number the button was not sent to. A forged id is only logged.
-Phone numbers are logged as a short digest (``#1a2b3c4d``), never in clear.
+**Buttons after a template.** When a recipient's 24-hour window was closed, the notifier sent a template and
+recorded in the task's XCom :data:`PENDING_XCOM_KEY` who is still owed the buttons (``recipients``: keyed digests
+of their numbers, never the numbers). When one of them writes to the business while the task still waits, the
+receiver moves them to ``sending`` (:func:`pending_requests`, one locked transaction, so two messages at once send
+once) and sends the buttons after its answer (:func:`send_pending`): accepted, they move to ``sent`` (with the
+messageId); refused with nothing sent, back to ``recipients`` (sent when they write again); an unknown outcome
+(the request may have reached the API) moves them to ``unknown``, logged as an error and never sent again. Each
+digest in ``sending`` carries when it was claimed; one still there after :data:`SENDING_STALE_AFTER` means the API
+server stopped during the send: the sweep moves it to ``unknown`` and logs an error.
+
+**What is refused** (nothing is written, and the reply says why, with the link to the task's page in the UI when
+``[api] base_url`` is set): a second tap or a tap after an answer given in the UI (the reply names who answered
+and when), a tap once the task no longer waits (its ``response_timeout`` passed, it was cleared or it failed), a
+button id that no key of the connection signed (forged, or signed with a key no longer in the ring: "This
+request can no longer be answered here", with the link, only when the sender is one of the numbers the request
+was sent to, per the task's :data:`REQUESTS_XCOM_KEY` XCom; anyone else gets no reply), a tap from a number the
+button was not sent to (no link). Each reply is sent once per inbound message: a re-push is not answered again.
+Phone numbers are logged as a short digest (``#1a2b3c4d``), never in clear, and so are database errors: their
+type and message, without the statement's parameters.
 """
 
 from __future__ import annotations
@@ -47,16 +72,22 @@ import datetime
 import hashlib
 import hmac
 import logging
+import os
 import re
+import threading
 import uuid
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from airflow_provider_itnio.connection_fields import BUTTON_KEY_EXTRA, WEBHOOK_TOKEN_EXTRA
 from airflow_provider_itnio.webhook import require_airflow_3_1
+from airflow_provider_itnio.webhook.store import TAP_ID_PREFIX, TAP_SWEEP_AFTER
 
 require_airflow_3_1("Human-in-the-loop answers on WhatsApp")
 
 if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
     from starlette.background import BackgroundTask
 
     from airflow_provider_itnio.events import InboundEvent
@@ -64,12 +95,25 @@ if TYPE_CHECKING:
 __all__ = [
     "ID_PREFIX",
     "MAX_ID",
+    "MAX_TAP_ATTEMPTS",
     "PENDING_XCOM_KEY",
+    "REQUESTS_XCOM_KEY",
+    "SENDING_STALE_AFTER",
+    "SWEEP_AFTER",
+    "SWEEP_INTERVAL",
     "ButtonId",
+    "ButtonKeys",
+    "Owed",
+    "TapNotRecorded",
     "TapOutcome",
-    "button_key",
+    "apply_tap",
+    "button_key_secrets",
+    "button_keys",
+    "connection_button_keys",
     "handle_tap",
-    "on_new_inbound",
+    "legacy_button_key",
+    "mask_phone",
+    "on_inbound",
     "parse_button",
     "pending_requests",
     "phone_digest",
@@ -78,18 +122,44 @@ __all__ = [
     "send_pending",
     "send_reply",
     "sign_button",
+    "sweep",
+    "sweep_sending",
+    "sweep_taps",
+    "sweeper",
+    "ui_link",
     "verify_button",
 ]
 
 log = logging.getLogger(__name__)
 
 #: What every button id the notifier makes starts with (other buttons are not this module's business).
-ID_PREFIX = "hitl1"
+ID_PREFIX = TAP_ID_PREFIX.rstrip(".")
 #: The longest id :func:`sign_button` makes (a list row's id may have 200 characters, a button's 256).
 MAX_ID = 200
 #: The XCom key under which the notifier records who is owed the buttons (their window was closed).
 PENDING_XCOM_KEY = "itnio_hitl_pending"
-_KEY_LABEL = b"itnio-hitl-button-v1"
+#: The XCom key under which the notifier records what it sent to whom (masked numbers, messageIds).
+REQUESTS_XCOM_KEY = "itnio_hitl_requests"
+#: Seconds between two sweeps (:func:`sweep`) in one API server process.
+SWEEP_INTERVAL = 10.0
+#: How long a tap must have been pending before the sweep takes it (the push's own request handles it before), and
+#: the first wait after a failed attempt (then doubling, up to :data:`MAX_TAP_BACKOFF`).
+SWEEP_AFTER = TAP_SWEEP_AFTER
+#: The longest wait between two attempts at a tap.
+MAX_TAP_BACKOFF = datetime.timedelta(minutes=30)
+#: The sweep's attempts at a tap before it gives up (about 2 hours with the backoff), logging an error.
+MAX_TAP_ATTEMPTS = 10
+#: The most pending taps one sweep tries.
+SWEEP_BATCH = 20
+#: How long a claimed send of owed buttons may stay in ``sending`` before the sweep reports it as unknown.
+SENDING_STALE_AFTER = datetime.timedelta(minutes=5)
+#: Seconds a PostgreSQL transaction of this module waits for a row lock (``lock_timeout``) before it fails.
+LOCK_TIMEOUT = 10.0
+#: Labels of the key derivations (HMAC-SHA256 of the label under the secret): ``button_key``, the API secret, and
+#: the ``webhook_token`` (the first scheme, only verified).
+_BUTTON_KEY_LABEL = b"itnio-hitl-button-key-v2"
+_API_SECRET_LABEL = b"itnio-hitl-api-secret-v2"
+_LEGACY_LABEL = b"itnio-hitl-button-v1"
 _TAG_BYTES = 12
 _TAG_CHARS = 16  # base64url of 12 bytes, no padding
 _ID = re.compile(r"^hitl1\.([0-9a-f]{32})\.([0-9]{1,2})\.([A-Za-z0-9_-]*)\.([A-Za-z0-9_-]{16})\.([A-Za-z0-9_-]{16})$")
@@ -100,13 +170,93 @@ _OPEN_STATES = ("running", "awaiting_input", "deferred")
 _PARKED_STATES = ("awaiting_input", "deferred")
 
 
-def button_key(webhook_token: str) -> bytes:
+class TapNotRecorded(Exception):
+    """A tap's answer could not be recorded now (the database failed): the push must be answered 503."""
+
+
+# -- keys ----------------------------------------------------------------------------------------------------
+
+
+def _derive(secret: str, label: bytes) -> bytes:
+    return hmac.new(secret.strip().encode("utf-8"), label, hashlib.sha256).digest()
+
+
+def legacy_button_key(webhook_token: str) -> bytes:
     """
-    Return the key that signs button ids for a connection, derived from its ``webhook_token``.
+    Return the key the first scheme derived from a connection's ``webhook_token`` (verified, never used to sign).
 
     :param webhook_token: The connection's ``webhook_token`` extra.
     """
-    return hmac.new(webhook_token.strip().encode("utf-8"), _KEY_LABEL, hashlib.sha256).digest()
+    return _derive(webhook_token, _LEGACY_LABEL)
+
+
+@dataclass(frozen=True)
+class ButtonKeys:
+    """
+    A connection's key ring for button ids.
+
+    :param signing: The key new ids are signed with, or ``None`` when the connection has neither a ``button_key``
+        nor an API secret.
+    :param verifying: Every key a tapped id may have been signed with (``signing`` first).
+    """
+
+    signing: bytes | None
+    verifying: tuple[bytes, ...]
+
+
+def button_keys(extra: Mapping[str, Any] | None, api_secret: str | None) -> ButtonKeys:
+    """
+    Return the key ring of a connection (see the module): ``button_key``'s keys, the API secret's, the token's.
+
+    :param extra: The connection's extras (``button_key``: one or more secrets separated by spaces or commas, or a
+        JSON list of them, the first signing; ``webhook_token``).
+    :param api_secret: The connection's password (the API secret), or ``None``.
+    :raises ValueError: When ``button_key`` is neither a string nor a list of strings.
+    """
+    extra = extra or {}
+    keys = [_derive(secret, _BUTTON_KEY_LABEL) for secret in button_key_secrets(extra.get(BUTTON_KEY_EXTRA))]
+    if isinstance(api_secret, str) and api_secret.strip():
+        keys.append(_derive(api_secret, _API_SECRET_LABEL))
+    signing = keys[0] if keys else None
+    token = extra.get(WEBHOOK_TOKEN_EXTRA)
+    if isinstance(token, str) and token.strip():
+        keys.append(legacy_button_key(token))
+    return ButtonKeys(signing, tuple(dict.fromkeys(keys)))
+
+
+def button_key_secrets(value: object) -> list[str]:
+    """
+    Return the secrets of a ``button_key`` extra, the signing one first (``[]`` when it is unset, null or empty).
+
+    :param value: The extra's value: secrets separated by spaces or commas, or a JSON list of them.
+    :raises ValueError: When it is neither a string nor a list of strings.
+    """
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [secret for secret in re.split(r"[\s,]+", value.strip()) if secret]
+    if isinstance(value, list) and all(isinstance(item, str) for item in value):
+        return [secret for item in value for secret in button_key_secrets(item)]
+    raise ValueError(
+        f"the {BUTTON_KEY_EXTRA!r} extra must be a string (keys separated by spaces or commas, the first signing) or "
+        f"a list of such strings; got {type(value).__name__}"
+    )
+
+
+def connection_button_keys(conn_id: str) -> ButtonKeys | None:
+    """
+    Return the key ring of connection ``conn_id`` as the API server reads it, or ``None`` when it does not exist.
+
+    :param conn_id: The ``itnio`` connection.
+    """
+    from airflow.exceptions import AirflowNotFoundException
+    from airflow.models.connection import Connection
+
+    try:
+        conn = Connection.get_connection_from_secrets(conn_id)
+    except AirflowNotFoundException:
+        return None
+    return button_keys(conn.extra_dejson, conn.password)
 
 
 def _b64(data: bytes) -> str:
@@ -147,7 +297,7 @@ def sign_button(key: bytes, ti_id: uuid.UUID | str, index: int, recipient: str, 
     """
     Return the button id of option ``index`` of task instance ``ti_id``, sent to ``recipient``.
 
-    :param key: From :func:`button_key`.
+    :param key: The signing key (:attr:`ButtonKeys.signing`).
     :param ti_id: The task instance's id.
     :param index: The option's index (0-99).
     :param recipient: The recipient's digits (as :func:`~airflow_provider_itnio.messages.normalize_phone` gives).
@@ -185,30 +335,59 @@ def parse_button(value: object) -> ButtonId | None:
     return ButtonId(ti_hex, int(index), user_id, user, task_tag, recipient_tag)
 
 
-def verify_button(key: bytes, button: ButtonId, sender: str) -> str:
+def verify_button(keys: bytes | Iterable[bytes], button: ButtonId, sender: str) -> str:
     """
-    Return ``"ok"``, ``"forged"`` (not made with this key for this TI and option) or ``"other_number"``.
+    Return ``"ok"``, ``"forged"`` (no key of the ring made it for this TI and option) or ``"other_number"``.
 
-    :param key: From :func:`button_key` (of the connection that received the tap).
+    :param keys: One key, or the key ring (:attr:`ButtonKeys.verifying`) of the connection that received the tap.
     :param button: From :func:`parse_button`.
     :param sender: The digits of the number that tapped.
     """
     parts = (button.ti_id, str(button.index), button.encoded_user)
-    if not hmac.compare_digest(_tag(key, "task", *parts), button.task_tag):
-        return "forged"
-    if not hmac.compare_digest(_tag(key, "recipient", *parts, sender), button.recipient_tag):
-        return "other_number"
-    return "ok"
+    for key in [keys] if isinstance(keys, bytes) else keys:
+        if hmac.compare_digest(_tag(key, "task", *parts), button.task_tag):
+            if not hmac.compare_digest(_tag(key, "recipient", *parts, sender), button.recipient_tag):
+                return "other_number"
+            return "ok"
+    return "forged"
 
 
 def recipient_digest(key: bytes, phone: str) -> str:
     """
     Return a keyed digest of a recipient's number, to record who is owed the buttons without the number.
 
-    :param key: From :func:`button_key`.
+    :param key: The signing key.
     :param phone: The digits.
     """
     return _tag(key, "pending", phone)
+
+
+def _masked(error: BaseException, phone: str | None = None) -> str:
+    """
+    Return ``"<type>: <error>"`` for a log line, with ``phone`` replaced by its digest (a hook's error may name it).
+
+    A database error (SQLAlchemy's ``StatementError``) gives only its driver's error: its text would end with the
+    statement and its parameters (``[parameters: ...]``), where a tap's ``responded_by`` holds the number.
+    """
+    from sqlalchemy.exc import StatementError
+
+    if isinstance(error, StatementError):
+        orig = error.orig
+        text = f"{type(error).__name__}: " + (f"{type(orig).__name__}: {orig}" if orig is not None else "(no detail)")
+    else:
+        text = f"{type(error).__name__}: {error}"
+    text = " ".join(text.split())[:500]
+    return text.replace(phone, phone_digest(phone)) if phone else text
+
+
+def mask_phone(phone: str) -> str:
+    """
+    Return a number as the notifier's XCom shows it: ``+15*****0200`` (its first two and last four digits).
+
+    :param phone: The digits.
+    """
+    keep = 4 if len(phone) >= 10 else 2
+    return f"+{phone[:2]}{'*' * max(len(phone) - 2 - keep, 1)}{phone[-keep:]}"
 
 
 def phone_digest(phone: str) -> str:
@@ -237,6 +416,27 @@ def responder(phone: str, user_id: str | None, assigned: list[dict[str, Any]] | 
     return {"id": user_id or f"whatsapp:{number}", "name": f"{number} (WhatsApp)"}
 
 
+def ui_link(ti: Any, base_url: str | None = None) -> str | None:
+    """
+    Return the task instance's ``required_actions`` page in the UI, or ``None`` when no base URL is known.
+
+    The same address as ``HITLOperator.generate_link_to_ui`` makes (which needs the operator, not at hand here).
+
+    :param ti: The task instance (its ``dag_id``, ``run_id``, ``task_id`` and ``map_index``).
+    :param base_url: The UI's address (``[api] base_url`` by default).
+    """
+    from urllib.parse import urlencode, urlparse, urlunparse
+
+    from airflow.configuration import conf
+
+    base = base_url or conf.get("api", "base_url", fallback=None)
+    if not base:
+        return None
+    parsed = urlparse(base)
+    path = f"/dags/{ti.dag_id}/runs/{ti.run_id}/tasks/{ti.task_id}/required_actions"
+    return urlunparse((parsed.scheme, parsed.netloc, path, "", urlencode({"map_index": ti.map_index}), ""))
+
+
 # -- a tap -------------------------------------------------------------------------------------------------
 
 
@@ -246,9 +446,10 @@ class TapOutcome:
     What a tap did.
 
     :param code: ``answered``, ``already_answered``, ``closed`` (the task no longer waits), ``other_number``,
-        ``not_assigned``, ``forged``, ``ui_only`` (the task needs the UI) or ``error``.
+        ``not_assigned``, ``forged`` (no key of the ring signed it), ``ui_only`` (the task needs the UI) or
+        ``ignored`` (not one of the notifier's ids).
     :param reply: The WhatsApp text to send back to the sender, or ``None``.
-    :param ti_id: The task instance the button named (``None`` for a forged id).
+    :param ti_id: The task instance the button named (``None`` when it names none).
     """
 
     code: str
@@ -269,26 +470,18 @@ def _quote(text: object, limit: int = 60) -> str:
     return words if len(words) <= limit else words[: limit - 1].rstrip() + "\u2026"
 
 
-def _already(detail: Any) -> str:
+def _see(link: str | None) -> str:
+    return f"\n\nIn Airflow: {link}" if link else ""
+
+
+def _already(detail: Any, link: str | None) -> str:
     chosen = ", ".join(str(option) for option in (detail.chosen_options or [])) or "-"
     who = detail.responded_by_user
     by = f"by {who['name']}" if who else "by the timeout default"
     return (
         f"\u201c{_quote(detail.subject)}\u201d was already answered: {_quote(chosen, 40)}, {by}, at "
-        f"{_when(detail.responded_at)}. Your tap changed nothing."
+        f"{_when(detail.responded_at)}. Your tap changed nothing." + _see(link)
     )
-
-
-def _webhook_key(conn_id: str) -> bytes | None:
-    from airflow.exceptions import AirflowNotFoundException
-    from airflow.models.connection import Connection
-
-    try:
-        conn = Connection.get_connection_from_secrets(conn_id)
-    except AirflowNotFoundException:
-        return None
-    token = (conn.extra_dejson or {}).get("webhook_token")
-    return button_key(token) if isinstance(token, str) and token.strip() else None
 
 
 def _session() -> Any:
@@ -300,31 +493,88 @@ def _session() -> Any:
         return create_session()
 
 
-def handle_tap(event: InboundEvent, conn_id: str, *, now: datetime.datetime | None = None) -> TapOutcome | None:
+def _begin_writing(session: Session) -> None:
+    """
+    Start the session's transaction as a writer: ``BEGIN IMMEDIATE`` on SQLite, a ``lock_timeout`` on PostgreSQL.
+
+    On SQLite two read-modify-writes of one row (two messages from one approver at once) then take turns; elsewhere
+    the queries lock their rows (``FOR UPDATE``). On PostgreSQL a row lock is waited for at most
+    :data:`LOCK_TIMEOUT` seconds (as the receiver's writer does): a task instance row held by a stuck transaction
+    fails the tap (503, the vendor re-pushes) instead of holding the request, and a thread, for ever.
+    """
+    from sqlalchemy import text
+
+    dialect = session.get_bind().dialect.name
+    if dialect == "sqlite":
+        session.execute(text("BEGIN IMMEDIATE"))
+    elif dialect == "postgresql":
+        session.execute(text(f"SET LOCAL lock_timeout = '{int(LOCK_TIMEOUT * 1000)}ms'"))
+
+
+def handle_tap(
+    event: InboundEvent,
+    conn_id: str,
+    *,
+    now: datetime.datetime | None = None,
+    session: Session | None = None,
+    keys: ButtonKeys | None = None,
+) -> TapOutcome | None:
     """
     Record the answer a tap gives, as ``PATCH .../hitlDetails`` would; return what happened (``None``: not ours).
 
-    Runs one transaction: the task instance row, then its ``hitl_detail`` row, are locked (the route's order), the
-    answer is written only when none was given and the task still waits, and a parked task is resumed with
-    ``handle_event_submit`` (Airflow 3.3's ``awaiting_input``; on older Airflow, its ``HITLTrigger`` sees the answer).
+    The task instance row, then its ``hitl_detail`` row, are locked (the route's order), the answer is written only
+    when none was given and the task still waits, and a parked task is resumed with ``handle_event_submit``
+    (Airflow 3.3's ``awaiting_input``; on older Airflow, its ``HITLTrigger`` sees the answer).
 
-    :param event: A new inbound push with a ``reply``.
-    :param conn_id: The connection whose address received it (its ``webhook_token`` keys the button ids).
+    :param event: An inbound push with a ``reply``.
+    :param conn_id: The connection whose address received it (its key ring verifies the button id).
     :param now: The time of the answer (UTC; default: now).
+    :param session: The transaction to write in (the caller commits); by default one of its own.
+    :param keys: The connection's key ring (read from the connection by default).
     """
     reply = event.reply or {}
     button = parse_button(reply.get("id"))
     if button is None:
         return None
+    if keys is None:
+        keys = connection_button_keys(conn_id) or ButtonKeys(None, ())
+    if session is None:
+        with _session() as own:
+            return _handle(own, event, conn_id, button, keys, now)
+    return _handle(session, event, conn_id, button, keys, now)
+
+
+def _handle(
+    session: Session,
+    event: InboundEvent,
+    conn_id: str,
+    button: ButtonId,
+    keys: ButtonKeys,
+    now: datetime.datetime | None,
+) -> TapOutcome:
+    from airflow.models.taskinstance import TaskInstance
+
     sender = phone_digest(event.from_phone)
-    key = _webhook_key(conn_id)
-    if key is None:
-        log.warning("itnio HITL: a tap reached connection %s, which has no webhook_token; ignored", conn_id)
-        return TapOutcome("forged")
-    verdict = verify_button(key, button, event.from_phone)
+    verdict = verify_button(keys.verifying, button, event.from_phone)
     if verdict == "forged":
-        log.warning("itnio HITL: refused a tap with a forged button id from %s (connection %s)", sender, conn_id)
-        return TapOutcome("forged")
+        named = session.get(TaskInstance, uuid.UUID(button.ti_id))
+        if named is None or not _was_sent_to(session, named, event.from_phone, keys):
+            log.warning(
+                "itnio HITL: refused a tap from %s on a button id no key of connection %s signed (forged, or signed "
+                "with a key no longer in its ring), from a number the request was not sent to: not answered",
+                sender,
+                conn_id,
+            )
+            return TapOutcome("forged", None, button.ti_id if named is not None else None)
+        log.warning(
+            "itnio HITL: refused a tap from %s on a button id no key of connection %s signed (forged, or signed "
+            "with a key no longer in its ring)",
+            sender,
+            conn_id,
+        )
+        link = ui_link(named)
+        reply = f"This request can no longer be answered here: {link or 'answer in the Airflow UI.'}"
+        return TapOutcome("forged", reply, button.ti_id)
     if verdict == "other_number":
         log.warning(
             "itnio HITL: refused a tap from %s on a button sent to another number (task instance %s)",
@@ -334,94 +584,309 @@ def handle_tap(event: InboundEvent, conn_id: str, *, now: datetime.datetime | No
         return TapOutcome(
             "other_number", "This request was not sent to you, so your tap changed nothing.", button.ti_id
         )
-    return _record_answer(button, event.from_phone, sender, now)
+    return _record_answer(session, button, event.from_phone, sender, now)
 
 
-def _record_answer(button: ButtonId, phone: str, sender: str, now: datetime.datetime | None) -> TapOutcome:
-    from airflow.models.hitl import HITLDetail
-    from airflow.models.taskinstance import TaskInstance
+def _was_sent_to(session: Session, ti: Any, phone: str, keys: ButtonKeys) -> bool:
+    """
+    Return whether the notifier sent task instance ``ti``'s request to ``phone`` (its :data:`REQUESTS_XCOM_KEY`
+    XCom lists the keyed digest of each number it sent to; any key of the ring may have made it).
+    """
+    from airflow.models.xcom import XComModel
     from sqlalchemy import select
 
-    ti_uuid = uuid.UUID(button.ti_id)
-    with _session() as session:
-        ti = session.get(TaskInstance, ti_uuid, with_for_update={"of": TaskInstance})
-        detail = session.scalar(select(HITLDetail).where(HITLDetail.ti_id == ti_uuid).with_for_update(of=HITLDetail))
-        if ti is None or detail is None:
-            log.info("itnio HITL: tap from %s on task instance %s, which no longer exists", sender, button.ti_id)
-            return TapOutcome(
-                "closed", "This request is no longer waiting for an answer. Your tap changed nothing.", button.ti_id
-            )
-        if detail.response_received:
-            log.info("itnio HITL: refused a second answer from %s to %s", sender, button.ti_id)
-            return TapOutcome("already_answered", _already(detail), button.ti_id)
-        moment = now or datetime.datetime.now(datetime.UTC)
-        state = str(ti.state.value if hasattr(ti.state, "value") else ti.state)
-        timeout = ti.trigger_timeout if state in _PARKED_STATES else None
-        if timeout is not None and timeout.tzinfo is None:
-            timeout = timeout.replace(tzinfo=datetime.UTC)
-        resuming = state == "running" and ti.next_method is not None  # e.g. running after the timeout sweep
-        if state not in _OPEN_STATES or resuming or (timeout is not None and timeout <= moment):
-            log.info("itnio HITL: refused a late answer from %s to %s (state %s)", sender, button.ti_id, state)
-            late = f" (its time ran out at {_when(timeout)})" if timeout is not None and timeout <= moment else ""
-            return TapOutcome(
-                "closed",
-                f"\u201c{_quote(detail.subject)}\u201d is no longer waiting for an answer{late}. "
-                "Your tap changed nothing.",
-                button.ti_id,
-            )
-        options = list(detail.options or [])
-        if button.index >= len(options) or detail.multiple or detail.params:
-            log.warning("itnio HITL: the tap on %s does not fit its request; answer in the UI", button.ti_id)
-            return TapOutcome("ui_only", "This request must be answered in the Airflow UI.", button.ti_id)
-        user = responder(phone, button.user_id, list(detail.assigned_users or []))
-        if user is None:
-            log.warning("itnio HITL: refused a tap from %s, not an assigned user of %s", sender, button.ti_id)
-            return TapOutcome(
-                "not_assigned", "You are not one of the assigned approvers: answer in the Airflow UI.", button.ti_id
-            )
-        from airflow.models.hitl import HITLUser
-        from sqlalchemy import update
-
-        # Only while no answer is recorded, in the statement itself: SQLite ignores FOR UPDATE, so two taps (or a
-        # tap and the UI) that both read "not answered" would otherwise both write, the last one winning.
-        written: Any = session.execute(
-            update(HITLDetail)
-            .where(HITLDetail.ti_id == ti_uuid, HITLDetail.responded_at.is_(None))
-            .values(
-                responded_by=HITLUser(id=user["id"], name=user["name"]),
-                responded_at=moment,
-                chosen_options=[options[button.index]],
-                params_input={},
-            )
-            .execution_options(synchronize_session=False)
+    xcom = session.scalar(
+        select(XComModel).where(
+            XComModel.dag_id == ti.dag_id,
+            XComModel.run_id == ti.run_id,
+            XComModel.task_id == ti.task_id,
+            XComModel.map_index == ti.map_index,
+            XComModel.key == REQUESTS_XCOM_KEY,
         )
-        session.refresh(detail)
-        if written.rowcount != 1:
-            log.info("itnio HITL: refused a second answer from %s to %s", sender, button.ti_id)
-            return TapOutcome("already_answered", _already(detail), button.ti_id)
-        if state in _PARKED_STATES and hasattr(detail, "as_resume_event_payload"):
-            from airflow.models.trigger import handle_event_submit
-            from airflow.triggers.base import TriggerEvent
+    )
+    value = XComModel.deserialize_value(xcom) if xcom is not None else None
+    if not isinstance(value, dict):
+        return False
+    digests = {recipient_digest(key, phone) for key in keys.verifying}
+    for entry in value.values():
+        made = entry.get("recipient") if isinstance(entry, dict) else None
+        if isinstance(made, list) and digests.intersection(str(digest) for digest in made):
+            return True
+    return False
 
-            handle_event_submit(TriggerEvent(detail.as_resume_event_payload()), task_instance=ti, session=session)
-        log.info("itnio HITL: %s answered %s with option %d", sender, button.ti_id, button.index)
+
+def _record_answer(
+    session: Session, button: ButtonId, phone: str, sender: str, now: datetime.datetime | None
+) -> TapOutcome:
+    from airflow.models.hitl import HITLDetail, HITLUser
+    from airflow.models.taskinstance import TaskInstance
+    from sqlalchemy import select, update
+
+    ti_uuid = uuid.UUID(button.ti_id)
+    ti = session.get(TaskInstance, ti_uuid, with_for_update={"of": TaskInstance})
+    detail = session.scalar(select(HITLDetail).where(HITLDetail.ti_id == ti_uuid).with_for_update(of=HITLDetail))
+    if ti is None or detail is None:
+        log.info("itnio HITL: tap from %s on task instance %s, which no longer exists", sender, button.ti_id)
         return TapOutcome(
-            "answered",
-            f"Recorded: {_quote(options[button.index], 40)} for \u201c{_quote(detail.subject)}\u201d. Thank you.",
+            "closed", "This request is no longer waiting for an answer. Your tap changed nothing.", button.ti_id
+        )
+    link = ui_link(ti)
+    if detail.response_received:
+        log.info("itnio HITL: refused a second answer from %s to %s", sender, button.ti_id)
+        return TapOutcome("already_answered", _already(detail, link), button.ti_id)
+    moment = now or datetime.datetime.now(datetime.UTC)
+    state = str(getattr(ti.state, "value", ti.state))
+    timeout = ti.trigger_timeout if state in _PARKED_STATES else None
+    if timeout is not None and timeout.tzinfo is None:
+        timeout = timeout.replace(tzinfo=datetime.UTC)
+    resuming = state == "running" and ti.next_method is not None  # e.g. running after the timeout sweep
+    if state not in _OPEN_STATES or resuming or (timeout is not None and timeout <= moment):
+        log.info("itnio HITL: refused a late answer from %s to %s (state %s)", sender, button.ti_id, state)
+        late = f" (its time ran out at {_when(timeout)})" if timeout is not None and timeout <= moment else ""
+        return TapOutcome(
+            "closed",
+            f"\u201c{_quote(detail.subject)}\u201d is no longer waiting for an answer{late}. "
+            "Your tap changed nothing." + _see(link),
             button.ti_id,
         )
+    options = list(detail.options or [])
+    if button.index >= len(options) or detail.multiple or detail.params:
+        log.warning("itnio HITL: the tap on %s does not fit its request; answer in the UI", button.ti_id)
+        return TapOutcome("ui_only", "This request must be answered in the Airflow UI." + _see(link), button.ti_id)
+    user = responder(phone, button.user_id, list(detail.assigned_users or []))
+    if user is None:
+        log.warning("itnio HITL: refused a tap from %s, not an assigned user of %s", sender, button.ti_id)
+        return TapOutcome(
+            "not_assigned",
+            "You are not one of the assigned approvers: answer in the Airflow UI." + _see(link),
+            button.ti_id,
+        )
+    # Only while no answer is recorded, in the statement itself: SQLite ignores FOR UPDATE, so two taps (or a
+    # tap and the UI) that both read "not answered" would otherwise both write, the last one winning.
+    written: Any = session.execute(
+        update(HITLDetail)
+        .where(HITLDetail.ti_id == ti_uuid, HITLDetail.responded_at.is_(None))
+        .values(
+            responded_by=HITLUser(id=user["id"], name=user["name"]),
+            responded_at=moment,
+            chosen_options=[options[button.index]],
+            params_input={},
+        )
+        .execution_options(synchronize_session=False)
+    )
+    session.refresh(detail)
+    if written.rowcount != 1:
+        log.info("itnio HITL: refused a second answer from %s to %s", sender, button.ti_id)
+        return TapOutcome("already_answered", _already(detail, link), button.ti_id)
+    if state in _PARKED_STATES and hasattr(detail, "as_resume_event_payload"):
+        from airflow.models.trigger import handle_event_submit
+        from airflow.triggers.base import TriggerEvent
+
+        handle_event_submit(TriggerEvent(detail.as_resume_event_payload()), task_instance=ti, session=session)
+    log.info("itnio HITL: %s answered %s with option %d", sender, button.ti_id, button.index)
+    return TapOutcome(
+        "answered",
+        f"Recorded: {_quote(options[button.index], 40)} for \u201c{_quote(detail.subject)}\u201d. Thank you.",
+        button.ti_id,
+    )
 
 
-def send_reply(conn_id: str, event: InboundEvent, text: str | Any) -> None:
+def apply_tap(event: InboundEvent, conn_id: str, *, now: datetime.datetime | None = None) -> TapOutcome | None:
     """
-    Send ``text`` (or a message model) to the sender of ``event``, quoting it; log, never raise.
+    Apply a recorded tap once: claim its pending ``itnio_hitl_tap`` row, record the answer, mark the row applied.
 
-    Runs after the HTTP answer.
+    One transaction: when anything fails, nothing of it is kept and the row stays pending (for the re-push or the
+    sweep). Return ``None`` when there is nothing to apply (applied before, or being applied by another request).
+    The tap is judged as of when its push first arrived (a tap given before the ``response_timeout`` and applied
+    after it, by a re-push or the sweep, still answers while the task waits), and that is its ``responded_at``.
 
-    :param conn_id: The connection that received the tap (the reply goes through its account).
-    :param event: The tap.
-    :param text: The reply's text, or a :class:`~airflow_provider_itnio.messages.Message`.
+    :param event: The tap's push, recorded by the receiver.
+    :param conn_id: The connection whose address received it.
+    :param now: When it is applied (UTC; default: now).
+    :raises Exception: The database's error when the answer could not be recorded.
     """
+    from airflow_provider_itnio.webhook.store import claim_tap, set_tap_outcome
+
+    keys = connection_button_keys(conn_id) or ButtonKeys(None, ())
+    moment = now or datetime.datetime.now(datetime.UTC)
+    with _session() as session:
+        _begin_writing(session)
+        received = claim_tap(session, event.app_id, event.message_id, moment)
+        if received is None:
+            return None
+        given = min(_aware(received), moment)
+        outcome = handle_tap(event, conn_id, now=given, session=session, keys=keys) or TapOutcome("ignored")
+        set_tap_outcome(session, event.app_id, event.message_id, outcome.code)
+    return outcome
+
+
+def _aware(value: datetime.datetime) -> datetime.datetime:
+    return value if value.tzinfo is not None else value.replace(tzinfo=datetime.UTC)
+
+
+def _backoff(attempt: int) -> datetime.timedelta:
+    """Return the wait after the ``attempt``-th failed attempt at a tap: :data:`SWEEP_AFTER`, doubling, capped."""
+    return min(SWEEP_AFTER * 2 ** min(attempt - 1, 20), MAX_TAP_BACKOFF)
+
+
+def sweep_taps(now: datetime.datetime | None = None, stop: threading.Event | None = None) -> int:
+    """
+    Apply the taps left pending whose attempt is due and send their replies; log, never raise.
+
+    A tap stays pending when the API server stopped between recording its push and applying it, and the vendor
+    did not push it again (or not yet), or when its answer could not be recorded. Each attempt is counted first (in
+    its own transaction); a failed one is tried again after :func:`_backoff`, and after :data:`MAX_TAP_ATTEMPTS`
+    the tap is marked ``failed`` and an error is logged. Return how many were applied.
+
+    :param now: The time of the sweep (UTC; default: now).
+    :param stop: Set when the process exits: the sweep stops between two taps.
+    """
+    from airflow_provider_itnio.events import InboundEvent, parse_push
+    from airflow_provider_itnio.webhook.store import give_up_tap, note_tap_attempt, pending_taps
+
+    moment = now or datetime.datetime.now(datetime.UTC)
+    try:
+        with _session() as session:
+            found = pending_taps(session, moment, SWEEP_BATCH)
+    except Exception as err:
+        log.error("itnio HITL: cannot look for pending taps: %s", _masked(err))
+        return 0
+    applied = 0
+    for tap in found:
+        if stop is not None and stop.is_set():
+            break
+        attempt = tap.attempts + 1
+        try:
+            with _session() as session:
+                if not note_tap_attempt(session, tap.id, tap.attempts, moment + _backoff(attempt)):
+                    continue  # another process's sweep took it
+        except Exception as err:
+            log.error("itnio HITL: cannot count an attempt at a pending tap: %s", _masked(err))
+            continue
+        phone: str | None = None
+        try:
+            if tap.raw is None:
+                raise LookupError("its push is no longer recorded")
+            event = parse_push(tap.raw)
+            if not isinstance(event, InboundEvent):
+                raise TypeError("its push is not a customer's message")
+            phone = event.from_phone
+            outcome = apply_tap(event, tap.conn_id, now=moment)
+        except Exception as err:
+            who = phone_digest(phone) if phone else "an unknown number"
+            if attempt < MAX_TAP_ATTEMPTS:
+                log.error(
+                    "itnio HITL: attempt %d of %d at the tap %s from %s (connection %s) failed: %s; next in %s",
+                    attempt,
+                    MAX_TAP_ATTEMPTS,
+                    tap.message_id,
+                    who,
+                    tap.conn_id,
+                    _masked(err, phone),
+                    _backoff(attempt),
+                )
+                continue
+            try:
+                with _session() as session:
+                    give_up_tap(session, tap.id)
+            except Exception as failed:
+                log.error("itnio HITL: cannot mark the tap %s failed: %s", tap.message_id, _masked(failed))
+            log.error(
+                "itnio HITL: gave up on the tap %s from %s (connection %s) after %d attempts: %s; it is not "
+                "applied: the approver answers in the Airflow UI",
+                tap.message_id,
+                who,
+                tap.conn_id,
+                attempt,
+                _masked(err, phone),
+            )
+            continue
+        if outcome is not None:
+            applied += 1
+            log.info("itnio HITL: applied a tap left pending (%s, connection %s)", outcome.code, tap.conn_id)
+            if outcome.reply is not None:
+                send_reply(tap.conn_id, event, outcome.reply)
+    return applied
+
+
+def sweep(now: datetime.datetime | None = None, stop: threading.Event | None = None) -> None:
+    """
+    Apply the taps left pending (:func:`sweep_taps`) and report the sends left in ``sending``
+    (:func:`sweep_sending`); log, never raise.
+
+    :param now: The time of the sweep (UTC; default: now).
+    :param stop: Set when the process exits.
+    """
+    try:
+        sweep_taps(now, stop)
+        if stop is None or not stop.is_set():
+            sweep_sending(now)
+    except Exception as err:  # never let the sweeper die
+        log.error("itnio HITL: the sweep failed: %s", _masked(err))
+
+
+class Sweeper:
+    """
+    Run :func:`sweep` every :data:`SWEEP_INTERVAL` seconds in a thread of the API server process.
+
+    Started with the receiver (its app's lifespan) and by each request it gets (:meth:`ensure`, once per process:
+    a forked worker starts its own), so that a tap left pending is applied without waiting for another push.
+    Stopped when the interpreter starts to exit, before Airflow disposes of its database engine.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._pid: int | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def ensure(self) -> None:
+        """Start the sweeper thread of this process unless it runs."""
+        if self._pid == os.getpid():
+            return
+        with self._lock:
+            if self._pid == os.getpid():
+                return
+            from airflow_provider_itnio.webhook.app import _at_exit
+
+            self._stop = threading.Event()
+            self._thread = threading.Thread(
+                target=self._run, args=(self._stop,), name="itnio-hitl-sweeper", daemon=True
+            )
+            self._thread.start()
+            self._pid = os.getpid()
+            _at_exit(self.stop)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """
+        Stop the sweeper thread, letting it finish the transaction it is in (waits at most ``timeout`` seconds).
+
+        :param timeout: Seconds to wait.
+        """
+        thread = self._thread
+        if thread is None or self._pid != os.getpid():
+            return
+        self._stop.set()
+        thread.join(timeout)
+        self._pid = None
+
+    @staticmethod
+    def _run(stop: threading.Event) -> None:
+        wait = 1.0  # the first sweep soon after the start: taps left pending by the process before
+        while not stop.wait(wait):
+            sweep(stop=stop)
+            wait = SWEEP_INTERVAL
+
+
+#: The process's sweeper.
+sweeper = Sweeper()
+
+
+# -- sending -----------------------------------------------------------------------------------------------
+
+
+def _send(conn_id: str, event: InboundEvent, message: Any) -> Any:
+    """Send ``message`` to the sender of ``event``, quoting it; return the hook's result, raise its error."""
     from airflow.models.connection import Connection
 
     from airflow_provider_itnio.hooks.itnio import ItnioHook
@@ -436,62 +901,146 @@ def send_reply(conn_id: str, event: InboundEvent, text: str | Any) -> None:
 
     hook = _ServerHook(itnio_conn_id=conn_id)
     try:
-        message = Text(body=text) if isinstance(text, str) else text
-        hook.send(event.from_phone, message, business_phone=event.business_phone, reply_to=event.message_id)
-    except Exception as err:
-        log.error("itnio HITL: the reply to %s was not sent: %s", phone_digest(event.from_phone), err)
+        body = Text(body=message) if isinstance(message, str) else message
+        return hook.send(event.from_phone, body, business_phone=event.business_phone, reply_to=event.message_id)
     finally:
         hook.close()
 
 
-def pending_requests(event: InboundEvent, conn_id: str) -> list[tuple[str, Any]]:
+def send_reply(conn_id: str, event: InboundEvent, text: str | Any) -> None:
     """
-    Return the HITL requests owed to the sender of ``event`` (``[(ti id, message)]``) and mark them as sent.
+    Send ``text`` (or a message model) to the sender of ``event``, quoting it; log, never raise.
 
-    A request is owed when the notifier sent the sender a template instead of the buttons (closed window) and the
-    task still waits for an answer; each is returned once.
+    Runs after the HTTP answer.
 
-    :param event: A new inbound message (any type).
-    :param conn_id: The connection whose address received it.
+    :param conn_id: The connection that received the tap (the reply goes through its account).
+    :param event: The tap.
+    :param text: The reply's text, or a :class:`~airflow_provider_itnio.messages.Message`.
     """
-    from types import SimpleNamespace
+    try:
+        _send(conn_id, event, text)
+    except Exception as err:
+        log.error(
+            "itnio HITL: the reply to %s was not sent: %s",
+            phone_digest(event.from_phone),
+            _masked(err, event.from_phone),
+        )
 
-    from airflow.models.hitl import HITLDetail
+
+@dataclass(frozen=True)
+class Owed:
+    """
+    A HITL request owed to an approver, claimed by :func:`pending_requests` (its digest is in ``sending``).
+
+    :param ti_id: The task instance.
+    :param xcom: ``(dag_id, run_id, task_id, map_index)`` of the task's :data:`PENDING_XCOM_KEY` XCom.
+    :param digest: The approver's digest in that XCom.
+    :param message: The buttons (or list) to send.
+    """
+
+    ti_id: str
+    xcom: tuple[str, str, str, int]
+    digest: str
+    message: Any
+
+
+def _pending_xcom(session: Session, xcom: tuple[str, str, str, int]) -> Any:
+    from airflow.models.xcom import XComModel
+    from sqlalchemy import select
+
+    dag_id, run_id, task_id, map_index = xcom
+    return session.scalar(
+        select(XComModel)
+        .where(
+            XComModel.dag_id == dag_id,
+            XComModel.run_id == run_id,
+            XComModel.task_id == task_id,
+            XComModel.map_index == map_index,
+            XComModel.key == PENDING_XCOM_KEY,
+        )
+        .with_for_update()
+    )
+
+
+def _waiting_pending_xcoms(session: Session, *, lock: bool) -> list[tuple[Any, Any]]:
+    """Return ``[(xcom, task instance)]`` of the :data:`PENDING_XCOM_KEY` XComs of the tasks still parked."""
     from airflow.models.taskinstance import TaskInstance
     from airflow.models.xcom import XComModel
     from sqlalchemy import and_, select
 
+    query = (
+        select(XComModel, TaskInstance)
+        .join(
+            TaskInstance,
+            and_(
+                TaskInstance.dag_id == XComModel.dag_id,
+                TaskInstance.run_id == XComModel.run_id,
+                TaskInstance.task_id == XComModel.task_id,
+                TaskInstance.map_index == XComModel.map_index,
+            ),
+        )
+        .where(XComModel.key == PENDING_XCOM_KEY, TaskInstance.state.in_(_PARKED_STATES))
+    )
+    return [(xcom, ti) for xcom, ti in session.execute(query.with_for_update(of=XComModel) if lock else query).all()]
+
+
+def _owed_to(session: Session, conn_id: str, digests: set[str], *, lock: bool) -> list[tuple[Any, Any, Any, str]]:
+    """Return ``[(xcom, task instance, its HITL detail, digest)]`` of the requests owed to one of ``digests``."""
+    from airflow.models.hitl import HITLDetail
+    from airflow.models.xcom import XComModel
+
+    found: list[tuple[Any, Any, Any, str]] = []
+    for xcom, ti in _waiting_pending_xcoms(session, lock=lock):
+        value = XComModel.deserialize_value(xcom)
+        pending = value.get("recipients") if isinstance(value, dict) else None
+        if not isinstance(pending, dict) or value.get("conn_id") != conn_id:
+            continue
+        digest = next((d for d in pending if d in digests), None)
+        if digest is None:
+            continue
+        detail = session.get(HITLDetail, ti.id)
+        if detail is not None and not detail.response_received:
+            found.append((xcom, ti, detail, digest))
+    return found
+
+
+def pending_requests(event: InboundEvent, conn_id: str, *, now: datetime.datetime | None = None) -> list[Owed]:
+    """
+    Claim the HITL requests owed to the sender of ``event``: move them to ``sending`` and return them.
+
+    A request is owed when the notifier sent the sender a template instead of the buttons (closed window) and the
+    task still waits for an answer. A look without locks first (almost always, nothing is owed); then one locked
+    transaction, so that two messages from one approver at once claim a request once. Each claimed digest is kept in
+    ``sending`` as ``{"user_id": ..., "claimed_at": <ISO time>}`` until :func:`send_pending` settles it (or
+    :func:`sweep_sending` reports it).
+
+    :param event: A new inbound message (any type but a tap).
+    :param conn_id: The connection whose address received it.
+    :param now: The time of the claim (UTC; default: now).
+    """
+    from types import SimpleNamespace
+
+    from airflow.models.xcom import XComModel
+
     from airflow_provider_itnio.notifications.hitl import ItnioHITLNotifier
 
-    key = _webhook_key(conn_id)
-    if key is None:
+    keys = connection_button_keys(conn_id)
+    if keys is None or keys.signing is None:
         return []
-    digest = recipient_digest(key, event.from_phone)
-    owed: list[tuple[str, Any]] = []
+    digests = {recipient_digest(key, event.from_phone) for key in keys.verifying}
     with _session() as session:
-        rows = session.execute(
-            select(XComModel, TaskInstance)
-            .join(
-                TaskInstance,
-                and_(
-                    TaskInstance.dag_id == XComModel.dag_id,
-                    TaskInstance.run_id == XComModel.run_id,
-                    TaskInstance.task_id == XComModel.task_id,
-                    TaskInstance.map_index == XComModel.map_index,
-                ),
-            )
-            .where(XComModel.key == PENDING_XCOM_KEY, TaskInstance.state.in_(_PARKED_STATES))
-        ).all()
-        for xcom, ti in rows:
+        if not _owed_to(session, conn_id, digests, lock=False):
+            return []
+    claimed_at = (now or datetime.datetime.now(datetime.UTC)).isoformat()
+    owed: list[Owed] = []
+    with _session() as session:
+        _begin_writing(session)
+        for xcom, ti, detail, digest in _owed_to(session, conn_id, digests, lock=True):
             value = XComModel.deserialize_value(xcom)
-            pending = value.get("recipients") if isinstance(value, dict) else None
-            if not isinstance(pending, dict) or value.get("conn_id") != conn_id or digest not in pending:
-                continue
-            detail = session.get(HITLDetail, ti.id)
-            if detail is None or detail.response_received:
-                continue
+            pending = dict(value["recipients"])
             user_id = pending.pop(digest)
-            xcom.value = XComModel.serialize_value({**value, "recipients": pending})
+            sending = {**(value.get("sending") or {}), digest: {"user_id": user_id, "claimed_at": claimed_at}}
+            xcom.value = XComModel.serialize_value({**value, "recipients": pending, "sending": sending})
             notifier = ItnioHITLNotifier(
                 recipients=event.from_phone,
                 itnio_conn_id=conn_id,
@@ -507,50 +1056,205 @@ def pending_requests(event: InboundEvent, conn_id: str) -> list[tuple[str, Any]]
                 assigned_users=list(detail.assigned_users or []),
             )
             link = value.get("link") if isinstance(value.get("link"), str) else None
-            message = notifier.build_message(request, SimpleNamespace(id=ti.id), event.from_phone, key, link)
-            owed.append((str(ti.id), message))
+            message = notifier.build_message(request, SimpleNamespace(id=ti.id), event.from_phone, keys.signing, link)
+            where = (str(ti.dag_id), str(ti.run_id), str(ti.task_id), int(ti.map_index))
+            owed.append(Owed(str(ti.id), where, digest, message))
     return owed
 
 
-def send_pending(conn_id: str, event: InboundEvent, owed: list[tuple[str, Any]]) -> None:
+def _settle(item: Owed, where: str, detail: str | None) -> None:
+    """Move the claimed digest out of ``sending``: to ``sent``, back to ``recipients``, or to ``unknown``."""
+    from airflow.models.xcom import XComModel
+
+    with _session() as session:
+        _begin_writing(session)
+        xcom = _pending_xcom(session, item.xcom)
+        if xcom is None:
+            return
+        value = dict(XComModel.deserialize_value(xcom) or {})
+        sending = dict(value.get("sending") or {})
+        claim = sending.pop(item.digest, None)
+        user_id = claim.get("user_id") if isinstance(claim, dict) else claim
+        value["sending"] = sending
+        if where == "recipients":
+            value["recipients"] = {**(value.get("recipients") or {}), item.digest: user_id}
+        else:
+            value[where] = {**(value.get(where) or {}), item.digest: detail}
+        xcom.value = XComModel.serialize_value(value)
+
+
+def send_pending(conn_id: str, event: InboundEvent, owed: list[Owed]) -> None:
     """
-    Send the owed HITL requests to the sender of ``event``; log, never raise (runs after the HTTP answer).
+    Send the claimed HITL requests to the sender of ``event`` and record each outcome; log, never raise.
+
+    Runs after the HTTP answer. Accepted: crossed off (``sent``: the messageId). Refused with nothing sent: owed
+    again (``recipients``), sent when they write next. Outcome unknown: ``unknown``, logged as an error, never sent
+    again (the approver may have the buttons; else they answer in the UI).
 
     :param conn_id: The connection that received the message.
     :param event: The message.
     :param owed: From :func:`pending_requests`.
     """
-    for ti_id, message in owed:
-        log.info("itnio HITL: %s wrote back; sending the request of %s", phone_digest(event.from_phone), ti_id)
-        send_reply(conn_id, event, message)
+    from airflow_provider_itnio.errors import ItnioDeliveryUnknownError, ItnioError
+
+    sender = phone_digest(event.from_phone)
+    for item in owed:
+        log.info("itnio HITL: %s wrote back; sending the request of %s", sender, item.ti_id)
+        where: str
+        detail: str | None
+        try:
+            result = _send(conn_id, event, item.message)
+        except ItnioError as err:
+            if isinstance(err, ItnioDeliveryUnknownError):
+                where, detail = "unknown", _masked(err, event.from_phone)
+            else:
+                where, detail = "recipients", None
+                log.error(
+                    "itnio HITL: the request of %s was not sent to %s (%s); it is sent when they write again",
+                    item.ti_id,
+                    sender,
+                    _masked(err, event.from_phone),
+                )
+        except Exception as err:  # a failure the hook does not classify: it may have been sent
+            where, detail = "unknown", _masked(err, event.from_phone)
+        else:
+            where, detail = "sent", str(result.message_id)
+        if where == "unknown":
+            log.error(
+                "itnio HITL: the request of %s may or may not have reached %s (%s); it is not sent again: the "
+                "approver answers in the Airflow UI if it did not arrive (XCom %s, 'unknown')",
+                item.ti_id,
+                sender,
+                detail,
+                PENDING_XCOM_KEY,
+            )
+        try:
+            _settle(item, where, detail)
+        except Exception as err:
+            log.error(
+                "itnio HITL: cannot record the outcome of the request of %s to %s (%s): %s",
+                item.ti_id,
+                sender,
+                where,
+                _masked(err, event.from_phone),
+            )
 
 
-async def on_new_inbound(event: InboundEvent, conn_id: str) -> BackgroundTask | None:
+def sweep_sending(now: datetime.datetime | None = None) -> int:
     """
-    Handle a newly recorded inbound message for Human-in-the-loop requests; never raise.
+    Report the owed buttons left in ``sending`` for longer than :data:`SENDING_STALE_AFTER`: move them to
+    ``unknown`` and log an error; return how many. Raise the database's error.
 
-    A tap on a HITL button is recorded as the answer (:func:`handle_tap`); any other message sends its sender the
-    requests owed to them (:func:`pending_requests`). Return the background task that sends the reply or the
-    requests after the HTTP answer, or ``None`` when there is nothing to send.
+    A digest stays in ``sending`` when the API server stopped between claiming the send (:func:`pending_requests`)
+    and recording its outcome (:func:`send_pending`): the buttons may or may not have gone out. Only the requests of
+    tasks still waiting are looked at.
 
-    :param event: The inbound message, recorded for the first time.
+    :param now: The time of the sweep (UTC; default: now).
+    """
+    from airflow.models.xcom import XComModel
+
+    moment = now or datetime.datetime.now(datetime.UTC)
+    cut = moment - SENDING_STALE_AFTER
+
+    def stale(value: Any) -> dict[str, Any]:
+        sending = value.get("sending") if isinstance(value, dict) else None
+        if not isinstance(sending, dict):
+            return {}
+        found = {}
+        for digest, claim in sending.items():
+            claimed = claim.get("claimed_at") if isinstance(claim, dict) else None
+            try:
+                at = _aware(datetime.datetime.fromisoformat(str(claimed))) if claimed else None
+            except ValueError:
+                at = None
+            if at is None or at <= cut:  # no claim time: recorded by a release before this one
+                found[digest] = claimed
+        return found
+
+    with _session() as session:
+        if not any(stale(XComModel.deserialize_value(x)) for x, _ in _waiting_pending_xcoms(session, lock=False)):
+            return 0
+    reported = 0
+    with _session() as session:
+        _begin_writing(session)
+        for xcom, ti in _waiting_pending_xcoms(session, lock=True):
+            value = XComModel.deserialize_value(xcom)
+            found = stale(value)
+            if not found:
+                continue
+            sending = {d: claim for d, claim in value["sending"].items() if d not in found}
+            unknown = dict(value.get("unknown") or {})
+            for digest, claimed in found.items():
+                unknown[digest] = f"the API server stopped while sending it (claimed at {claimed or 'an unknown time'})"
+                log.error(
+                    "itnio HITL: the request of %s was being sent to an approver (%s, claimed at %s) when the API "
+                    "server stopped: it may or may not have reached them and is not sent again; they answer in the "
+                    "Airflow UI if it did not arrive (XCom %s, 'unknown')",
+                    ti.id,
+                    digest[:8],
+                    claimed or "an unknown time",
+                    PENDING_XCOM_KEY,
+                )
+                reported += 1
+            xcom.value = XComModel.serialize_value({**value, "sending": sending, "unknown": unknown})
+    return reported
+
+
+def _after_tap(conn_id: str, event: InboundEvent, outcome: TapOutcome | None) -> None:
+    """Send a tap's reply, if any, then log that its push was handled (after the HTTP answer)."""
+    if outcome is not None and outcome.reply is not None:
+        send_reply(conn_id, event, outcome.reply)
+    log.info(
+        "itnio HITL: handled the push of tap %s: %s",
+        event.message_id,
+        outcome.code if outcome is not None else "applied before, nothing to do",
+    )
+
+
+async def on_inbound(event: InboundEvent, conn_id: str, *, new: bool) -> BackgroundTask | None:
+    """
+    Handle a recorded inbound push for Human-in-the-loop requests.
+
+    A tap on a HITL button is applied (:func:`apply_tap`), on its first push and on every re-push while it is
+    still pending; any other new message claims the requests owed to its sender (:func:`pending_requests`). Return
+    the background task that sends the reply (and logs that the tap was handled) or the requests after the HTTP
+    answer, or ``None``. Errors are logged without the database's statement parameters (they may hold the number).
+
+    :param event: The inbound message.
     :param conn_id: The connection whose address received it.
+    :param new: Whether the push was recorded for the first time (``False``: a re-push).
+    :raises TapNotRecorded: The tap's answer could not be recorded: answer 503, so that the vendor pushes again.
     """
-    from starlette.background import BackgroundTask
+    from starlette.background import BackgroundTasks
     from starlette.concurrency import run_in_threadpool
 
-    if event.reply is None or parse_button(event.reply.get("id")) is None:
+    from airflow_provider_itnio.webhook.store import is_approval_tap
+
+    tasks = BackgroundTasks()
+    if is_approval_tap(event):
+        try:
+            outcome = await run_in_threadpool(apply_tap, event, conn_id)
+        except Exception as err:
+            reason = _masked(err, event.from_phone)
+            log.error(
+                "itnio HITL: the tap %s from %s could not be recorded now (connection %s): %s; answering 503",
+                event.message_id,
+                phone_digest(event.from_phone),
+                conn_id,
+                reason,
+            )
+            raise TapNotRecorded(reason) from err
+        tasks.add_task(_after_tap, conn_id, event, outcome)
+    elif new:
         try:
             owed = await run_in_threadpool(pending_requests, event, conn_id)
-        except Exception:
-            log.exception("itnio HITL: cannot look for requests owed to a sender (connection %s)", conn_id)
-            return None
-        return BackgroundTask(send_pending, conn_id, event, owed) if owed else None
-    try:
-        outcome = await run_in_threadpool(handle_tap, event, conn_id)
-    except Exception:
-        log.exception("itnio HITL: a tap could not be recorded (connection %s)", conn_id)
-        outcome = TapOutcome("error", "Your answer could not be recorded now: please answer in the Airflow UI.")
-    if outcome is None or outcome.reply is None:
-        return None
-    return BackgroundTask(send_reply, conn_id, event, outcome.reply)
+        except Exception as err:
+            log.error(
+                "itnio HITL: cannot look for requests owed to a sender (connection %s): %s",
+                conn_id,
+                _masked(err, event.from_phone),
+            )
+            owed = []
+        if owed:
+            tasks.add_task(send_pending, conn_id, event, owed)
+    return tasks if tasks.tasks else None

@@ -12,6 +12,9 @@ there they are never created (the receiver needs Airflow 3.1+ anyway).
 - ``itnio_inbound_message``: every message a customer sent, once (unique on ``app_id`` + ``message_id``).
 - ``itnio_asset_outbox``: the Airflow asset events of recorded pushes, from the push's transaction until the
   receiver's writer has written them (see :mod:`airflow_provider_itnio.webhook.asset_events`); empty when idle.
+- ``itnio_hitl_tap``: every tap on an approval button, once (unique on ``app_id`` + ``message_id``), recorded
+  ``pending`` with its push and ``applied`` once its answer is recorded (see
+  :mod:`airflow_provider_itnio.webhook.hitl`).
 
 Every ``*_at`` column is a timezone-aware UTC datetime (SQLite, which keeps no zone, gives it back as UTC too).
 """
@@ -43,6 +46,7 @@ __all__ = [
     "TABLE_NAMES",
     "UtcDateTime",
     "asset_outbox_table",
+    "hitl_tap_table",
     "inbound_message_table",
     "message_status_table",
     "metadata",
@@ -167,9 +171,12 @@ inbound_message_table = Table(
     Column("conn_id", String(250), nullable=False),
     Column("received_at", UtcDateTime, nullable=False),
     Column("raw", JSON, nullable=False),
+    # When the customer wrote: the push's timestamp when believable, else received_at (store.customer_wrote_at);
+    # the 24-hour window counts from it. Null only for rows of a release before it (the migration fills those).
+    Column("written_at", UtcDateTime),
     UniqueConstraint("app_id", "message_id", name="itnio_inbound_message_app_id_message_id_uq"),
     # The 24-hour window: the last message from a customer to a business number.
-    Index("idx_itnio_inbound_message_window", "from_phone", "business_phone", "received_at"),
+    Index("idx_itnio_inbound_message_window", "from_phone", "business_phone", "written_at"),
     Index("idx_itnio_inbound_message_received_at", "received_at"),
 )
 
@@ -184,6 +191,31 @@ asset_outbox_table = Table(
     Column("extra", JSON, nullable=False),
     Column("created_at", UtcDateTime, nullable=False),
     sqlite_autoincrement=True,  # ids are never reused: the writer takes rows in id order
+)
+
+hitl_tap_table = Table(
+    "itnio_hitl_tap",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    # The inbound message (itnio_inbound_message) that is the tap.
+    Column("app_id", String(ID_LENGTH), nullable=False),
+    Column("message_id", String(ID_LENGTH), nullable=False),
+    Column("conn_id", String(250), nullable=False),
+    # "pending" from the push's transaction until the transaction that records its answer: then "applied"; "failed"
+    # once the sweep gave up on it (webhook.hitl.MAX_TAP_ATTEMPTS).
+    Column("state", String(STATUS_LENGTH), nullable=False),
+    # What the tap did (webhook.hitl.TapOutcome.code), once applied.
+    Column("outcome", String(STATUS_LENGTH)),
+    Column("received_at", UtcDateTime, nullable=False),
+    Column("applied_at", UtcDateTime),
+    # The sweep's attempts at a pending tap, and when it may try again (backing off after each failure).
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("next_attempt_at", UtcDateTime, nullable=False),
+    UniqueConstraint("app_id", "message_id", name="itnio_hitl_tap_app_id_message_id_uq"),
+    # The sweep: the taps still pending, the most overdue first.
+    Index("idx_itnio_hitl_tap_state_next_attempt_at", "state", "next_attempt_at"),
+    # The retention (cleanup).
+    Index("idx_itnio_hitl_tap_received_at", "received_at"),
 )
 
 #: The provider's tables, by name.

@@ -76,6 +76,14 @@ def test_create_the_connection_through_the_form(page: Any, local_airflow: LocalA
         extra_section.click()
     dialog.locator("#element_app_id").wait_for()
     for field in EXTRA_FIELDS:
+        if field.type == "boolean":  # a switch (its parts' ids hold element_<name>), off when empty
+            dialog.locator(f"[id*='element_{field.name}']").first.wait_for(state="attached")
+            checked = dialog.locator(f"[id*='element_{field.name}'][data-state='checked']")
+            assert checked.count() == 0, field.name  # off
+            assert dialog.get_by_text(field.description, exact=True).is_visible(), field.name
+            label = dialog.locator("label").filter(has_text=re.compile(rf"^\s*{re.escape(field.label)}\s*$"))
+            assert label.count() >= 1, field.name
+            continue
         # a text field's input is #element_<name>; a number field's sits in #number-input:element_<name>
         element = dialog.locator(f"input[id='element_{field.name}'], [id='number-input:element_{field.name}'] input")
         element.wait_for()
@@ -85,6 +93,7 @@ def test_create_the_connection_through_the_form(page: Any, local_airflow: LocalA
         assert label_text.replace("*", "").strip() == field.label, field.name
         assert ("*" in label_text) == field.required, field.name
         assert element.input_value() == ("" if field.default is None else str(field.default)), field.name
+        assert (element.get_attribute("type") == "password") == field.secret, field.name  # secrets masked
     assert dialog.get_by_text("This field is required").is_visible()
     assert dialog.get_by_role("button", name="Extra Fields JSON").is_visible()
     save = dialog.get_by_role("button", name="Save")
