@@ -51,7 +51,7 @@ _MAX_WRITTEN_DIGITS = 20
 _STATUSES = {"recipient": ("-70", "-71", "-72"), "businessPhone": ("-93", "-94", "-95")}
 _WRONG_TYPE = "-134"
 _RULE_CHARACTERS = "digits only (spaces, dashes, dots, parentheses and a leading '+' or '00' allowed)"
-_RULE_POSSIBLE = "a number that can exist: a country code, then a national number of a length that country uses"
+_RULE_POSSIBLE = "a number that can exist (a country code, then a national number of a length it uses)"
 _RULE_ASSIGNED = "a number in a range its country has assigned (strict_phone_numbers is on)"
 
 

@@ -594,8 +594,9 @@ def test_a_large_batch_leaves_a_small_xcom_and_its_full_result_in_results_path(
         assert {who: full["errors"][who] for who in result["first_errors"]} == result["first_errors"]
         assert all(error["status"] == "-71" for error in full["errors"].values())
         _clear_progress("itnio_batch_results")
-    # bounded, and not growing with the rows: 4x the rows, the same few hundred bytes (the counts' digits differ)
-    assert max(sizes.values()) < 4096, sizes
+    # bounded, and not growing with the rows: 4x the rows, the same size (the counts' digits differ); the bound is
+    # the QUOTED_ERRORS first errors at their longest (a phone refusal names the rule, the reason and the status)
+    assert max(sizes.values()) < 8192, sizes
     assert abs(sizes[20_000] - sizes[5_000]) < 64, sizes
     assert len(_result_objects(tmp_path)) == 2
 

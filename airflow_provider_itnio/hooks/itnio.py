@@ -436,7 +436,7 @@ class ItnioHook(BaseHook):
         return _ConnConfig(
             api_key=conn.login,
             api_secret=conn.password,
-            base_url=_normalise_base_url(conn.host, conn.port, extra.get("scheme")),
+            base_url=_normalise_base_url(conn.host, conn.port, extra.get(connection_fields.SCHEME_EXTRA)),
             app_id=app_id,
             business_phone=business_phone,
             timeout=timeout,

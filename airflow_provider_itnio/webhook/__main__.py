@@ -28,9 +28,10 @@ from collections.abc import Sequence
 from typing import Any
 from urllib.parse import quote
 
+from airflow_provider_itnio.connection_fields import WEBHOOK_TOKEN_EXTRA
 from airflow_provider_itnio.webhook import require_airflow_3_1
 
-TOKEN_EXTRA = "webhook_token"  # the same as airflow_provider_itnio.webhook.app.TOKEN_EXTRA (not imported: no FastAPI)
+TOKEN_EXTRA = WEBHOOK_TOKEN_EXTRA
 DEFAULT_BASE_URL = "http://localhost:8080"
 URL_PREFIX = "/itnio"
 

@@ -85,7 +85,7 @@ from sqlalchemy.orm import Session  # noqa: E402
 from starlette.concurrency import run_in_threadpool  # noqa: E402
 from starlette.types import ASGIApp, Receive, Scope, Send  # noqa: E402
 
-from airflow_provider_itnio.connection_fields import CONN_TYPE  # noqa: E402
+from airflow_provider_itnio.connection_fields import CONN_TYPE, WEBHOOK_TOKEN_EXTRA  # noqa: E402
 from airflow_provider_itnio.events import (  # noqa: E402
     MAX_PUSH_BYTES,
     InboundEvent,
@@ -116,7 +116,7 @@ __all__ = ["TOKEN_EXTRA", "app", "create_app"]
 log = logging.getLogger(__name__)
 
 #: The connection extra holding the token of the connection's webhook address.
-TOKEN_EXTRA = "webhook_token"
+TOKEN_EXTRA = WEBHOOK_TOKEN_EXTRA
 #: What replaces the token in the request's path (and so in the access log).
 MASK = "***"
 _SCOPE_TOKEN = "itnio.webhook_token"

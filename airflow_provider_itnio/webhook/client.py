@@ -47,7 +47,7 @@ require_airflow_3_1("The itnio receiver client")
 
 import httpx  # noqa: E402
 
-from airflow_provider_itnio.connection_fields import WEBHOOK_TOKEN_EXTRA  # noqa: E402
+from airflow_provider_itnio.connection_fields import RECEIVER_URL_EXTRA, WEBHOOK_TOKEN_EXTRA  # noqa: E402
 from airflow_provider_itnio.errors import ItnioConfigError, ItnioError  # noqa: E402
 
 __all__ = [
@@ -68,8 +68,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-#: The connection extra that says where the API server serving the receiver is (its base URL).
-RECEIVER_URL_EXTRA = "receiver_url"
 #: Where the API server is when neither the connection nor Airflow's configuration says.
 DEFAULT_BASE_URL = "http://localhost:8080"
 #: The connection extra holding the token (the webhook address's, see :mod:`airflow_provider_itnio.webhook.app`).

@@ -29,18 +29,21 @@ CHUNKS = 8
 
 def recipients(prefix: str) -> Callable[[int], str]:
     """
-    Return the function that names a campaign's ``index``-th recipient: ``prefix`` and 8 digits (all distinct).
+    Return the function that names a campaign's ``index``-th recipient: ``prefix`` and 7 digits (all distinct).
+
+    ``"1555"`` gives ``+1 555 …`` numbers: a North American number's length, so libphonenumber finds them possible
+    (and, being 555 numbers, outside the assigned ranges: sent with a warning).
 
     :param prefix: The first digits, one prefix per DAG so that two campaigns never share a recipient.
     """
 
     def recipient(index: int) -> str:
         """
-        Return the ``index``-th recipient of the campaign (12 digits, all distinct).
+        Return the ``index``-th recipient of the campaign (11 digits, all distinct).
 
         :param index: 0 .. rows - 1.
         """
-        return f"{prefix}{index:08d}"
+        return f"{prefix}{index:07d}"
 
     return recipient
 

@@ -29,13 +29,14 @@ MAX_PER_SECOND = 20
 
 def recipient(run: int, kind: str, index: int) -> str:
     """
-    Return a recipient of a soak run (12 digits, distinct across runs and kinds).
+    Return a recipient of a soak run (11 digits, ``+1 58…``: a possible North American number; distinct across runs
+    and kinds).
 
     :param run: The run's number (``params.run``, < 1000).
     :param kind: ``"single"`` or ``"batch"``.
     :param index: The recipient's index in its kind (< 10,000).
     """
-    return f"1558{run:03d}{int(kind == 'batch')}{index:04d}"
+    return f"158{run:03d}{int(kind == 'batch')}{index:04d}"
 
 
 @dag(
