@@ -250,6 +250,24 @@ def test_the_hook_sends_the_e164_digits_and_warns_once_per_number_outside_the_ra
     assert "sending it anyway. Set strict_phone_numbers" in "".join(places)
 
 
+def test_a_hook_warns_about_at_most_max_phone_warnings_numbers_one_by_one(sandbox: Any, logged: Any) -> None:
+    from airflow_provider_itnio.hooks.itnio import MAX_PHONE_WARNINGS
+
+    numbers = [f"1555{index:07d}" for index in range(MAX_PHONE_WARNINGS + 15)]  # 555 numbers: in no assigned range
+    hook = ItnioHook()
+    try:
+        for number in numbers:
+            hook.send(number, Text(body="hi"))
+    finally:
+        hook.close()
+    assert [m["body"]["recipient"] for m in sandbox.messages()] == numbers  # every one sent
+    text = max(logged(), key=lambda place: place.count("can exist but lies in no range"))
+    warned = [number for number in numbers if f"recipient +{number} can exist" in text]
+    # the sandbox's business phone is a test number too: it takes one of the places
+    assert warned == numbers[: MAX_PHONE_WARNINGS - 1], warned
+    assert text.count(f"{MAX_PHONE_WARNINGS} numbers in no assigned range were logged") == 1
+
+
 def test_strict_phone_numbers_in_the_connection_refuses_before_any_request(
     sandbox: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:

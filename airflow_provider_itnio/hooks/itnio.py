@@ -74,6 +74,10 @@ def sign(api_key: str, api_secret: str, timestamp: str) -> str:
     return hashlib.md5((api_key + api_secret + timestamp).encode("utf-8"), usedforsecurity=False).hexdigest()
 
 
+#: How many numbers in no assigned range one hook warns about one by one (a campaign may hold thousands).
+MAX_PHONE_WARNINGS = 20
+
+
 @dataclass(frozen=True)
 class SendResult:
     """
@@ -401,7 +405,8 @@ class ItnioHook(BaseHook):
         self.connect_retries = max(1, connect_retries)
         self.retry_wait_max = retry_wait_max
         self.pool_maxsize = pool_maxsize
-        #: ``(field, digits)`` of the numbers in no assigned range already warned about (the batch sends many).
+        #: ``(field, digits)`` of the numbers in no assigned range already warned about (the batch sends many):
+        #: at most :data:`MAX_PHONE_WARNINGS`, then one line says the rest are not logged one by one.
         self._warned_phones: set[tuple[str, str]] = set()
 
     # -- connection -------------------------------------------------------------------------------------
@@ -690,9 +695,17 @@ class ItnioHook(BaseHook):
         :param strict: Refuse a number in no range its country has assigned instead of warning.
         """
         phone = parse_phone(value, field, strict=strict)
-        if not phone.valid and (field, phone.digits) not in self._warned_phones:
+        if phone.valid or (field, phone.digits) in self._warned_phones:
+            return phone.digits
+        if len(self._warned_phones) < MAX_PHONE_WARNINGS:
             self._warned_phones.add((field, phone.digits))
             self.log.warning("%s", outside_ranges_warning(phone, field))
+            if len(self._warned_phones) == MAX_PHONE_WARNINGS:
+                self.log.warning(
+                    "%d numbers in no assigned range were logged; further ones are sent without a warning each "
+                    "(strict_phone_numbers refuses them)",
+                    MAX_PHONE_WARNINGS,
+                )
         return phone.digits
 
     def business_phone_for(self, business_phone: str | int | None = None) -> str | int:
