@@ -149,7 +149,9 @@ def browser() -> Iterator[Any]:
 def page(browser: Any, local_airflow: LocalAirflow) -> Iterator[Any]:
     """Return a page logged in to the UI as ``admin`` (the simple auth manager's generated password)."""
     context = browser.new_context(viewport={"width": 1400, "height": 1000})
-    context.set_default_timeout(30_000)
+    # every wait is on a condition the test asserts; the deadline is for a busy 2-core machine (a dialog closing
+    # after the API server answered took over 30 s there while the stack suite ran)
+    context.set_default_timeout(120_000)
     page = context.new_page()
     page.goto(f"{local_airflow.url}/auth/login")
     page.get_by_label("Username").fill("admin")
