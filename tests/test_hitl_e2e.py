@@ -146,19 +146,7 @@ def tap_later(stack: Any, phone: str, button_id: str, title: str, hours: float) 
     (The scheduler resolves a timed-out task within a second, so a tap between the deadline and that sweep cannot
     be produced by waiting; the handling takes the time of the tap as an argument instead.)
     """
-    push = {
-        "appId": stack.sandbox.app_id,
-        "channelType": 0,
-        "messageId": secrets.token_hex(16),
-        "timestamp": 1,
-        "eventType": "up-message-event",
-        "businessPhone": stack.sandbox.business_phone,
-        "from": {"phone": phone, "name": "Late"},
-        "message": {
-            "type": "interactive",
-            "interactive": {"type": "button_reply", "button_reply": {"id": button_id, "title": title}},
-        },
-    }
+    push = {**tap_push(stack, phone, button_id, title), "from": {"phone": phone, "name": "Late"}}
     result = subprocess.run(
         [sys.executable, "-c", _TAP_LATER, json.dumps(push), str(hours)],
         env=stack.env,
