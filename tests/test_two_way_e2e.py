@@ -100,6 +100,16 @@ def recorded_events(stack: Any, uri: str, message_id: str) -> int:
     return sum(1 for row in rows if json.loads(row["extra"]).get("message_id") == message_id)
 
 
+def written_events(stack: Any, uri: str, message_id: str) -> int:
+    """
+    Wait until the receiver's writer turned the push of ``message_id`` into an asset event on ``uri``; return how
+    many there are (a 200 means the push is committed with its outbox row: the asset event is written just after).
+    """
+    return int(
+        stack.wait_until(lambda: recorded_events(stack, uri, message_id), f"the asset event of {message_id} on {uri}")
+    )
+
+
 def queued(stack: Any, dag_id: str) -> int:
     """Return how many asset events wait to start a run of ``dag_id``."""
     return int(stack.rows("SELECT COUNT(*) AS n FROM asset_dag_run_queue WHERE target_dag_id = :d", d=dag_id)[0]["n"])
@@ -149,7 +159,7 @@ def test_a_reschedule_tap_starts_the_reply_dag_once_and_it_answers_in_context_wi
         (True, "ok", 200),
     ]
     repush(stack, tap)
-    assert recorded_events(stack, RESCHEDULE_URI, tap["messageId"]) == 1
+    assert written_events(stack, RESCHEDULE_URI, tap["messageId"]) == 1
 
     (run,) = finished_runs(stack, REPLY, 1)
     assert run["state"] == "success"
@@ -204,7 +214,7 @@ def test_a_failed_status_starts_the_failed_status_dag_once_with_the_failure(stac
     ]
     assert [(p["duplicate"], p["http_status"]) for p in failed] == [(False, 200), (True, 200)]
     repush(stack, failed[0]["body"])
-    assert recorded_events(stack, FAILED_URI, message_id) == 1
+    assert written_events(stack, FAILED_URI, message_id) == 1
 
     (run,) = finished_runs(stack, FAILED, 1)
     assert run["state"] == "success"

@@ -649,7 +649,13 @@ def test_on_sqlite_the_writers_of_all_processes_take_turns_on_a_lock_file(
         assert waiting.future.result(timeout=600).new is True  # recorded once the turn is its own
         writer.join(600)  # it releases the lock after its commit, then settles the future and returns
         assert not writer.is_alive(), "the writer did not finish its group within 600 s"
-        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)  # released after the commit: free at once
+        # Released after the commit: a blocking wait for it ends. Not a non-blocking try: another writer thread of
+        # this process (an outbox turn of a writer an earlier test started) may hold it a moment (a full CI run).
+        pool = concurrent.futures.ThreadPoolExecutor(1)
+        try:
+            pool.submit(fcntl.flock, descriptor, fcntl.LOCK_EX).result(timeout=600)
+        finally:
+            pool.shutdown(wait=False)
     finally:
         os.close(descriptor)
     engine = sa.create_engine(f"sqlite:///{airflow_db / 'airflow.db'}")

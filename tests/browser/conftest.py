@@ -104,6 +104,11 @@ def local_airflow() -> Iterator[LocalAirflow]:
     home = Path(tempfile.mkdtemp(prefix="itnio-browser-airflow-"))
     port = _free_port()
     env = script.build_env(home, ROOT / "dags_examples", port)
+    # A task's supervisor reports its start to the API server (PATCH /execution/task-instances/<id>/run): 5 tries of
+    # 5 s each by default. Once, on a 2-core machine running the stack suite at the same time, the API server
+    # answered nothing for 56 s and the follow-up's first task failed before it started ("state attribute is
+    # queued"); a longer timeout per try lets the run wait for a slow API server as a user's would.
+    env["AIRFLOW__WORKERS__EXECUTION_API_TIMEOUT"] = "60"
     log = home / "airflow.log"
     sandbox, sandbox_port = script.start_sandbox(home / "sandbox.port")
     airflow = None

@@ -172,11 +172,6 @@ def _finished_runs(page: Any, local_airflow: LocalAirflow, dag_id: str) -> list[
     return sorted({re.sub(r".*/runs/([^/]+)/?$", r"\1", h) for h in hrefs if "/tasks/" not in h})
 
 
-@pytest.mark.xfail(
-    reason="open in #15: with a connection made through the form (no webhook_token), the follow-up's first task "
-    "fails since the follow-up got fallback_template; make airflow's connection works (tests/test_airflow_local.py)",
-    strict=False,
-)
 def test_unpause_and_trigger_the_followup_then_read_the_message_id_in_xcom(
     page: Any, local_airflow: LocalAirflow
 ) -> None:
