@@ -6,7 +6,8 @@ CONSTRAINTS ?= constraints/airflow-$(AIRFLOW_VERSION).txt
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(AIRFLOW_VERSION)
 
-.PHONY: install demo test lint typecheck pytest sandbox clean install-compat test-compat airflow bench test-browser
+.PHONY: install demo test lint typecheck pytest sandbox clean install-compat test-compat airflow bench test-browser \
+	dist test-dist
 
 install: $(STAMP)
 
@@ -162,3 +163,33 @@ test-soak: install-stack
 LEDGER_ROWS ?= 1000000
 bench-ledger-pg: install-stack
 	$(call on-stack,$(STACK_BIN)/python -m bench.bench_ledger_pg --rows $(LEDGER_ROWS) --results)
+
+# The documentation (docs/: Sphinx + MyST pages, the API reference from the docstrings, samples included from
+# dags_examples/ by their START/END markers): HTML in docs/_build/html. Every warning is an error (-W, all reported:
+# --keep-going) and references are nitpicky (-n): a broken cross-reference or internal link, a page missing from the
+# table of contents, an include whose file or markers are gone fail the build. Nothing is fetched from the network.
+# Adds the `docs` extra to .venv, within CONSTRAINTS (so no version `make test` uses changes).
+.PHONY: docs
+DOCS_STAMP := $(VENV)/.installed-docs-$(AIRFLOW_VERSION)
+
+$(DOCS_STAMP): $(STAMP) pyproject.toml
+	$(BIN)/uv pip install --quiet --python $(BIN)/python \
+		$(if $(wildcard $(CONSTRAINTS)),--constraint $(CONSTRAINTS)) -e ".[dev,docs]"
+	touch $@
+
+docs: $(DOCS_STAMP)
+	rm -rf docs/_build/html
+	$(BIN)/sphinx-build -W --keep-going -n -q -b html docs docs/_build/html
+
+# The sdist and the wheel, as a release ships them (docs/install.md): `uv build` (hatchling) into dist/, then
+# scripts/check_dist.py checks them against the source tree (every package file in both, valid metadata, entry
+# points). `make test-dist` installs that wheel with Airflow $(AIRFLOW_VERSION) in a fresh venv (no editable install)
+# and runs the sandbox, the demo DAG and the connection test from there (tests/e2e_dist).
+dist: install
+	rm -rf dist
+	$(BIN)/uv build --out-dir dist
+	$(BIN)/python scripts/check_dist.py dist
+
+test-dist: dist
+	ITNIO_DIST_TESTS=1 ITNIO_DIST_AIRFLOW_VERSION=$(AIRFLOW_VERSION) ITNIO_DIST_CONSTRAINTS=$(CONSTRAINTS) \
+		$(BIN)/pytest -q tests/e2e_dist

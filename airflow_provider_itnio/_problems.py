@@ -1,5 +1,6 @@
 """
-How validation failures are told: the offending value shown briefly, and the error raised. No Airflow import.
+How validation failures are told: the offending value shown briefly (:func:`~airflow_provider_itnio._text.show`),
+and the error raised. No Airflow import.
 
 Shared by the message models (:mod:`airflow_provider_itnio.messages`) and the phone numbers
 (:mod:`airflow_provider_itnio.phones`), so that every refusal reads the same.
@@ -9,20 +10,10 @@ from __future__ import annotations
 
 from typing import NoReturn
 
+from airflow_provider_itnio._text import show
 from airflow_provider_itnio.errors import ItnioValidationError
 
-
-def show(value: object, limit: int = 40) -> str:
-    """
-    Return a value for an error message: its repr, truncated to about ``limit`` characters.
-
-    :param value: The value as given.
-    :param limit: The longest text returned, about.
-    """
-    if isinstance(value, str):
-        return repr(value if len(value) <= limit else value[: limit - 3] + "...")
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+__all__ = ["fail", "show"]
 
 
 def fail(field: str, rule: str, problem: str, status: str | None = None) -> NoReturn:

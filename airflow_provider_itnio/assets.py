@@ -28,11 +28,12 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
-from airflow_provider_itnio.webhook import require_airflow_3_1
+from airflow_provider_itnio.version_compat import AIRFLOW_V_3_1_PLUS, airflow_3_1_needed
 
-require_airflow_3_1("Scheduling on itnio pushes (airflow_provider_itnio.assets)")
+if not AIRFLOW_V_3_1_PLUS:
+    raise airflow_3_1_needed("Scheduling on itnio pushes (airflow_provider_itnio.assets)")
 
-from airflow.sdk import Asset  # noqa: E402
+from airflow.sdk import Asset
 
 __all__ = [
     "ASSET_GROUP",

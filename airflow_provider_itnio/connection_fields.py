@@ -92,6 +92,16 @@ class ExtraField:
         return schema
 
 
+#: The extra holding the application id (``appId``) every call carries.
+APP_ID_EXTRA = "app_id"
+#: The extra holding the default sender number.
+BUSINESS_PHONE_EXTRA = "business_phone"
+#: The extra giving the seconds to wait for the API's answer.
+TIMEOUT_EXTRA = "timeout"
+#: The extra saying whether (or against which CA bundle) TLS is verified.
+VERIFY_EXTRA = "verify"
+#: The extra giving an HTTP(S) proxy for the calls to the API.
+PROXY_EXTRA = "proxy"
 #: The extra holding the secret part of the receiver's push URL (``/itnio/webhook/<conn_id>/<token>``).
 WEBHOOK_TOKEN_EXTRA = "webhook_token"
 #: The extra holding the key that signs approval buttons (kept apart from the URL token, so rotating the token
@@ -114,7 +124,7 @@ DEFAULT_TIMEOUT = 30
 #: The extra fields, in the order the form shows them.
 EXTRA_FIELDS: tuple[ExtraField, ...] = (
     ExtraField(
-        name="app_id",
+        name=APP_ID_EXTRA,
         label="App ID",
         type="string",
         description="Required. The application id (appId) from the itniotech console.",
@@ -122,7 +132,7 @@ EXTRA_FIELDS: tuple[ExtraField, ...] = (
         required=True,
     ),
     ExtraField(
-        name="business_phone",
+        name=BUSINESS_PHONE_EXTRA,
         label="Business phone",
         type="string",
         description="Default sender number in international form, e.g. +91 85632 1321; operators may override it.",
@@ -130,7 +140,7 @@ EXTRA_FIELDS: tuple[ExtraField, ...] = (
         pattern=PHONE_PATTERN,
     ),
     ExtraField(
-        name="timeout",
+        name=TIMEOUT_EXTRA,
         label="Timeout",
         type="integer",
         description=f"Seconds to wait for the API's answer (default {DEFAULT_TIMEOUT}).",
@@ -139,7 +149,7 @@ EXTRA_FIELDS: tuple[ExtraField, ...] = (
         minimum=1,
     ),
     ExtraField(
-        name="verify",
+        name=VERIFY_EXTRA,
         label="Verify TLS",
         type="string",
         description="true (default), false, or the path of a CA bundle file.",
@@ -147,7 +157,7 @@ EXTRA_FIELDS: tuple[ExtraField, ...] = (
         examples=("true", "false", "/etc/ssl/certs/ca-certificates.crt"),
     ),
     ExtraField(
-        name="proxy",
+        name=PROXY_EXTRA,
         label="Proxy",
         type="string",
         description="Optional. HTTP(S) proxy URL for the calls to the API.",

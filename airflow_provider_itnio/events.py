@@ -63,6 +63,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, ClassVar, NoReturn
 
+from airflow_provider_itnio._text import show as _show
 from airflow_provider_itnio.errors import ItnioError
 
 __all__ = [
@@ -589,14 +590,6 @@ def _failure(value: object) -> str | None:
 
 
 # --------------------------------------------------------------------------------------------- field readers
-
-
-def _show(value: object, limit: int = 40) -> str:
-    """Return ``repr(value)`` truncated to about ``limit`` characters, for an error message."""
-    if isinstance(value, str) and len(value) > limit:
-        value = value[: limit - 3] + "..."
-    text = repr(value)
-    return text if len(text) <= limit + 2 else text[:limit] + "..."
 
 
 def _fail(field: str, rule: str, problem: str, http_status: int = 400) -> NoReturn:

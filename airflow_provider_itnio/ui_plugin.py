@@ -25,10 +25,11 @@ middleware only reads JSON request bodies whose ``conn_type`` is ``itnio``, and 
   bundle, ``airflow/ui/dist``).
   So a connection made by ``airflow connections add``, an environment variable or the Add dialog (whose empty
   fields are not stored) was edited without its Timeout, Verify TLS, Proxy... fields, and a proxy could not be
-  added later. The middleware adds every declared extra (:data:`~airflow_provider_itnio.connection_fields.
-  EXTRA_FIELDS`) missing from an ``itnio`` connection's ``extra`` as ``null`` in these answers, so the Edit dialog
-  shows every field with its label and help; *Save* then drops the ``null`` keys again (above), so what is stored
-  does not change. REST clients see the same ``null`` keys, which mean "not set", as an absent key does.
+  added later. The middleware adds every declared extra
+  (:data:`~airflow_provider_itnio.connection_fields.EXTRA_FIELDS`) missing from an ``itnio`` connection's ``extra``
+  as ``null`` in these answers, so the Edit dialog shows every field with its label and help; *Save* then drops the
+  ``null`` keys again (above), so what is stored does not change. REST clients see the same ``null`` keys, which
+  mean "not set", as an absent key does.
   (The request's ``Accept-Encoding`` is dropped on these two routes so the answer can be read; they are small.)
 
 At start, the API server's secrets masker is told that the secret extras

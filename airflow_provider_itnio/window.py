@@ -10,7 +10,7 @@ vendor accepts the send, then pushes a ``failed`` status with the 131047 re-enga
   a bad one is a DAG import error naming ``fallback_template``; on an Airflow without the receiver it refuses the
   argument, since the window is only known from the receiver's records);
 - :class:`WindowChooser` asks the receiver on the API server
-  (:class:`~airflow_provider_itnio.webhook.client.ItnioReceiverClient`, its bulk ``POST /itnio/api/{conn_id}/windows``
+  (:class:`~airflow_provider_itnio.hooks.receiver.ItnioReceiverClient`, its bulk ``POST /itnio/api/{conn_id}/windows``
   in chunks of :data:`WINDOW_CHUNK`) and returns, per recipient, :data:`SESSION` or :data:`TEMPLATE`. The
   single-message operators and the batch both use it.
 
@@ -25,8 +25,9 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Literal
 
 from airflow_provider_itnio import messages as m
-from airflow_provider_itnio.errors import ItnioError, ItnioValidationError
+from airflow_provider_itnio.errors import ItnioConfigError, ItnioError, ItnioValidationError
 from airflow_provider_itnio.templating import is_static
+from airflow_provider_itnio.version_compat import AIRFLOW_V_3_1_PLUS, MIN_AIRFLOW
 
 __all__ = [
     "FIELD",
@@ -84,9 +85,7 @@ class ItnioWindowUnknownError(ItnioError):
 
 def receiver_available() -> bool:
     """Return True when the installed Airflow can run the webhook receiver (3.1+), which knows the windows."""
-    from airflow_provider_itnio.webhook import MIN_AIRFLOW, _airflow_release
-
-    return _airflow_release() >= MIN_AIRFLOW
+    return AIRFLOW_V_3_1_PLUS
 
 
 def as_message_dict(value: Any) -> Any:
@@ -150,9 +149,6 @@ def fallback_payload(value: Any, *, keep: Callable[[Any], Any] | None = None) ->
     if value is None:
         return None
     if not receiver_available():
-        from airflow_provider_itnio.errors import ItnioConfigError
-        from airflow_provider_itnio.webhook import MIN_AIRFLOW
-
         raise ItnioConfigError(
             f"{FIELD} needs the itnio webhook receiver, which runs on the API server of Airflow "
             f"{MIN_AIRFLOW[0]}.{MIN_AIRFLOW[1]} or later: only the receiver knows when a customer last wrote. On "
@@ -169,7 +165,7 @@ class WindowChooser:
     Tell, per recipient, whether to send the session message or the fallback template, from the receiver's records.
 
     :param itnio_conn_id: The ``itnio`` connection (its ``webhook_token`` and ``receiver_url`` extras reach the
-        receiver; see :mod:`airflow_provider_itnio.webhook.client`).
+        receiver; see :mod:`airflow_provider_itnio.hooks.receiver`).
     :param window_unknown: ``"fail"``: raise :class:`ItnioWindowUnknownError` when the receiver cannot be asked;
         ``"template"``: choose the template for those recipients.
     :param log: Logger for the decisions that are not the plain one (the receiver could not be asked).
@@ -196,7 +192,7 @@ class WindowChooser:
 
     def _receiver(self) -> Any:
         if self._client is None:
-            from airflow_provider_itnio.webhook.client import ItnioReceiverClient
+            from airflow_provider_itnio.hooks.receiver import ItnioReceiverClient
 
             self._client = ItnioReceiverClient(self.itnio_conn_id)
         return self._client

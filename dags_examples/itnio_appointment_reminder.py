@@ -60,13 +60,16 @@ with DAG(
         ),
     )
 
+    # [START howto_operator_location]
     clinic_location = ItnioSendLocationOperator(
         task_id="clinic_location",
         recipient="{{ params.phone }}",
         reply_to=reminder.output,  # the pin quotes the reminder
         **CLINIC,
     )
+    # [END howto_operator_location]
 
+    # [START howto_operator_list]
     other_slots = ItnioSendListOperator(
         task_id="other_slots",
         recipient="{{ params.phone }}",
@@ -91,11 +94,14 @@ with DAG(
             },
         ],
     )
+    # [END howto_operator_list]
 
+    # [START howto_operator_location_request]
     pickup = ItnioSendLocationRequestOperator(
         task_id="pickup",
         recipient="{{ params.phone }}",
         body="Would you like a free ride? Share your location and our shuttle will pick you up 30 minutes before.",
     )
+    # [END howto_operator_location_request]
 
     reminder >> clinic_location >> other_slots >> pickup

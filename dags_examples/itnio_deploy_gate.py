@@ -47,6 +47,7 @@ else:
         params=PARAMS,
         tags=["itnio", "example"],
     ):
+        # [START howto_hitl_branch]
         gate = HITLBranchOperator(
             task_id="choose_target",
             subject="Deploy {{ params.version }}?",
@@ -57,6 +58,7 @@ else:
             notifiers=[ItnioHITLNotifier(recipients="{{ params.on_call }}")],
             response_timeout=timedelta(hours=1),
         )
+        # [END howto_hitl_branch]
 
         @task
         def deploy_production(version: str) -> str:

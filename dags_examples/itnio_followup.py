@@ -40,6 +40,7 @@ INVOICE_LINK = "https://shop.example.com/invoices/{{ params.order_id }}.pdf"
 INVOICE_FILENAME = "invoice-{{ params.order_id }}.pdf"
 
 
+# [START howto_business_initiated]
 def business_initiated(template: Template | dict[str, Any]) -> dict[str, Any]:
     """
     Return the arguments that send ``template`` instead of the session message unless the window is known open.
@@ -50,6 +51,7 @@ def business_initiated(template: Template | dict[str, Any]) -> dict[str, Any]:
     if not receiver_available():  # Airflow 2.11: nothing knows the window (see the docstring above)
         return {}
     return {"fallback_template": template, "window_unknown": "template"}
+    # [END howto_business_initiated]
 
 
 with DAG(
@@ -65,6 +67,7 @@ with DAG(
     },
     tags=["itnio", "example"],
 ) as dag:
+    # [START howto_operator_text]
     thank_you = ItnioSendTextOperator(
         task_id="thank_you",
         recipient="{{ params.phone }}",
@@ -74,7 +77,9 @@ with DAG(
             Template.with_body_parameters("order_thank_you", "en_US", ["{{ params.name }}", "{{ params.order_id }}"])
         ),
     )
+    # [END howto_operator_text]
 
+    # [START howto_reply_to]
     invoice = ItnioSendDocumentOperator(
         task_id="invoice",
         recipient="{{ params.phone }}",
@@ -99,7 +104,9 @@ with DAG(
             }
         ),
     )
+    # [END howto_reply_to]
 
+    # [START howto_operator_buttons]
     ask_rating = ItnioSendButtonsOperator(
         task_id="ask_rating",
         recipient="{{ params.phone }}",
@@ -114,5 +121,6 @@ with DAG(
         # "How happy are you with order {{1}}?" with the same three quick-reply buttons, approved with it
         **business_initiated(Template.with_body_parameters("order_rating", "en_US", ["{{ params.order_id }}"])),
     )
+    # [END howto_operator_buttons]
 
     invoice >> ask_rating

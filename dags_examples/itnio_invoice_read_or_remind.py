@@ -54,6 +54,7 @@ else:
         params=PARAMS,
         tags=["itnio", "example"],
     ):
+        # [START howto_sensor_status]
         send_invoice = ItnioSendDocumentOperator(
             task_id="send_invoice",
             recipient="{{ params.phone }}",
@@ -86,3 +87,4 @@ else:
             trigger_rule="all_skipped",  # only when the sensor was skipped: not read within READ_WAIT
         )
         send_invoice >> invoice_read >> remind
+        # [END howto_sensor_status]

@@ -36,6 +36,7 @@ from airflow_provider_itnio.operators import (
 
 MEDIA = "https://cdn.shop.example.com/collections/{{ params.collection }}"
 
+# [START howto_contact_card]
 STYLIST = {
     "name": {"formatted_name": "Mia Chen", "first_name": "Mia", "last_name": "Chen"},
     "org": {"company": "Example Shop", "department": "Personal styling", "title": "Stylist"},
@@ -43,6 +44,7 @@ STYLIST = {
     "emails": [{"email": "mia.chen@shop.example.com", "type": "WORK"}],
     "urls": [{"url": "https://shop.example.com/stylists/mia", "type": "WORK"}],
 }
+# [END howto_contact_card]
 
 
 @task
@@ -74,14 +76,20 @@ with DAG(
     default_args={"recipient": "{{ params.phone }}"},
     tags=["itnio", "example"],
 ) as dag:
+    # [START howto_operator_media]
     video = ItnioSendVideoOperator(
         task_id="video", link=f"{MEDIA}/teaser.mp4", caption="Meet the {{ params.collection }} collection"
     )
     image = ItnioSendImageOperator(task_id="image", link=f"{MEDIA}/lookbook.jpg", caption="The lookbook")
     audio = ItnioSendAudioOperator(task_id="audio", link=f"{MEDIA}/designer-note.ogg")
     sticker = ItnioSendStickerOperator(task_id="sticker", link=f"{MEDIA}/sticker.webp")
+    # [END howto_operator_media]
+    # [START howto_operator_contacts]
     stylist = ItnioSendContactsOperator(task_id="stylist", contacts=[STYLIST])
+    # [END howto_operator_contacts]
+    # [START howto_operator_message]
     offer_message: Any = build_offer()  # an XComArg: the dict reaches the operator when it runs
     offer = ItnioSendMessageOperator(task_id="offer", message=offer_message)
+    # [END howto_operator_message]
 
     video >> image >> audio >> sticker >> stylist >> offer

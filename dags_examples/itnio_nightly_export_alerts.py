@@ -59,12 +59,14 @@ DUTY_ENGINEER = "+1 555 010 0300"
 TEAM_LEAD = "+1 555 010 0400"
 
 #: Page on-call when a task fails.
+# [START howto_notifier_template]
 on_call_alert = send_itnio_notification(
     recipients=ON_CALL,
     template_name="task_failed",
     language="en_US",
     body_parameters=["{{ dag.dag_id }}", "{{ ti.task_id }}", "{{ exception }}"],
 )
+# [END howto_notifier_template]
 
 
 @task
@@ -90,6 +92,7 @@ def load(rows: int) -> str:
     return f"loaded {rows} rows"
 
 
+# [START howto_notifier_callbacks]
 with DAG(
     dag_id="itnio_nightly_export_alerts",
     description="Nightly export; failures page on-call over WhatsApp (template), success tells the lead",
@@ -114,3 +117,4 @@ with DAG(
 ) as dag:
     rows: Any = extract()  # an XComArg: the number reaches load() when the tasks run
     load(rows)
+# [END howto_notifier_callbacks]

@@ -84,6 +84,7 @@ with DAG(
         body="Good news: your order {{ params.order_id }} is now {{ params.status }}. Any question? Just reply.",
     )
 
+    # [START howto_operator_template]
     template_update = ItnioSendTemplateOperator(
         task_id="template_update",
         recipient="{{ params.phone }}",
@@ -99,6 +100,7 @@ with DAG(
             }
         ],
     )
+    # [END howto_operator_template]
 
     channel = choose_channel(last_inbound_at="{{ params.last_inbound_at or '' }}")  # empty, never "None"
     channel >> [session_text, template_update] >> record()

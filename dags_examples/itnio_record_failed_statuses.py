@@ -86,6 +86,7 @@ except ImportError as err:  # Airflow 2: no receiver, no asset events from it
 else:
     from airflow.sdk import task
 
+    # [START howto_asset_message_status]
     with DAG(
         dag_id="itnio_record_failed_statuses",
         description="Log and record every message the vendor reports failed",
@@ -111,3 +112,4 @@ else:
             return written
 
         record()
+    # [END howto_asset_message_status]

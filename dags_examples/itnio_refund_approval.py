@@ -50,6 +50,7 @@ else:
         params=PARAMS,
         tags=["itnio", "example"],
     ):
+        # [START howto_hitl_approval]
         approve = ApprovalOperator(
             task_id="approve_refund",
             subject="Refund {{ params.order }}?",
@@ -59,6 +60,7 @@ else:
             notifiers=[ItnioHITLNotifier(recipients="{{ params.manager }}", fallback_template="approval_waiting")],
             response_timeout=timedelta(hours=4),
         )
+        # [END howto_hitl_approval]
 
         @task
         def pay_refund(order: str) -> str:

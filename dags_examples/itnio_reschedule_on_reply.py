@@ -91,6 +91,7 @@ with DAG(
     },
     tags=["itnio", "example"],
 ):
+    # [START howto_reply_button_ids]
     ItnioSendButtonsOperator(
         task_id="ask_keep_or_reschedule",
         recipient="{{ params.phone }}",
@@ -102,6 +103,7 @@ with DAG(
             {"id": RESCHEDULE + "{{ params.appointment_id }}", "title": "Reschedule"},
         ],
     )
+    # [END howto_reply_button_ids]
 
 try:
     from airflow_provider_itnio.assets import inbound_messages
@@ -112,6 +114,7 @@ except ImportError as err:  # Airflow 2: no receiver, no asset events from it
 else:
     from airflow.sdk import task
 
+    # [START howto_asset_inbound_narrowed]
     with DAG(
         dag_id="itnio_reschedule_on_reply",
         description="Answer a Reschedule tap in context with a list of free slots",
@@ -138,3 +141,4 @@ else:
             button="See free slots",
             footer="Slots are held for 2 hours",
         ).expand_kwargs(reschedule_taps())
+    # [END howto_asset_inbound_narrowed]

@@ -95,11 +95,11 @@ def test_the_ui_listens_on_loopback_with_its_base_url_and_the_cli_line_reaches_t
     assert printed == script.cli_env_line(script.build_env(tmp_path, ROOT / "dags_examples", 8080))
 
 
-def test_the_sandbox_gets_the_readmes_stable_port_or_says_why_not(tmp_path: Path) -> None:
-    """The same port at every start (the README's sandbox port); when it is taken, a clear message and a free one."""
+def test_the_sandbox_gets_the_documented_stable_port_or_says_why_not(tmp_path: Path) -> None:
+    """The same port at every start (the sandbox page's port); when it is taken, a clear message and a free one."""
     script = _script()
-    readme_sandbox = (ROOT / "README.md").read_text(encoding="utf-8").split("\n## The sandbox\n", 1)[1]
-    assert f"--port {script.SANDBOX_PORT}" in readme_sandbox.split("\n## ", 1)[0]
+    sandbox_page = (ROOT / "docs" / "sandbox.md").read_text(encoding="utf-8").split("\n## Running it\n", 1)[1]
+    assert f"--port {script.SANDBOX_PORT}" in sandbox_page.split("\n## ", 1)[0]
     from tests.servers import free_port
 
     port = free_port()  # another port than 8765, which a person's `make airflow` may hold on this machine
@@ -258,7 +258,7 @@ def test_make_airflow_a_simulated_reschedule_tap_starts_the_reply_dag(tmp_path: 
             assert api("PATCH", f"/dags/{dag_id}", json={"is_paused": False}).status_code == 200
         sandbox = re.search(r"Sandbox:\s+(http://127\.0\.0\.1:\d+)", printed).group(1)  # type: ignore[union-attr]
 
-        # The README's first invitation: the follow-up, to a customer who never wrote (window closed, which the
+        # The quick start's first invitation: the follow-up, to a customer who never wrote (window closed, which the
         # receiver knows): each message goes out as its approved template, and none is pushed back "failed".
         followup = api("POST", "/dags/itnio_followup/dagRuns", json={"logical_date": None}).json()["dag_run_id"]
         followup_path = f"/dags/itnio_followup/dagRuns/{followup}"

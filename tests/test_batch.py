@@ -15,6 +15,7 @@ import pendulum
 import pytest
 
 from airflow_provider_itnio import batch, templating
+from airflow_provider_itnio.batch import ledger
 from airflow_provider_itnio.errors import ItnioApiError, ItnioDeliveryUnknownError, ItnioTransportError
 from airflow_provider_itnio.messages import Message, Text
 from tests.airflow_runs import run_dag, task_states, xcom_value
@@ -43,7 +44,7 @@ def _progress(dag_id: str) -> dict[str, str | None]:
         rows = session.query(Variable).filter(Variable.key.like(f"{batch.PROGRESS_PREFIX}__{dag_id}__%")).all()
         for row in rows:
             suffix = row.key.rsplit("__", 1)[-1]
-            if suffix == "head" or suffix.rstrip("0123456789") in batch._RESULT_PARTS.values():
+            if suffix == "head" or suffix.rstrip("0123456789") in ledger._RESULT_PARTS.values():
                 continue  # progress parts only: not the head, not a completed result's parts
             found.update(json.loads(row.val))
     return found
@@ -566,7 +567,7 @@ def _result_objects(base: Any) -> list[Any]:
 def test_a_large_batch_leaves_a_small_xcom_and_its_full_result_in_results_path(
     airflow_sandbox: Any, tmp_path: Any
 ) -> None:
-    from airflow_provider_itnio.results import QUOTED_ERRORS, load_batch_results
+    from airflow_provider_itnio.batch.results import QUOTED_ERRORS, load_batch_results
     from tests.dags.itnio_batch_results import INVALID_ROWS, audience_rows
 
     sizes: dict[int, int] = {}
@@ -604,7 +605,7 @@ def test_a_large_batch_leaves_a_small_xcom_and_its_full_result_in_results_path(
 def test_a_small_batch_keeps_its_message_ids_in_the_xcom_and_writes_nothing(
     airflow_sandbox: Any, tmp_path: Any
 ) -> None:
-    from airflow_provider_itnio.results import load_batch_results
+    from airflow_provider_itnio.batch.results import load_batch_results
     from tests.dags.itnio_batch_results import INVALID_ROWS, audience_rows
 
     dag_run = run_dag("itnio_batch_results", conf={"n": 50, "start": 0, "results_base": f"file://{tmp_path}"})
@@ -621,7 +622,7 @@ def test_a_small_batch_keeps_its_message_ids_in_the_xcom_and_writes_nothing(
 
 
 def test_without_results_path_the_full_result_goes_under_airflow_home(airflow_sandbox: Any, airflow_db: Any) -> None:
-    from airflow_provider_itnio.results import load_batch_results
+    from airflow_provider_itnio.batch.results import load_batch_results
     from tests.dags.itnio_batch_results import DEFAULT_PATH_ROWS
 
     dag_run = run_dag("itnio_batch_results_default_path")
@@ -635,7 +636,7 @@ def test_without_results_path_the_full_result_goes_under_airflow_home(airflow_sa
 def test_an_unwritable_results_path_fails_naming_it_and_the_retry_writes_it_without_sending_again(
     airflow_sandbox: Any, tmp_path: Any, capfd: pytest.CaptureFixture[str]
 ) -> None:
-    from airflow_provider_itnio.results import load_batch_results
+    from airflow_provider_itnio.batch.results import load_batch_results
     from tests.dags.itnio_batch_results import BLOCKED_ROWS
 
     blocker = tmp_path / "blocker"
@@ -667,7 +668,7 @@ def test_a_results_path_that_is_no_path_fails_the_task_before_sending(
 
 
 def test_a_replayed_batch_writes_the_same_full_result_to_the_same_object(airflow_sandbox: Any, tmp_path: Any) -> None:
-    from airflow_provider_itnio.results import encode, load_batch_results
+    from airflow_provider_itnio.batch.results import encode, load_batch_results
     from tests.dags.itnio_batch_results import REPLAYED_ROWS
 
     dag_id = "itnio_batch_results_replayed"

@@ -26,6 +26,7 @@ from typing import Any
 import pytest
 
 from airflow_provider_itnio import batch
+from airflow_provider_itnio.batch import ledger
 from airflow_provider_itnio.errors import (
     ItnioApiError,
     ItnioDeliveryUnknownError,
@@ -238,7 +239,7 @@ def test_a_second_try_refuses_to_send_while_a_live_try_holds_the_batch(sandbox: 
     head = json.loads(backend.values["k__head"])
     assert refused.value.holder == first_owner
     assert first_owner in str(refused.value)
-    assert batch._utc(refused.value.expires) in str(refused.value)  # the expiry, readable
+    assert ledger._utc(refused.value.expires) in str(refused.value)  # the expiry, readable
     assert head["owner"] == first_owner  # the refused try did not touch the lease
     recipients = [m["body"]["recipient"] for m in sandbox.requests()]
     assert sorted(recipients) == sorted(r["recipient"] for r in rows)  # every row exactly once

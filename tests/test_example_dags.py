@@ -178,7 +178,7 @@ def _runs_the_scheduler_starts_on_unpause(dag: Any) -> list[Any]:
 
 
 def test_followup_following_the_readme_sends_one_runs_messages(airflow_sandbox: Any) -> None:
-    """README: unpause ``itnio_followup``, then trigger it: one run, so each message is sent exactly once."""
+    """The quick start (docs): unpause ``itnio_followup``, then trigger it: one run, so each message is sent once."""
     try:
         from airflow.dag_processing.dagbag import DagBag
 

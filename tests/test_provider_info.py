@@ -26,26 +26,27 @@ from airflow_provider_itnio import __version__, connection_fields, get_provider_
 from airflow_provider_itnio.hooks.itnio import ItnioHook
 
 AIRFLOW_2 = metadata.version("apache-airflow").startswith("2.")
-README = Path(__file__).resolve().parents[1] / "README.md"
+#: The documentation page that describes the connection (its "Fields" table and its UI paragraph).
+CONNECTION_PAGE = Path(__file__).resolve().parents[1] / "docs" / "connection.md"
 #: The form's single definition (what Airflow 3 reads from provider info and Airflow 2 from the hook).
 FIELDS = {field.name: field for field in connection_fields.EXTRA_FIELDS}
 EXTRA_FIELDS = list(FIELDS)
 
 
-def _readme_connection_table() -> list[tuple[str, str]]:
-    """Return the README's "Connection setup" table as ``(field, holds)`` rows."""
-    section = README.read_text(encoding="utf-8").split("## Connection setup", 1)[1].split("\n## ", 1)[0]
+def _documented_connection_table() -> list[tuple[str, str]]:
+    """Return the connection page's "Fields" table as ``(field, holds)`` rows."""
+    section = CONNECTION_PAGE.read_text(encoding="utf-8").split("\n## Fields\n", 1)[1].split("\n## ", 1)[0]
     rows = [line.split("|")[1:3] for line in section.splitlines() if line.startswith("| ")]
     return [(field.strip(), holds.strip()) for field, holds in rows[1:]]  # without the header row
 
 
-def _readme_ui_labels(section: str) -> list[str]:
+def _documented_ui_labels(section: str) -> list[str]:
     """
-    Return the labels the README's UI paragraph lists in one section of the dialog, in order.
+    Return the labels the connection page's UI paragraph lists in one section of the dialog, in order.
 
-    :param section: The section's name as the README writes it, e.g. ``Extra Fields``.
+    :param section: The section's name as the page writes it, e.g. ``Extra Fields``.
     """
-    text = " ".join(README.read_text(encoding="utf-8").split())
+    text = " ".join(CONNECTION_PAGE.read_text(encoding="utf-8").split())
     listed = text.split(f"*{section}*: ", 1)[1].split(";", 1)[0].split(". *", 1)[0].split(", each with", 1)[0]
     while "(" in listed:  # drop the (possibly nested) parenthesised remarks
         listed = re.sub(r"\s*\([^()]*\)", "", listed)
@@ -90,15 +91,15 @@ def test_connection_type_names_the_hook_and_its_type() -> None:
 
 def test_ui_field_behaviour_hides_relabels_and_fills_placeholders() -> None:
     behaviour = _itnio_conn_type()["ui-field-behaviour"]
-    # the README's table names each standard field as "Label (field)": that is the relabeling
+    # the connection page's table names each standard field as "Label (field)": that is the relabeling
     documented = {}
-    for field, _ in _readme_connection_table():
+    for field, _ in _documented_connection_table():
         standard = re.fullmatch(r"([A-Z][\w ]+) \((\w+)\)", field)  # "API Key (login)", not "`app_id` (extra)"
         if standard is not None:
             documented[standard.group(2)] = standard.group(1)
     assert behaviour["relabeling"] == documented
-    # the README says "schema and port are hidden"; the raw extra is replaced by the extra fields
-    assert "schema and port are hidden" in " ".join(README.read_text(encoding="utf-8").split())
+    # the connection page says "schema and port are hidden"; the raw extra is replaced by the extra fields
+    assert "schema and port are hidden" in " ".join(CONNECTION_PAGE.read_text(encoding="utf-8").split())
     assert sorted(behaviour["hidden-fields"]) == sorted(["schema", "port", "extra"])
     assert not set(behaviour["hidden-fields"]) & set(behaviour["relabeling"])
     # every field the form shows has a placeholder; the Base URL's is the default the hook uses
@@ -116,15 +117,15 @@ def test_ui_field_behaviour_hides_relabels_and_fills_placeholders() -> None:
     jsonschema.validate(as_hook_spells_it, _airflow_schema("customized_form_field_behaviours.schema.json"))
 
 
-def test_the_readme_describes_the_forms_fields() -> None:
-    """Check the README's connection table and its UI paragraph against the form's single definition."""
-    extras = [field for field, _ in _readme_connection_table() if "(extra" in field]
+def test_the_connection_page_describes_the_forms_fields() -> None:
+    """Check the connection page's table and its UI paragraph (docs/connection.md) against the form's definition."""
+    extras = [field for field, _ in _documented_connection_table() if "(extra" in field]
     assert [field.split("`")[1] for field in extras] == EXTRA_FIELDS
     required = {field.split("`")[1] for field in extras if "required" in field}
     assert required == {name for name, field in FIELDS.items() if field.required}
-    assert _readme_ui_labels("Extra Fields") == [field.label for field in FIELDS.values()]
+    assert _documented_ui_labels("Extra Fields") == [field.label for field in FIELDS.values()]
     relabeling = _itnio_conn_type()["ui-field-behaviour"]["relabeling"]
-    assert set(_readme_ui_labels("Standard Fields")) == {"Description", *relabeling.values()}
+    assert set(_documented_ui_labels("Standard Fields")) == {"Description", *relabeling.values()}
 
 
 def test_conn_fields_have_label_json_schema_type_and_a_one_line_description() -> None:

@@ -693,10 +693,10 @@ def test_a_poller_over_more_messages_than_one_request_takes_paces_its_rounds_by_
     poll; a status recorded for one of them must not make the poller ask again after ``MIN_POLL_INTERVAL`` instead
     of the interval (with statuses streaming in, a round every 0.1 s). The poller's pauses are recorded.
     """
+    from airflow_provider_itnio.hooks import receiver
     from airflow_provider_itnio.triggers import itnio as triggers
-    from airflow_provider_itnio.webhook import client
 
-    monkeypatch.setattr(client, "MAX_STATUS_IDS", 1)
+    monkeypatch.setattr(receiver, "MAX_STATUS_IDS", 1)
     monkeypatch.setattr(triggers, "MAX_STATUS_IDS", 1)
     pauses: list[float] = []
     real_sleep = asyncio.sleep

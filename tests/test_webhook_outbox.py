@@ -122,7 +122,7 @@ def test_an_asset_a_partition_aware_dag_and_another_dag_use_keeps_one_manager_ca
     scheduled: Server, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """
-    The README and ``asset_events``: "an asset a partition-aware DAG uses keeps one call per event" (Airflow writes
+    docs/receiving and ``asset_events``: "an asset a partition-aware DAG uses keeps one call per event" (Airflow writes
     a ``missing partition key`` log row per event). With a second, ordinary DAG on the same asset, Airflow's SQLite
     path queues it in a savepoint, whose ``begin_nested()`` flushes the log row before the shortcut's check of
     ``session.new``. Expected: one log row per event, as with one ``register_asset_change`` per event.

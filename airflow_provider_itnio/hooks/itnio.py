@@ -421,17 +421,17 @@ class ItnioHook(BaseHook):
             raise ItnioConfigError(f"{where}: the API Key (login) is missing; set it in Admin > Connections.")
         if not conn.password:
             raise ItnioConfigError(f"{where}: the API Secret (password) is missing; set it in Admin > Connections.")
-        app_id = str(extra.get("app_id") or "").strip()
+        app_id = str(extra.get(connection_fields.APP_ID_EXTRA) or "").strip()
         if not app_id:
             raise ItnioConfigError(f"{where}: the extra field 'app_id' is missing; it is required by every call.")
-        timeout_raw = extra.get("timeout")
+        timeout_raw = extra.get(connection_fields.TIMEOUT_EXTRA)
         try:
             timeout = float(timeout_raw) if timeout_raw not in (None, "") else 30.0
         except (TypeError, ValueError):
             raise ItnioConfigError(f"{where}: 'timeout' must be a number of seconds, got {timeout_raw!r}.") from None
         if timeout <= 0:
             raise ItnioConfigError(f"{where}: 'timeout' must be positive, got {timeout_raw!r}.")
-        business_phone = str(extra.get("business_phone") or "").strip() or None
+        business_phone = str(extra.get(connection_fields.BUSINESS_PHONE_EXTRA) or "").strip() or None
         strict = _as_bool(extra.get(connection_fields.STRICT_PHONE_NUMBERS_EXTRA))
         if strict is None:
             raise ItnioConfigError(
@@ -445,8 +445,8 @@ class ItnioHook(BaseHook):
             app_id=app_id,
             business_phone=business_phone,
             timeout=timeout,
-            verify=_as_verify(extra.get("verify")),
-            proxy=str(extra.get("proxy") or "").strip() or None,
+            verify=_as_verify(extra.get(connection_fields.VERIFY_EXTRA)),
+            proxy=str(extra.get(connection_fields.PROXY_EXTRA) or "").strip() or None,
             strict_phone_numbers=strict,
         )
 

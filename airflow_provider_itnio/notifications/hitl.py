@@ -22,11 +22,12 @@ Each recipient gets the rendered subject (bold) and body, cut with an ellipsis t
 - a link to the task's page in the UI (``required_actions``) when ``[api] base_url`` is set (or ``base_url=``).
 
 A tap is an answer: the webhook receiver on the API server records it as the UI would
-(:mod:`airflow_provider_itnio.webhook.hitl`, which also says how button ids are signed, who may answer, and what
-is refused). Taps need the webhook receiver: the connection needs a ``webhook_token`` extra and the vendor must
-push to the receiver; without the token, the notifier sends the text and the UI link only. The buttons are signed
-with the connection's ``button_key`` extra, or without one with a key derived from its API secret (never from the
-token: rotating it leaves the buttons already sent working).
+(:mod:`airflow_provider_itnio.webhook.hitl`, which says who may answer and what is refused;
+:mod:`airflow_provider_itnio.hitl_buttons` says how button ids are signed). Taps need the webhook receiver: the
+connection needs a ``webhook_token`` extra and the vendor must push to the receiver; without the token, the
+notifier sends the text and the UI link only. The buttons are signed with the connection's ``button_key`` extra,
+or without one with a key derived from its API secret (never from the token: rotating it leaves the buttons
+already sent working).
 
 What was sent is in the task's XCom :data:`REQUESTS_XCOM_KEY` (``itnio_hitl_requests``), keyed by the masked
 number (``+15*****0200``: its first two and last four digits, never the whole number):
@@ -36,7 +37,7 @@ request was sent to), and ``{"+15*****0200": {"error": ...}}`` for a recipient w
 
 Outside the customer's 24-hour window a session message is not delivered. With ``fallback_template=`` the
 notifier asks the receiver for each recipient's window
-(:meth:`~airflow_provider_itnio.webhook.client.ItnioReceiverClient.window`) and, when it is closed or cannot be
+(:meth:`~airflow_provider_itnio.hooks.receiver.ItnioReceiverClient.window`) and, when it is closed or cannot be
 read, sends that approved template instead, with the subject as its one body parameter, so the approver opens
 the conversation; the buttons follow as soon as the approver writes back (the notifier records who is owed them
 in the task's XCom ``itnio_hitl_pending``, as keyed digests of the numbers; the receiver sends them once, while
@@ -51,40 +52,38 @@ The notifier never raises: what goes wrong is logged and the task goes on waitin
 
 from __future__ import annotations
 
-import copy
 import re
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from airflow_provider_itnio.webhook import require_airflow_3_1
-
-require_airflow_3_1("ItnioHITLNotifier (Human-in-the-loop answers on WhatsApp)")
-
-from airflow.providers.common.compat.sdk import BaseNotifier  # noqa: E402
-
-from airflow_provider_itnio import messages as m  # noqa: E402
-from airflow_provider_itnio.connection_fields import WEBHOOK_TOKEN_EXTRA  # noqa: E402
-from airflow_provider_itnio.errors import ItnioError  # noqa: E402
-from airflow_provider_itnio.notifications.itnio import ItnioNotifier  # noqa: E402
-from airflow_provider_itnio.webhook.hitl import (  # noqa: E402
+from airflow_provider_itnio import messages as m
+from airflow_provider_itnio._text import cut
+from airflow_provider_itnio.connection_fields import WEBHOOK_TOKEN_EXTRA
+from airflow_provider_itnio.errors import ItnioError
+from airflow_provider_itnio.hitl_buttons import (
+    BUTTONS,
+    LIST,
     PENDING_XCOM_KEY,
     REQUESTS_XCOM_KEY,
+    UI_ONLY,
     ButtonKeys,
     button_keys,
     mask_phone,
+    offer,
     recipient_digest,
-    sign_button,
+    request_message,
+    request_text,
 )
+from airflow_provider_itnio.notifications._base import ItnioBaseNotifier
+from airflow_provider_itnio.version_compat import AIRFLOW_V_3_1_PLUS, airflow_3_1_needed
+
+if not AIRFLOW_V_3_1_PLUS:
+    raise airflow_3_1_needed("ItnioHITLNotifier (Human-in-the-loop answers on WhatsApp)")
 
 if TYPE_CHECKING:
-    import jinja2
     from airflow.providers.common.compat.sdk import Context
 
 __all__ = ["BUTTONS", "LIST", "REQUESTS_XCOM_KEY", "UI_ONLY", "ItnioHITLNotifier", "cut"]
-
-#: How the options are offered.
-BUTTONS, LIST, UI_ONLY = "buttons", "list", "ui_only"
-ELLIPSIS = "\u2026"
 
 
 def _mask_numbers(text: str) -> str:
@@ -100,21 +99,7 @@ def _mask_numbers(text: str) -> str:
     )
 
 
-def cut(text: str, limit: int) -> str:
-    """
-    Return ``text`` cut to ``limit`` characters, ending with an ellipsis when it was longer.
-
-    :param text: The text.
-    :param limit: The most characters (at least 1).
-    """
-    return text if len(text) <= limit else text[: limit - 1].rstrip() + ELLIPSIS
-
-
-def _unique(values: list[str]) -> bool:
-    return len(set(values)) == len(values)
-
-
-class ItnioHITLNotifier(BaseNotifier):
+class ItnioHITLNotifier(ItnioBaseNotifier):
     """
     Send a Human-in-the-loop request to WhatsApp numbers, with its options as buttons to tap (see the module).
 
@@ -133,6 +118,7 @@ class ItnioHITLNotifier(BaseNotifier):
     """
 
     template_fields: Sequence[str] = ("recipients", "itnio_conn_id", "business_phone", "fallback_template")
+    not_sent_message = "itniotech HITL request not sent: %s"
 
     def __init__(
         self,
@@ -147,10 +133,7 @@ class ItnioHITLNotifier(BaseNotifier):
         list_button: str = "Choose",
         context: Context | None = None,
     ) -> None:
-        if context is not None:
-            super().__init__(context=context)
-        else:
-            super().__init__()
+        super().__init__(context=context)
         self.recipients = recipients
         self.itnio_conn_id = itnio_conn_id
         self.business_phone = business_phone
@@ -165,29 +148,7 @@ class ItnioHITLNotifier(BaseNotifier):
         self.kinds: dict[str, str] = {}
         #: ``{recipient: error text}`` of the last request's failures.
         self.failed: dict[str, str] = {}
-        self._unrendered = {name: copy.deepcopy(getattr(self, name)) for name in self.template_fields}
-
-    def render_template_fields(self, context: Context, jinja_env: jinja2.Environment | None = None) -> None:
-        """
-        Render the template fields with ``context``, starting again from the unrendered templates.
-
-        :param context: The task's context.
-        :param jinja_env: The Jinja environment to render with (the DAG's by default).
-        """
-        for name, value in self._unrendered.items():
-            setattr(self, name, copy.deepcopy(value))
-        super().render_template_fields(context, jinja_env)
-
-    def __call__(self, *args: Any) -> None:
-        """
-        Render the template fields and send; as the HITL operator calls its notifiers. Never raises.
-
-        :param args: The task's context.
-        """
-        try:
-            super().__call__(*args)
-        except Exception as err:  # the task must go on waiting for an answer in the UI
-            self.log.exception("itniotech HITL request not sent: %s", err)
+        self.keep_templates()
 
     # -- building -----------------------------------------------------------------------------------------
 
@@ -197,13 +158,7 @@ class ItnioHITLNotifier(BaseNotifier):
 
         :param task: The HITL operator.
         """
-        options = [str(option) for option in task.options]
-        if getattr(task, "multiple", False) or getattr(task, "params", None) or len(options) > m.MAX_ROWS:
-            return UI_ONLY
-        titles = [cut(option, m.MAX_BUTTON_TITLE) for option in options]
-        if len(options) <= m.MAX_BUTTONS and _unique(titles):
-            return BUTTONS
-        return LIST if _unique([cut(option, m.MAX_ROW_TITLE) for option in options]) else UI_ONLY
+        return offer(task)
 
     @staticmethod
     def link(task: Any, ti: Any, base_url: str | None = None) -> str | None:
@@ -228,17 +183,7 @@ class ItnioHITLNotifier(BaseNotifier):
         :param limit: The most characters (1024 with buttons or a list, 4096 for a text).
         :param ui_only: Whether the answer must be given in the UI.
         """
-        if ui_only:
-            tail = f"\n\nAnswer in Airflow: {link}" if link else "\n\nAnswer in the Airflow UI."
-            tail = "\n\nThis request needs the Airflow UI (it cannot be answered here)." + tail
-        else:
-            tail = f"\n\nOr answer in Airflow: {link}" if link else ""
-        subject = "*" + cut(" ".join(str(task.subject).split()), 200) + "*"
-        body = str(task.body or "").strip()
-        room = limit - len(subject) - len(tail) - 2
-        if room < 20:  # a very long link: leave it out rather than the request
-            tail, room = "", limit - len(subject) - 2
-        return subject + (f"\n\n{cut(body, room)}" if body else "") + tail
+        return request_text(task, link, limit, ui_only=ui_only)
 
     def build_message(self, task: Any, ti: Any, recipient: str, key: bytes | None, link: str | None) -> m.Message:
         """
@@ -247,34 +192,12 @@ class ItnioHITLNotifier(BaseNotifier):
         :param task: The (rendered) HITL operator.
         :param ti: The task instance (its ``id`` goes, signed, into the button ids).
         :param recipient: The recipient's digits.
-        :param key: The signing key (:func:`~airflow_provider_itnio.webhook.hitl.button_keys`), or ``None``.
+        :param key: The signing key (:func:`~airflow_provider_itnio.hitl_buttons.button_keys`), or ``None``.
         :param link: The UI link, or ``None``.
         """
-        mode = self.mode(task)
-        user_id = self.user_ids.get(recipient)
-        assigned = {str(user.get("id")) for user in (getattr(task, "assigned_users", None) or [])}
-        if key is None or (assigned and user_id not in assigned):
-            mode = UI_ONLY
-        if mode == UI_ONLY or key is None:
-            return m.Text(body=self.build_text(task, link, m.MAX_TEXT_BODY, ui_only=True))
-        options = [str(option) for option in task.options]
-        ids = [sign_button(key, ti.id, index, recipient, user_id) for index in range(len(options))]
-        text = self.build_text(task, link, m.MAX_INTERACTIVE_BODY, ui_only=False)
-        if mode == BUTTONS:
-            buttons = [m.Button(id=i, title=cut(o, m.MAX_BUTTON_TITLE)) for i, o in zip(ids, options, strict=True)]
-            return m.ReplyButtons(body=text, buttons=buttons)
-        rows = [
-            m.Row(
-                id=i,
-                title=cut(o, m.MAX_ROW_TITLE),
-                description=cut(o, m.MAX_ROW_DESCRIPTION) if len(o) > m.MAX_ROW_TITLE else None,
-            )
-            for i, o in zip(ids, options, strict=True)
-        ]
-        return m.ListMessage(body=text, button=self.list_button, sections=[m.Section(title="Options", rows=rows)])
-
-    def _recipients(self) -> list[str]:
-        return ItnioNotifier._recipient_list(self)  # type: ignore[arg-type]  # the same rules as ItnioNotifier
+        return request_message(
+            task, ti.id, recipient, key, link, user_id=self.user_ids.get(recipient), list_button=self.list_button
+        )
 
     def _keys(self, hook: Any) -> ButtonKeys | None:
         """Return the connection's key ring, or ``None`` when no buttons can be answered (no ``webhook_token``)."""
@@ -301,7 +224,7 @@ class ItnioHITLNotifier(BaseNotifier):
         """Return the recipients to send the fallback template to (window closed, or unknown)."""
         if not self.fallback_template:
             return set()
-        from airflow_provider_itnio.webhook.client import ItnioReceiverClient
+        from airflow_provider_itnio.hooks.receiver import ItnioReceiverClient
 
         if not business_phone:
             self.log.warning("itnio HITL: no business_phone to read windows with; sending the fallback template")
@@ -334,7 +257,7 @@ class ItnioHITLNotifier(BaseNotifier):
             self.log.error("ItnioHITLNotifier works with Human-in-the-loop operators only; %s is not one", task)
             return
         try:
-            recipients = self._recipients()
+            recipients = self._recipient_list()
         except (ItnioError, ValueError) as err:
             self.log.error("itniotech HITL request not sent: %s", err)
             self.failed = {str(self.recipients): str(err)}

@@ -27,15 +27,14 @@ several recipients, one failure does not stop the others. The HTTP work is
 from __future__ import annotations
 
 import asyncio
-import copy
 import re
 from collections.abc import Generator, Sequence
 from typing import TYPE_CHECKING, Any
 
-from airflow.providers.common.compat.sdk import BaseNotifier
-
 from airflow_provider_itnio import messages as m
+from airflow_provider_itnio._text import ASCII_ELLIPSIS, cut
 from airflow_provider_itnio.errors import ItnioConfigError, ItnioError
+from airflow_provider_itnio.notifications._base import ItnioBaseNotifier
 from airflow_provider_itnio.templating import is_static
 
 if TYPE_CHECKING:
@@ -44,12 +43,10 @@ if TYPE_CHECKING:
 
 __all__ = ["ItnioNotifier", "send_itnio_notification"]
 
-#: A string of recipients may list several numbers separated by commas or semicolons.
-_RECIPIENT_SEPARATORS = re.compile(r"[,;]")
 _WHITESPACE = re.compile(r"\s+")
 
 
-class ItnioNotifier(BaseNotifier):
+class ItnioNotifier(ItnioBaseNotifier):
     """
     Send a WhatsApp message (a session text or an approved template) to one or more recipients.
 
@@ -98,10 +95,7 @@ class ItnioNotifier(BaseNotifier):
         max_parameter_length: int = 200,
         context: Context | None = None,
     ) -> None:
-        if context is not None:  # Airflow >= 3.1 passes the context when it builds a notifier for a callback
-            super().__init__(context=context)
-        else:
-            super().__init__()
+        super().__init__(context=context)
         if (text is None) == (template_name is None):
             raise ValueError("ItnioNotifier needs exactly one of text= (a session message) or template_name=.")
         if template_name is not None and not language:
@@ -122,9 +116,7 @@ class ItnioNotifier(BaseNotifier):
         self.sent: dict[str, str] = {}
         #: ``{recipient: error text}`` of the last notification's failures.
         self.failed: dict[str, str] = {}
-        # BaseNotifier renders template fields in place; keep the templates so that one instance (e.g. in
-        # default_args, shared by many tasks) renders afresh for every callback.
-        self._unrendered = {name: copy.deepcopy(getattr(self, name)) for name in self.template_fields}
+        self.keep_templates()
         self._validate_early()
 
     # -- building -----------------------------------------------------------------------------------------
@@ -137,28 +129,9 @@ class ItnioNotifier(BaseNotifier):
         if all(is_static(getattr(self, name)) for name in fields):
             self.build_message()
 
-    def _recipient_list(self) -> list[str]:
-        """Return the recipients' normalised digits, in order, without duplicates (raises ItnioValidationError)."""
-        raw = self.recipients
-        items: list[Any] = list(raw) if isinstance(raw, list | tuple) else [raw]
-        numbers: list[str] = []
-        for item in items:
-            parts = _RECIPIENT_SEPARATORS.split(item) if isinstance(item, str) else [item]
-            for part in parts:
-                if isinstance(part, str) and not part.strip():
-                    continue
-                digits = m.normalize_phone(part.strip() if isinstance(part, str) else part, "recipient")
-                if digits not in numbers:
-                    numbers.append(digits)
-        if not numbers:
-            raise ValueError(f"ItnioNotifier: no recipient in {raw!r}.")
-        return numbers
-
     def _parameter(self, value: Any) -> str:
         text = _WHITESPACE.sub(" ", "" if value is None else str(value)).strip() or "-"
-        if len(text) > self.max_parameter_length:
-            text = text[: self.max_parameter_length - 3].rstrip() + "..."
-        return text
+        return cut(text, self.max_parameter_length, ellipsis=ASCII_ELLIPSIS)
 
     def build_message(self) -> m.Message:
         """Build the message model from the (rendered) arguments (raises ItnioValidationError)."""
@@ -176,24 +149,11 @@ class ItnioNotifier(BaseNotifier):
         :param context: The callback's context.
         :param jinja_env: The Jinja environment to render with (the DAG's by default).
         """
-        for name, value in self._unrendered.items():
-            setattr(self, name, copy.deepcopy(value))
         dag = context.get("dag")
         if jinja_env is None and dag is not None and not hasattr(dag, "get_template_env"):
             # dag.test() gives DAG-level callbacks the scheduler's SerializedDAG, which has no Jinja environment
             jinja_env = self.get_template_env(dag=None)
         super().render_template_fields(context, jinja_env)
-
-    def __call__(self, *args: Any) -> None:
-        """
-        Render the template fields and send; as Airflow calls a notifier. Never raises.
-
-        :param args: The callback's context (or, for Airflow 2's ``sla_miss_callback``, its five arguments).
-        """
-        try:
-            super().__call__(*args)
-        except Exception as err:  # e.g. a template that cannot be rendered: log it, never mask the task's outcome
-            self.log.exception("itniotech notification not sent: %s", err)
 
     def notify(self, context: Context) -> None:
         """

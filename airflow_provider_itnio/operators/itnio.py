@@ -22,9 +22,9 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from airflow.providers.common.compat.sdk import BaseOperator
 
 from airflow_provider_itnio import messages as m
+from airflow_provider_itnio.batch.results import DEFAULT_INLINE_MAX_ROWS
 from airflow_provider_itnio.errors import ItnioError, ItnioValidationError
 from airflow_provider_itnio.operators._airflow_errors import task_failure
-from airflow_provider_itnio.results import DEFAULT_INLINE_MAX_ROWS
 from airflow_provider_itnio.templating import is_static, protect_row_expressions
 from airflow_provider_itnio.window import (
     SENT_KIND_KEY,
@@ -509,7 +509,7 @@ class ItnioBatchSendOperator(BaseOperator):
     {recipient: messageId}, "errors": {recipient or "rows[<i>]": {"status", "reason"}}}``; up to
     ``inline_results_max_rows`` rows its entries are in the XCom too, above it in one gzipped JSON object under
     ``results_path``. Read it in a downstream task with
-    :func:`airflow_provider_itnio.results.load_batch_results`, which works for both.
+    :func:`airflow_provider_itnio.batch.results.load_batch_results`, which works for both.
 
     :param rows: Recipients (strings/integers), or dicts holding one at ``recipient_field`` (or lists/tuples
         with an integer ``recipient_field``), typically an upstream task's XCom (templated).
@@ -604,9 +604,9 @@ class ItnioBatchSendOperator(BaseOperator):
         self.strict_phone_numbers = strict_phone_numbers
 
     def execute(self, context: Context) -> dict[str, Any]:
-        from airflow_provider_itnio.operators._batch_task import run_batch
+        from airflow_provider_itnio.batch.task import BatchSettings, run_batch
 
-        return run_batch(
+        settings = BatchSettings(
             rows=self.rows,
             message=self.message,
             recipient_field=self.recipient_field,
@@ -617,21 +617,19 @@ class ItnioBatchSendOperator(BaseOperator):
             fail_on_errors=self.fail_on_errors,
             fallback_template=self.fallback_template,
             window_unknown=self.window_unknown,
-            context=context,
-            log=self.log,
-            on_start=self._keep_engine,
             results_path=self.results_path,
             inline_results_max_rows=self.inline_results_max_rows,
             resend_interrupted=self.resend_interrupted,
             strict_phone_numbers=self.strict_phone_numbers,
         )
+        return run_batch(settings, context=context, log=self.log, on_start=self._keep_engine)
 
     def _keep_engine(self, engine: Any) -> None:
         self._engine = engine
 
     def on_kill(self) -> None:
         """Stop the batch (SIGTERM, a timeout): sends in flight finish, the ledger is written, the try fails."""
-        from airflow_provider_itnio.batch import BatchKilledError
+        from airflow_provider_itnio.batch.sender import BatchKilledError
 
         engine = getattr(self, "_engine", None)
         if engine is not None:

@@ -4,7 +4,7 @@ An approver tapping a button (or a list row) of a message the sandbox accepted: 
 :meth:`~airflow_provider_itnio.sandbox.server.Sandbox.simulate_tap`, ``POST /sandbox/tap`` and ``itnio-sandbox
 tap`` find the message (by its ``messageId``, or the newest one with buttons or a list sent to a number), pick the
 option by its title or id, and push the ``button_reply`` / ``list_reply`` from the message's recipient, quoting the
-message, as the vendor would (:meth:`~airflow_provider_itnio.sandbox.pushes.PushManager.inbound`).
+message, as the vendor would (:meth:`~airflow_provider_itnio.sandbox.pushes.PushEngine.inbound`).
 """
 
 from __future__ import annotations

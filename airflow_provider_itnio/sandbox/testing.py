@@ -7,7 +7,7 @@ In a ``conftest.py``::
 (A test module can import ``sandbox_fixture`` instead: it registers under the name ``sandbox`` too, without
 shadowing the test functions' ``sandbox`` parameter.)
 
-Each test gets the same started :class:`~airflow_provider_itnio.sandbox.Sandbox` (one per process, default
+Each test gets the same started :class:`~airflow_provider_itnio.sandbox.server.Sandbox` (one per process, default
 credentials, started on first use), reset to its start settings before and after the test: nothing recorded,
 no pending fault, unlimited balance, no latency, every phone CONNECTED.
 """

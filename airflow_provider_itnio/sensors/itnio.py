@@ -28,33 +28,34 @@ from collections.abc import Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from airflow_provider_itnio.webhook import require_airflow_3_1
+from airflow_provider_itnio.errors import ItnioConfigError
+from airflow_provider_itnio.events import MessageStatus, is_final
+from airflow_provider_itnio.templating import is_static
+from airflow_provider_itnio.version_compat import AIRFLOW_V_3_1_PLUS, airflow_3_1_needed
 
-require_airflow_3_1("ItnioMessageStatusSensor")
+if not AIRFLOW_V_3_1_PLUS:
+    raise airflow_3_1_needed("ItnioMessageStatusSensor")
 
-from airflow.providers.common.compat.sdk import (  # noqa: E402
+from airflow.providers.common.compat.sdk import (
     AirflowFailException,
     AirflowSensorTimeout,
     BaseSensorOperator,
     PokeReturnValue,
 )
 
-from airflow_provider_itnio.errors import ItnioConfigError  # noqa: E402
-from airflow_provider_itnio.events import MessageStatus, is_final  # noqa: E402
-from airflow_provider_itnio.templating import is_static  # noqa: E402
-from airflow_provider_itnio.triggers.itnio import (  # noqa: E402
+from airflow_provider_itnio.hooks.receiver import (
+    ItnioReceiverClient,
+    ItnioReceiverConfigError,
+    ItnioReceiverUnreachableError,
+    ItnioUnknownMessageError,
+)
+from airflow_provider_itnio.triggers.itnio import (
     DEFAULT_POLL_INTERVAL,
     DEFAULT_UNREACHABLE_TIMEOUT,
     ItnioMessageStatusTrigger,
     check_target_status,
     check_unreachable_timeout,
     status_reached,
-)
-from airflow_provider_itnio.webhook.client import (  # noqa: E402
-    ItnioReceiverClient,
-    ItnioReceiverConfigError,
-    ItnioReceiverUnreachableError,
-    ItnioUnknownMessageError,
 )
 
 if TYPE_CHECKING:
@@ -87,7 +88,7 @@ class ItnioMessageStatusSensor(BaseSensorOperator):
     A message with no status recorded yet is "not yet"; so is an API server that cannot be reached for a while
     (a connection error, 5xx or 429: it is asked again), but for ``receiver_unreachable_timeout`` seconds at most
     (default 10 minutes, enough for an API server to restart): then the task fails with
-    :class:`~airflow_provider_itnio.webhook.client.ItnioReceiverUnreachableError`, naming the URL, and its retries
+    :class:`~airflow_provider_itnio.hooks.receiver.ItnioReceiverUnreachableError`, naming the URL, and its retries
     apply. In ``reschedule`` mode, where nothing is kept between pokes, the bound counts from the sensor's first
     poke. An answer that is not the receiver's (a redirect, 401 / 403 from an auth proxy, 405 or an HTML page: a
     wrong ``receiver_url``) and an API server that does not know the connection or its ``webhook_token`` fail the

@@ -7,7 +7,7 @@ Airflow's own Human-in-the-loop trigger reaches its data through the API server.
 :class:`ItnioMessageStatusTrigger` of a triggerer process registers its message with the one
 :class:`ItnioStatusPoller` of its connection (one per connection and event loop), which asks
 ``POST /itnio/api/{conn_id}/statuses`` about all of them once per interval (through
-:class:`~airflow_provider_itnio.webhook.client.ItnioReceiverClient`, up to ``MAX_STATUS_IDS`` ids per request) and
+:class:`~airflow_provider_itnio.hooks.receiver.ItnioReceiverClient`, up to ``MAX_STATUS_IDS`` ids per request) and
 hands each trigger its message's answer. A thousand waiting sensors cost the API server one request per interval,
 not a thousand. The request is a long poll: the API server answers as soon as a status push for one of the
 messages is recorded, so a push is seen within a fraction of a second, not up to an interval later.
@@ -28,16 +28,17 @@ from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any, ClassVar
 
-from airflow_provider_itnio.webhook import require_airflow_3_1
+from airflow_provider_itnio.errors import ItnioConfigError
+from airflow_provider_itnio.events import MessageStatus, advances, is_final, parse_status
+from airflow_provider_itnio.receiver_protocol import MAX_STATUS_IDS
+from airflow_provider_itnio.version_compat import AIRFLOW_V_3_1_PLUS, airflow_3_1_needed
 
-require_airflow_3_1("ItnioMessageStatusTrigger")
+if not AIRFLOW_V_3_1_PLUS:
+    raise airflow_3_1_needed("ItnioMessageStatusTrigger")
 
-from airflow.triggers.base import BaseTrigger, TaskSuccessEvent, TriggerEvent  # noqa: E402
+from airflow.triggers.base import BaseTrigger, TaskSuccessEvent, TriggerEvent
 
-from airflow_provider_itnio.errors import ItnioConfigError  # noqa: E402
-from airflow_provider_itnio.events import MessageStatus, advances, is_final, parse_status  # noqa: E402
-from airflow_provider_itnio.webhook.client import (  # noqa: E402
-    MAX_STATUS_IDS,
+from airflow_provider_itnio.hooks.receiver import (
     ItnioReceiverClient,
     ItnioReceiverConfigError,
     ItnioReceiverUnreachableError,

@@ -12,10 +12,8 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from airflow_provider_itnio.webhook import MIN_AIRFLOW, _airflow_release
+from airflow_provider_itnio.version_compat import AIRFLOW_V_3_1_PLUS
 
 ItnioWebhookPlugin: Any = (
-    importlib.import_module("airflow_provider_itnio.webhook.plugin").ItnioWebhookPlugin
-    if _airflow_release() >= MIN_AIRFLOW
-    else None
+    importlib.import_module("airflow_provider_itnio.webhook.plugin").ItnioWebhookPlugin if AIRFLOW_V_3_1_PLUS else None
 )

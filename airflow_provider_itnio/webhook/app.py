@@ -25,9 +25,9 @@ the same transaction, and written as an Airflow asset event by the process's wri
 (:mod:`airflow_provider_itnio.webhook.asset_events`).
 
 ``GET /itnio/api/{conn_id}/messages/{message_id}/status``, ``GET /itnio/api/{conn_id}/window`` and its bulk form
-``POST /itnio/api/{conn_id}/windows`` (up to :data:`~airflow_provider_itnio.webhook.client.MAX_WINDOW_RECIPIENTS`
+``POST /itnio/api/{conn_id}/windows`` (up to :data:`~airflow_provider_itnio.receiver_protocol.MAX_WINDOW_RECIPIENTS`
 customers per request) answer what was recorded to workers and triggers (which Airflow 3 keeps off the metadata
-database), authenticated by ``Authorization: Bearer <webhook_token>``; see :mod:`airflow_provider_itnio.webhook.client`.
+database), authenticated by ``Authorization: Bearer <webhook_token>``; see :mod:`airflow_provider_itnio.hooks.receiver`.
 
 The token is compared in constant time (``hmac.compare_digest`` of SHA-256 digests, so not even its length leaks),
 and an unknown connection id gets the same work as a wrong token (:func:`_gate`): its answer time does not tell
@@ -67,26 +67,8 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
-from airflow_provider_itnio.webhook import require_airflow_3_1
-
-require_airflow_3_1("The itnio webhook receiver")
-
-from fastapi import FastAPI, Request  # noqa: E402
-from fastapi.responses import JSONResponse  # noqa: E402
-from sqlalchemy import func, select, text  # noqa: E402
-from sqlalchemy.exc import (  # noqa: E402
-    DisconnectionError,
-    InterfaceError,
-    OperationalError,
-    SQLAlchemyError,
-)
-from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeoutError  # noqa: E402
-from sqlalchemy.orm import Session  # noqa: E402
-from starlette.concurrency import run_in_threadpool  # noqa: E402
-from starlette.types import ASGIApp, Receive, Scope, Send  # noqa: E402
-
-from airflow_provider_itnio.connection_fields import CONN_TYPE, WEBHOOK_TOKEN_EXTRA  # noqa: E402
-from airflow_provider_itnio.events import (  # noqa: E402
+from airflow_provider_itnio.connection_fields import APP_ID_EXTRA, CONN_TYPE, WEBHOOK_TOKEN_EXTRA
+from airflow_provider_itnio.events import (
     MAX_PUSH_BYTES,
     InboundEvent,
     PushError,
@@ -94,15 +76,9 @@ from airflow_provider_itnio.events import (  # noqa: E402
     is_final,
     parse_push,
 )
-from airflow_provider_itnio.webhook.asset_events import (  # noqa: E402
-    TakenByAnother,
-    Written,
-    keep_in_outbox,
-    outbox_row,
-    write_outbox,
-)
-from airflow_provider_itnio.webhook.client import MAX_WINDOW_RECIPIENTS  # noqa: E402
-from airflow_provider_itnio.webhook.store import (  # noqa: E402
+from airflow_provider_itnio.receiver_protocol import MAX_STATUS_IDS, MAX_STATUS_WAIT, MAX_WINDOW_RECIPIENTS
+from airflow_provider_itnio.version_compat import AIRFLOW_V_3_1_PLUS, airflow_3_1_needed
+from airflow_provider_itnio.webhook.store import (
     Recorded,
     get_message_status,
     get_status_history,
@@ -111,11 +87,36 @@ from airflow_provider_itnio.webhook.store import (  # noqa: E402
     record_push,
 )
 
+if not AIRFLOW_V_3_1_PLUS:
+    raise airflow_3_1_needed("The itnio webhook receiver")
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from sqlalchemy import func, select, text
+from sqlalchemy.exc import (
+    DisconnectionError,
+    InterfaceError,
+    OperationalError,
+    SQLAlchemyError,
+)
+from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeoutError
+from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from airflow_provider_itnio.webhook.asset_events import (
+    TakenByAnother,
+    Written,
+    keep_in_outbox,
+    outbox_row,
+    write_outbox,
+)
+
 __all__ = ["TOKEN_EXTRA", "app", "create_app"]
 
 log = logging.getLogger(__name__)
 
-#: The connection extra holding the token of the connection's webhook address.
+#: :data:`~airflow_provider_itnio.connection_fields.WEBHOOK_TOKEN_EXTRA`, kept for code that imported it from here.
 TOKEN_EXTRA = WEBHOOK_TOKEN_EXTRA
 #: What replaces the token in the request's path (and so in the access log).
 MASK = "***"
@@ -182,8 +183,8 @@ def _resolve(conn_id: str) -> _Receiver | None:
     if conn.conn_type != CONN_TYPE:
         return None
     extra = conn.extra_dejson or {}
-    token = extra.get(TOKEN_EXTRA)
-    app_id = str(extra.get("app_id") or "").strip()
+    token = extra.get(WEBHOOK_TOKEN_EXTRA)
+    app_id = str(extra.get(APP_ID_EXTRA) or "").strip()
     if not isinstance(token, str) or not token.strip():
         return None
     if not app_id:
@@ -960,9 +961,9 @@ async def get_statuses(conn_id: str, request: Request) -> JSONResponse:
     Answer the furthest status and history of many messages at once (``Authorization: Bearer <webhook_token>``).
 
     The body: ``{"message_ids": ["...", ...], "since": cursor, "wait": seconds}``: 1 to
-    :data:`~airflow_provider_itnio.webhook.client.MAX_STATUS_IDS` non-empty strings; ``since`` (optional) the
+    :data:`~airflow_provider_itnio.receiver_protocol.MAX_STATUS_IDS` non-empty strings; ``since`` (optional) the
     ``cursor`` of an earlier answer; ``wait`` (optional, 0 to
-    :data:`~airflow_provider_itnio.webhook.client.MAX_STATUS_WAIT` seconds, default 0) how long to hold the request
+    :data:`~airflow_provider_itnio.receiver_protocol.MAX_STATUS_WAIT` seconds, default 0) how long to hold the request
     until a status push for one of the messages is recorded after ``since`` (a long poll: the answer comes at
     once when one was, or when ``since`` is absent). The answer: ``{"statuses": {message_id: record or null},
     "cursor": int, "changed": bool}``, one entry per distinct id, each record as
@@ -976,8 +977,6 @@ async def get_statuses(conn_id: str, request: Request) -> JSONResponse:
     """
     import asyncio
     import time
-
-    from airflow_provider_itnio.webhook.client import MAX_STATUS_IDS, MAX_STATUS_WAIT
 
     authorized = await _authorized_json(conn_id, request)
     if isinstance(authorized, JSONResponse):
@@ -1092,7 +1091,7 @@ async def get_windows(conn_id: str, request: Request) -> JSONResponse:
     Answer the 24-hour windows of many customers with one business number (``Authorization: Bearer ...``).
 
     The body: ``{"business_phone": "...", "recipients": ["...", ...]}``, 1 to
-    :data:`~airflow_provider_itnio.webhook.client.MAX_WINDOW_RECIPIENTS` numbers (any way people write them).
+    :data:`~airflow_provider_itnio.receiver_protocol.MAX_WINDOW_RECIPIENTS` numbers (any way people write them).
     The answer: ``{"business_phone", "windows": {digits: {"last_inbound_at", "open", "closes_at"}}}``, one entry
     per distinct recipient. 400 names the first bad field (``recipients[3]``); 413 for a body over 1 MiB.
 

@@ -44,24 +44,25 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from airflow_provider_itnio.webhook import require_airflow_3_1
+from sqlalchemy import delete, insert, select
+from sqlalchemy import event as sa_event
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
-require_airflow_3_1("The itnio webhook receiver")
+from airflow_provider_itnio.events import InboundEvent, StatusEvent, asset_extra
+from airflow_provider_itnio.version_compat import AIRFLOW_V_3_1_PLUS, airflow_3_1_needed
+from airflow_provider_itnio.webhook.models import asset_outbox_table
+from airflow_provider_itnio.webhook.store import is_approval_tap
 
-from sqlalchemy import delete, insert, select  # noqa: E402
-from sqlalchemy import event as sa_event  # noqa: E402
-from sqlalchemy.exc import IntegrityError  # noqa: E402
-from sqlalchemy.orm import Session  # noqa: E402
+if not AIRFLOW_V_3_1_PLUS:
+    raise airflow_3_1_needed("The itnio webhook receiver")
 
-from airflow_provider_itnio.assets import (  # noqa: E402
+from airflow_provider_itnio.assets import (
     InboundFilter,
     inbound_filter,
     inbound_messages_uri,
     message_status_uri,
 )
-from airflow_provider_itnio.events import InboundEvent, StatusEvent, asset_extra  # noqa: E402
-from airflow_provider_itnio.webhook.models import asset_outbox_table  # noqa: E402
-from airflow_provider_itnio.webhook.store import is_approval_tap  # noqa: E402
 
 __all__ = ["AssetEvents", "TakenByAnother", "Written", "keep_in_outbox", "outbox_row", "write_outbox"]
 

@@ -12,13 +12,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from airflow_provider_itnio.webhook import require_airflow_3_1
+from airflow_provider_itnio.version_compat import AIRFLOW_V_3_1_PLUS, airflow_3_1_needed
+from airflow_provider_itnio.webhook.models import metadata
 
-require_airflow_3_1("The itnio DB manager")
+if not AIRFLOW_V_3_1_PLUS:
+    raise airflow_3_1_needed("The itnio DB manager")
 
-from airflow.utils.db_manager import BaseDBManager  # noqa: E402
-
-from airflow_provider_itnio.webhook.models import metadata  # noqa: E402
+from airflow.utils.db_manager import BaseDBManager
 
 _MIGRATIONS = Path(__file__).parent / "migrations"
 

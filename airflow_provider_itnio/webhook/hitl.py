@@ -7,23 +7,8 @@ Human-in-the-loop answers given on WhatsApp: signed button ids, and a tap turned
 the answer in Airflow's ``hitl_detail`` row exactly as the UI's ``PATCH .../hitlDetails`` route does, and returns
 the short WhatsApp reply to send once the HTTP answer is out.
 
-**Button ids.** ``hitl1.<ti id, 32 hex>.<option index>.<user id, base64url, may be empty>.<tag>.<tag>``:
-
-- the first tag is HMAC-SHA256 over the TI id, the option index and the user id; it proves the id was made by the
-  notifier for that task instance and option (an id made for one task instance cannot answer another, and an id
-  cannot be made up: a *forged* id);
-- the second tag also covers the recipient's number: the id only answers when tapped by the number it was sent
-  to. This is how "only the recipients the notifier sent to can answer" is enforced, without a table of who was
-  sent what: the id itself is the record, and nobody can make one for another number.
-
-**Keys** (:func:`button_keys`): new ids are signed with a key derived from the connection's ``button_key`` extra
-(:data:`~airflow_provider_itnio.connection_fields.BUTTON_KEY_EXTRA`), or, without one, from its API secret; never
-from the ``webhook_token``, so rotating the push address's token (what one does after a leaked URL) leaves the
-buttons already sent working. A tap is verified against every key of the connection's ring: each key of
-``button_key`` (several, separated by spaces or commas, the first signing: keep the previous one after the new one
-while requests signed with it are open), the API secret's, and the ``webhook_token``'s (ids made before this
-scheme, until the token is rotated). Tags are 96 bits, compared in constant time (``hmac.compare_digest``). Ids
-are at most :data:`MAX_ID` characters (WhatsApp allows 256 for a button, 200 for a list row).
+**Button ids and keys** are :mod:`airflow_provider_itnio.hitl_buttons`' (signed ids, the connection's key ring, the
+message that carries the buttons), shared with the notifier; their names stay importable from here.
 
 A TI id names one try: a retried or cleared task gets a new one, so an old message's buttons answer nothing.
 
@@ -67,24 +52,38 @@ type and message, without the statement's parameters.
 
 from __future__ import annotations
 
-import base64
 import datetime
 import hashlib
-import hmac
 import logging
 import os
-import re
 import threading
 import uuid
-from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from airflow_provider_itnio.connection_fields import BUTTON_KEY_EXTRA, WEBHOOK_TOKEN_EXTRA
-from airflow_provider_itnio.webhook import require_airflow_3_1
-from airflow_provider_itnio.webhook.store import TAP_ID_PREFIX, TAP_SWEEP_AFTER
+from airflow_provider_itnio._text import cut
+from airflow_provider_itnio.hitl_buttons import (
+    ID_PREFIX,
+    MAX_ID,
+    PENDING_XCOM_KEY,
+    REQUESTS_XCOM_KEY,
+    ButtonId,
+    ButtonKeys,
+    button_key_secrets,
+    button_keys,
+    legacy_button_key,
+    mask_phone,
+    parse_button,
+    recipient_digest,
+    request_message,
+    sign_button,
+    verify_button,
+)
+from airflow_provider_itnio.version_compat import AIRFLOW_V_3_1_PLUS, airflow_3_1_needed
+from airflow_provider_itnio.webhook.store import TAP_SWEEP_AFTER
 
-require_airflow_3_1("Human-in-the-loop answers on WhatsApp")
+if not AIRFLOW_V_3_1_PLUS:
+    raise airflow_3_1_needed("Human-in-the-loop answers on WhatsApp")
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
@@ -132,14 +131,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-#: What every button id the notifier makes starts with (other buttons are not this module's business).
-ID_PREFIX = TAP_ID_PREFIX.rstrip(".")
-#: The longest id :func:`sign_button` makes (a list row's id may have 200 characters, a button's 256).
-MAX_ID = 200
-#: The XCom key under which the notifier records who is owed the buttons (their window was closed).
-PENDING_XCOM_KEY = "itnio_hitl_pending"
-#: The XCom key under which the notifier records what it sent to whom (masked numbers, messageIds).
-REQUESTS_XCOM_KEY = "itnio_hitl_requests"
 #: Seconds between two sweeps (:func:`sweep`) in one API server process.
 SWEEP_INTERVAL = 10.0
 #: How long a tap must have been pending before the sweep takes it (the push's own request handles it before), and
@@ -155,14 +146,6 @@ SWEEP_BATCH = 20
 SENDING_STALE_AFTER = datetime.timedelta(minutes=5)
 #: Seconds a PostgreSQL transaction of this module waits for a row lock (``lock_timeout``) before it fails.
 LOCK_TIMEOUT = 10.0
-#: Labels of the key derivations (HMAC-SHA256 of the label under the secret): ``button_key``, the API secret, and
-#: the ``webhook_token`` (the first scheme, only verified).
-_BUTTON_KEY_LABEL = b"itnio-hitl-button-key-v2"
-_API_SECRET_LABEL = b"itnio-hitl-api-secret-v2"
-_LEGACY_LABEL = b"itnio-hitl-button-v1"
-_TAG_BYTES = 12
-_TAG_CHARS = 16  # base64url of 12 bytes, no padding
-_ID = re.compile(r"^hitl1\.([0-9a-f]{32})\.([0-9]{1,2})\.([A-Za-z0-9_-]*)\.([A-Za-z0-9_-]{16})\.([A-Za-z0-9_-]{16})$")
 #: The task instance states in which an answer is still taken (RUNNING: between the request and the park,
 #: as long as the task is not already resuming, i.e. has no ``next_method``).
 _OPEN_STATES = ("running", "awaiting_input", "deferred")
@@ -175,72 +158,6 @@ class TapNotRecorded(Exception):
 
 
 # -- keys ----------------------------------------------------------------------------------------------------
-
-
-def _derive(secret: str, label: bytes) -> bytes:
-    return hmac.new(secret.strip().encode("utf-8"), label, hashlib.sha256).digest()
-
-
-def legacy_button_key(webhook_token: str) -> bytes:
-    """
-    Return the key the first scheme derived from a connection's ``webhook_token`` (verified, never used to sign).
-
-    :param webhook_token: The connection's ``webhook_token`` extra.
-    """
-    return _derive(webhook_token, _LEGACY_LABEL)
-
-
-@dataclass(frozen=True)
-class ButtonKeys:
-    """
-    A connection's key ring for button ids.
-
-    :param signing: The key new ids are signed with, or ``None`` when the connection has neither a ``button_key``
-        nor an API secret.
-    :param verifying: Every key a tapped id may have been signed with (``signing`` first).
-    """
-
-    signing: bytes | None
-    verifying: tuple[bytes, ...]
-
-
-def button_keys(extra: Mapping[str, Any] | None, api_secret: str | None) -> ButtonKeys:
-    """
-    Return the key ring of a connection (see the module): ``button_key``'s keys, the API secret's, the token's.
-
-    :param extra: The connection's extras (``button_key``: one or more secrets separated by spaces or commas, or a
-        JSON list of them, the first signing; ``webhook_token``).
-    :param api_secret: The connection's password (the API secret), or ``None``.
-    :raises ValueError: When ``button_key`` is neither a string nor a list of strings.
-    """
-    extra = extra or {}
-    keys = [_derive(secret, _BUTTON_KEY_LABEL) for secret in button_key_secrets(extra.get(BUTTON_KEY_EXTRA))]
-    if isinstance(api_secret, str) and api_secret.strip():
-        keys.append(_derive(api_secret, _API_SECRET_LABEL))
-    signing = keys[0] if keys else None
-    token = extra.get(WEBHOOK_TOKEN_EXTRA)
-    if isinstance(token, str) and token.strip():
-        keys.append(legacy_button_key(token))
-    return ButtonKeys(signing, tuple(dict.fromkeys(keys)))
-
-
-def button_key_secrets(value: object) -> list[str]:
-    """
-    Return the secrets of a ``button_key`` extra, the signing one first (``[]`` when it is unset, null or empty).
-
-    :param value: The extra's value: secrets separated by spaces or commas, or a JSON list of them.
-    :raises ValueError: When it is neither a string nor a list of strings.
-    """
-    if value is None:
-        return []
-    if isinstance(value, str):
-        return [secret for secret in re.split(r"[\s,]+", value.strip()) if secret]
-    if isinstance(value, list) and all(isinstance(item, str) for item in value):
-        return [secret for item in value for secret in button_key_secrets(item)]
-    raise ValueError(
-        f"the {BUTTON_KEY_EXTRA!r} extra must be a string (keys separated by spaces or commas, the first signing) or "
-        f"a list of such strings; got {type(value).__name__}"
-    )
 
 
 def connection_button_keys(conn_id: str) -> ButtonKeys | None:
@@ -259,109 +176,6 @@ def connection_button_keys(conn_id: str) -> ButtonKeys | None:
     return button_keys(conn.extra_dejson, conn.password)
 
 
-def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).decode("ascii").rstrip("=")
-
-
-def _unb64(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-
-
-def _tag(key: bytes, *parts: str) -> str:
-    digest = hmac.new(key, "\x1f".join(parts).encode("utf-8"), hashlib.sha256).digest()
-    return _b64(digest[:_TAG_BYTES])
-
-
-@dataclass(frozen=True)
-class ButtonId:
-    """
-    What a button id says (read by :func:`parse_button`; only to be trusted after :func:`verify_button`).
-
-    :param ti_id: The task instance's id (32 hex digits).
-    :param index: The option's index in the task's ``options``.
-    :param user_id: The Airflow user id the recipient's number was mapped to, or ``None``.
-    :param encoded_user: The user id as it is in the button id (base64url).
-    :param task_tag: The tag over the TI id, the index and the user id.
-    :param recipient_tag: The tag that also covers the recipient's number.
-    """
-
-    ti_id: str
-    index: int
-    user_id: str | None
-    encoded_user: str
-    task_tag: str
-    recipient_tag: str
-
-
-def sign_button(key: bytes, ti_id: uuid.UUID | str, index: int, recipient: str, user_id: str | None = None) -> str:
-    """
-    Return the button id of option ``index`` of task instance ``ti_id``, sent to ``recipient``.
-
-    :param key: The signing key (:attr:`ButtonKeys.signing`).
-    :param ti_id: The task instance's id.
-    :param index: The option's index (0-99).
-    :param recipient: The recipient's digits (as :func:`~airflow_provider_itnio.messages.normalize_phone` gives).
-    :param user_id: The Airflow user the number stands for, or ``None``.
-    :raises ValueError: When the id would be longer than :data:`MAX_ID` (a very long user id).
-    """
-    ti_hex = uuid.UUID(str(ti_id)).hex
-    if not 0 <= index < 100:
-        raise ValueError(f"option index must be 0-99; got {index}")
-    user = _b64(user_id.encode("utf-8")) if user_id else ""
-    task_tag = _tag(key, "task", ti_hex, str(index), user)
-    recipient_tag = _tag(key, "recipient", ti_hex, str(index), user, recipient)
-    value = f"{ID_PREFIX}.{ti_hex}.{index}.{user}.{task_tag}.{recipient_tag}"
-    if len(value) > MAX_ID:
-        raise ValueError(f"the user id {user_id!r} is too long for a button id (at most {MAX_ID} characters)")
-    return value
-
-
-def parse_button(value: object) -> ButtonId | None:
-    """
-    Return what a button id says, or ``None`` when it is not one of :func:`sign_button`'s (e.g. another feature's).
-
-    :param value: The tapped button's or row's id.
-    """
-    if not isinstance(value, str) or not value.startswith(f"{ID_PREFIX}."):
-        return None
-    match = _ID.match(value)
-    if match is None:
-        return None
-    ti_hex, index, user, task_tag, recipient_tag = match.groups()
-    try:
-        user_id = _unb64(user).decode("utf-8") if user else None
-    except (ValueError, UnicodeDecodeError):
-        return None
-    return ButtonId(ti_hex, int(index), user_id, user, task_tag, recipient_tag)
-
-
-def verify_button(keys: bytes | Iterable[bytes], button: ButtonId, sender: str) -> str:
-    """
-    Return ``"ok"``, ``"forged"`` (no key of the ring made it for this TI and option) or ``"other_number"``.
-
-    :param keys: One key, or the key ring (:attr:`ButtonKeys.verifying`) of the connection that received the tap.
-    :param button: From :func:`parse_button`.
-    :param sender: The digits of the number that tapped.
-    """
-    parts = (button.ti_id, str(button.index), button.encoded_user)
-    for key in [keys] if isinstance(keys, bytes) else keys:
-        if hmac.compare_digest(_tag(key, "task", *parts), button.task_tag):
-            if not hmac.compare_digest(_tag(key, "recipient", *parts, sender), button.recipient_tag):
-                return "other_number"
-            return "ok"
-    return "forged"
-
-
-def recipient_digest(key: bytes, phone: str) -> str:
-    """
-    Return a keyed digest of a recipient's number, to record who is owed the buttons without the number.
-
-    :param key: The signing key.
-    :param phone: The digits.
-    """
-    return _tag(key, "pending", phone)
-
-
 def _masked(error: BaseException, phone: str | None = None) -> str:
     """
     Return ``"<type>: <error>"`` for a log line, with ``phone`` replaced by its digest (a hook's error may name it).
@@ -378,16 +192,6 @@ def _masked(error: BaseException, phone: str | None = None) -> str:
         text = f"{type(error).__name__}: {error}"
     text = " ".join(text.split())[:500]
     return text.replace(phone, phone_digest(phone)) if phone else text
-
-
-def mask_phone(phone: str) -> str:
-    """
-    Return a number as the notifier's XCom shows it: ``+15*****0200`` (its first two and last four digits).
-
-    :param phone: The digits.
-    """
-    keep = 4 if len(phone) >= 10 else 2
-    return f"+{phone[:2]}{'*' * max(len(phone) - 2 - keep, 1)}{phone[-keep:]}"
 
 
 def phone_digest(phone: str) -> str:
@@ -466,8 +270,7 @@ def _when(value: datetime.datetime | None) -> str:
 
 
 def _quote(text: object, limit: int = 60) -> str:
-    words = " ".join(str(text).split())
-    return words if len(words) <= limit else words[: limit - 1].rstrip() + "\u2026"
+    return cut(" ".join(str(text).split()), limit)
 
 
 def _see(link: str | None) -> str:
@@ -1018,11 +821,7 @@ def pending_requests(event: InboundEvent, conn_id: str, *, now: datetime.datetim
     :param conn_id: The connection whose address received it.
     :param now: The time of the claim (UTC; default: now).
     """
-    from types import SimpleNamespace
-
     from airflow.models.xcom import XComModel
-
-    from airflow_provider_itnio.notifications.hitl import ItnioHITLNotifier
 
     keys = connection_button_keys(conn_id)
     if keys is None or keys.signing is None:
@@ -1041,22 +840,16 @@ def pending_requests(event: InboundEvent, conn_id: str, *, now: datetime.datetim
             user_id = pending.pop(digest)
             sending = {**(value.get("sending") or {}), digest: {"user_id": user_id, "claimed_at": claimed_at}}
             xcom.value = XComModel.serialize_value({**value, "recipients": pending, "sending": sending})
-            notifier = ItnioHITLNotifier(
-                recipients=event.from_phone,
-                itnio_conn_id=conn_id,
-                user_ids={event.from_phone: user_id} if user_id else None,
+            link = value.get("link") if isinstance(value.get("link"), str) else None
+            message = request_message(
+                detail,
+                ti.id,
+                event.from_phone,
+                keys.signing,
+                link,
+                user_id=user_id or None,
                 list_button=str(value.get("list_button") or "Choose"),
             )
-            request = SimpleNamespace(
-                options=list(detail.options or []),
-                subject=detail.subject,
-                body=detail.body,
-                multiple=detail.multiple,
-                params=detail.params,
-                assigned_users=list(detail.assigned_users or []),
-            )
-            link = value.get("link") if isinstance(value.get("link"), str) else None
-            message = notifier.build_message(request, SimpleNamespace(id=ti.id), event.from_phone, keys.signing, link)
             where = (str(ti.dag_id), str(ti.run_id), str(ti.task_id), int(ti.map_index))
             owed.append(Owed(str(ti.id), where, digest, message))
     return owed

@@ -9,18 +9,17 @@ an older Airflow raises an ``ImportError`` that says Airflow 3.1+ is needed.
 
 from __future__ import annotations
 
-from airflow_provider_itnio.webhook import require_airflow_3_1
+from airflow_provider_itnio.receiver_protocol import URL_PREFIX
+from airflow_provider_itnio.version_compat import AIRFLOW_V_3_1_PLUS, airflow_3_1_needed
 
-require_airflow_3_1("The itnio webhook receiver")
+if not AIRFLOW_V_3_1_PLUS:
+    raise airflow_3_1_needed("The itnio webhook receiver")
 
-from airflow.providers.common.compat.sdk import AirflowPlugin  # noqa: E402
+from airflow.providers.common.compat.sdk import AirflowPlugin
 
-from airflow_provider_itnio.webhook.app import app  # noqa: E402
+from airflow_provider_itnio.webhook.app import app
 
 __all__ = ["URL_PREFIX", "ItnioWebhookPlugin"]
-
-#: Where the API server serves the receiver.
-URL_PREFIX = "/itnio"
 
 
 class ItnioWebhookPlugin(AirflowPlugin):

@@ -40,6 +40,7 @@ from airflow_provider_itnio.events import (
     dedup_key,
     parse_status,
 )
+from airflow_provider_itnio.hitl_buttons import ID_PREFIX
 from airflow_provider_itnio.webhook.models import (
     STATUS_LENGTH,
     hitl_tap_table,
@@ -79,8 +80,8 @@ DEFAULT_RETENTION_DAYS = 90
 #: :func:`customer_wrote_at`): the vendor re-pushes for 9 minutes (after 1, 3 and 5), a backlog may hold pushes for
 #: hours or days; a ``timestamp`` older than this is not a delivery delay but a wrong clock or unit.
 MAX_PUSH_DELAY = datetime.timedelta(days=7)
-#: What the id of every approval button starts with (:data:`airflow_provider_itnio.webhook.hitl.ID_PREFIX`).
-TAP_ID_PREFIX = "hitl1."
+#: What the id of every approval button starts with (:data:`airflow_provider_itnio.hitl_buttons.ID_PREFIX`).
+TAP_ID_PREFIX = f"{ID_PREFIX}."
 #: ``itnio_hitl_tap.state``: recorded with the push, once its answer is recorded (or refused), and once the sweep
 #: gave up on it.
 TAP_PENDING, TAP_APPLIED, TAP_FAILED = "pending", "applied", "failed"

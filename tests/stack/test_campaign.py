@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from airflow_provider_itnio.results import load_batch_results
+from airflow_provider_itnio.batch.results import load_batch_results
 from bench.record import record_section
 from tests.stack.conftest import DAGS, Stack, load_module
 

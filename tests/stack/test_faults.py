@@ -104,7 +104,7 @@ def _full_result(value: dict[str, Any]) -> dict[str, Any]:
     """Return a chunk's full result from its XCom (read from ``results_path`` when the XCom holds a summary)."""
     if "message_ids" in value and not value.get("full_result"):
         return value
-    from airflow_provider_itnio.results import load_batch_results
+    from airflow_provider_itnio.batch.results import load_batch_results
 
     return load_batch_results(value)
 

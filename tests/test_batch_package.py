@@ -1,0 +1,129 @@
+"""
+The batch package's layout (issue 16): one module per job, and every path users already import still works.
+
+``airflow_provider_itnio.batch`` was one module; its names are importable from the package as before (each from
+the module that now defines it), the two modules that moved (``results``, ``operators._batch_task``) warn and give
+the same objects, and a DAG file that imports the operators does not load the engine.
+"""
+
+from __future__ import annotations
+
+import importlib
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+#: What ``airflow_provider_itnio.batch`` defined when it was one module -> the module of the package defining it now.
+OLD_NAMES = {
+    **dict.fromkeys(("MessagePlan", "RowTemplateError"), "plan"),
+    "RateLimiter": "rate",
+    **dict.fromkeys(
+        (
+            "PROGRESS_PREFIX",
+            "MAX_KEY_LENGTH",
+            "SHARD_SIZE",
+            "MAX_PART_BYTES",
+            "LEASE_TTL",
+            "LEASE_SETTLE",
+            "LEASE_SAFETY",
+            "MAX_UNFLUSHED",
+            "WRITE_RETRY_SECONDS",
+            "STARTED",
+            "LedgerValue",
+            "is_started",
+            "is_resent",
+            "sent_message_id",
+            "KeyValueBackend",
+            "MemoryBackend",
+            "progress_key",
+            "lease_owner",
+            "LedgerError",
+            "LeaseHeldError",
+            "LeaseLostError",
+            "LedgerWriteError",
+            "ProgressStore",
+        ),
+        "ledger",
+    ),
+    **dict.fromkeys(("COUNTERS", "BatchOutcome"), "outcome"),
+    **dict.fromkeys(
+        ("MAX_ERROR_TEXT", "WRITE_AHEAD_BLOCK", "BatchKilledError", "SendFunction", "BatchSender"), "sender"
+    ),
+}
+
+
+def _python(code: str) -> subprocess.CompletedProcess[str]:
+    """Run ``code`` in a fresh interpreter (nothing imported yet), failing the test when it fails."""
+    result = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, timeout=180, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    return result
+
+
+@pytest.mark.parametrize(("name", "home"), sorted(OLD_NAMES.items()))
+def test_every_name_of_the_old_module_is_the_new_modules_object(name: str, home: str) -> None:
+    from airflow_provider_itnio import batch
+
+    module = importlib.import_module(f"airflow_provider_itnio.batch.{home}")
+    assert getattr(batch, name) is getattr(module, name)
+    assert name in batch.__all__ and name in dir(batch)
+
+
+def test_a_name_the_package_does_not_have_is_an_attribute_error() -> None:
+    from airflow_provider_itnio import batch
+
+    with pytest.raises(AttributeError, match="has no attribute 'ProgresStore'"):
+        batch.ProgresStore  # noqa: B018 - a misspelt name must not pass silently
+
+
+def test_importing_the_operators_does_not_load_the_engine() -> None:
+    """A DAG file imports the operators every time it is parsed: the engine is loaded when a batch task runs."""
+    result = _python(
+        """
+        import sys
+
+        import airflow_provider_itnio.operators
+        from airflow_provider_itnio.operators import ItnioBatchSendOperator
+
+        print(sorted(m for m in sys.modules if m.startswith("airflow_provider_itnio.batch")))
+        """
+    )
+    assert result.stdout.strip() == "['airflow_provider_itnio.batch', 'airflow_provider_itnio.batch.results']"
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "names"),
+    [
+        (
+            "airflow_provider_itnio.results",
+            "airflow_provider_itnio.batch.results",
+            ["load_batch_results", "DEFAULT_INLINE_MAX_ROWS", "ResultsPathError", "summarize"],
+        ),
+        (
+            "airflow_provider_itnio.operators._batch_task",
+            "airflow_provider_itnio.batch.task",
+            ["run_batch", "BatchSettings", "VariableBackend", "sweep_completed_ledgers"],
+        ),
+    ],
+)
+def test_a_moved_module_warns_and_gives_the_same_objects(old: str, new: str, names: list[str]) -> None:
+    result = _python(
+        f"""
+        import importlib
+        import warnings
+
+        warnings.simplefilter("error", DeprecationWarning)
+        try:
+            importlib.import_module({old!r})
+        except DeprecationWarning as warning:
+            print("warned:", warning)
+        warnings.simplefilter("ignore", DeprecationWarning)
+        old, new = importlib.import_module({old!r}), importlib.import_module({new!r})
+        print("same:", all(getattr(old, name) is getattr(new, name) for name in {names!r}))
+        """
+    )
+    assert f"warned: {old} is deprecated: import from {new}" in result.stdout, result.stdout
+    assert "same: True" in result.stdout, result.stdout
