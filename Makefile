@@ -54,12 +54,12 @@ $(COMPAT_STAMP): pyproject.toml $(wildcard $(COMPAT_CONSTRAINTS))
 test-compat: install-compat
 	$(COMPAT_BIN)/pytest -q
 
-# The browser suite (tests/browser): the real Airflow 3.3 UI in headless Chromium, through Playwright for Python.
+# The browser suite (tests/e2e/browser): the real Airflow 3.3 UI in headless Chromium, through Playwright for Python.
 # Installs the system's Chromium with apt-get if it is missing; screenshots go to $(BROWSER_ARTIFACTS)/.
 BROWSER_ARTIFACTS ?= artifacts/browser
 test-browser: install
 	bash scripts/ensure_chromium.sh
-	ITNIO_BROWSER_TESTS=1 ITNIO_BROWSER_ARTIFACTS=$(BROWSER_ARTIFACTS) $(BIN)/pytest -q tests/browser
+	ITNIO_BROWSER_TESTS=1 ITNIO_BROWSER_ARTIFACTS=$(BROWSER_ARTIFACTS) $(BIN)/pytest -q tests/e2e/browser
 
 # Every benchmark (about 6-10 minutes on 2 cores); rewrites bench/RESULTS.md. First adds to .venv the peers it
 # measures (http, slack and telegram providers), pinned in BENCH_CONSTRAINTS; CONSTRAINTS keeps every package that
@@ -115,7 +115,7 @@ clean:
 # packages (apt-get, scripts/install_stack_deps.sh), Airflow 3.3 with CeleryExecutor (api-server, scheduler,
 # dag-processor, triggerer, two Celery workers) and the sandbox, on loopback; data, logs and state in .stack/.
 # Its own venv (the Celery provider and the PostgreSQL drivers, pinned in CONSTRAINTS), so `make test` is unaffected.
-# `make test-stack` runs tests/stack against it (starting it first and stopping it after, unless it was running),
+# `make test-stack` runs tests/e2e/stack against it (starting it first and stopping it after, unless it was running),
 # with a 3-minute soak (STACK_SOAK_SECONDS); `make test-soak` runs only the soak, at the issue's 10 minutes.
 .PHONY: install-stack stack stack-down test-stack test-soak
 STACK_VENV ?= .venv-stack
@@ -151,10 +151,10 @@ on-stack = @if $(STACK_BIN)/python scripts/stack.py status >/dev/null; then star
 	if [ $$started = 1 ]; then $(STACK_BIN)/python scripts/stack.py down; fi; exit $$rc
 
 test-stack: install-stack
-	$(call on-stack,ITNIO_SOAK_SECONDS=$(STACK_SOAK_SECONDS) $(STACK_BIN)/pytest -q tests/stack)
+	$(call on-stack,ITNIO_SOAK_SECONDS=$(STACK_SOAK_SECONDS) $(STACK_BIN)/pytest -q tests/e2e/stack)
 
 test-soak: install-stack
-	$(call on-stack,ITNIO_SOAK_SECONDS=$(SOAK_SECONDS) $(STACK_BIN)/pytest -q tests/stack/test_faults.py::test_soak_with_faults)
+	$(call on-stack,ITNIO_SOAK_SECONDS=$(SOAK_SECONDS) $(STACK_BIN)/pytest -q tests/e2e/stack/test_faults.py::test_soak_with_faults)
 
 # The ledger of a 1,000,000-row batch on the stack's PostgreSQL (bench/bench_ledger_pg.py, a scratch database of the
 # stack's cluster, never `airflow`): size on disk, writes, bytes written, after the sweep and VACUUM. Not in `make
@@ -184,7 +184,7 @@ docs: $(DOCS_STAMP)
 # The sdist and the wheel, as a release ships them (docs/install.md): `uv build` (hatchling) into dist/, then
 # scripts/check_dist.py checks them against the source tree (every package file in both, valid metadata, entry
 # points). `make test-dist` installs that wheel with Airflow $(AIRFLOW_VERSION) in a fresh venv (no editable install)
-# and runs the sandbox, the demo DAG and the connection test from there (tests/e2e_dist).
+# and runs the sandbox, the demo DAG and the connection test from there (tests/e2e/packaging).
 dist: install
 	rm -rf dist
 	$(BIN)/uv build --out-dir dist
@@ -192,4 +192,4 @@ dist: install
 
 test-dist: dist
 	ITNIO_DIST_TESTS=1 ITNIO_DIST_AIRFLOW_VERSION=$(AIRFLOW_VERSION) ITNIO_DIST_CONSTRAINTS=$(CONSTRAINTS) \
-		$(BIN)/pytest -q tests/e2e_dist
+		$(BIN)/pytest -q tests/e2e/packaging

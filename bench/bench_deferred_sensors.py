@@ -1,7 +1,8 @@
 """
 Many deferred ``ItnioMessageStatusSensor``\\ s waiting at once on one triggerer, and how fast they resume.
 
-One Airflow (tests/airflow_stack.py: SQLite, LocalExecutor, one triggerer) runs a DAG with one sensor mapped over
+One Airflow (tests/support/airflow_stack.py: SQLite, LocalExecutor, one triggerer)
+runs a DAG with one sensor mapped over
 ``--sensors`` made-up message ids (``target_status="read"``, ``poke_interval=--poll``: the triggerer's shared
 poller asks the receiver's bulk read endpoint about all of them, a long poll of up to ``--poll`` seconds).
 Parallelism, the DAG's active-task limit and the default pool are raised so the scheduler can start them all (each
@@ -33,8 +34,8 @@ import requests
 
 from bench.bench_receiver import APP_ID, BUSINESS, CONN_ID, push_all
 from bench.record import add_output_arguments, finish
-from tests.airflow_stack import AirflowStack, free_port
-from tests.servers import CountingProxy
+from tests.support.airflow_stack import AirflowStack, free_port
+from tests.support.servers import CountingProxy
 
 DAG_ID = "bench_deferred_sensors"
 HEADING = "## 8. 1,000 deferred sensors waiting at once on one triggerer (ItnioMessageStatusSensor)"

@@ -1,7 +1,7 @@
 """
 Receiver throughput and latency on a real Airflow 3 API server, next to its peers in the same run.
 
-One Airflow (tests/airflow_stack.py: SQLite, LocalExecutor) with the itnio plugin and the peer plugin
+One Airflow (tests/support/airflow_stack.py: SQLite, LocalExecutor) with the itnio plugin and the peer plugin
 ``airflow-provider-inbound-webhooks`` (installed by ``make bench-two-way``). A DAG file schedules on the three
 targets' assets, so each of them writes asset events; once it is parsed, the scheduler, dag-processor and triggerer
 are stopped, so only the API server (``--workers`` worker processes, 1 by default; 2 is what a production
@@ -44,8 +44,8 @@ from typing import Any
 import requests
 
 from bench.record import add_output_arguments, finish
-from tests.airflow_stack import AirflowStack
-from tests.servers import stop as _stop
+from tests.support.airflow_stack import AirflowStack
+from tests.support.servers import stop as _stop
 
 APP_ID = "BenchApp1"
 BUSINESS = "15550100000"

@@ -1,7 +1,7 @@
 """
 Write measured results into ``bench/RESULTS.md``: one section per benchmark (or stack suite), replaced in place.
 
-Used by the bench scripts and by the stack suites (``tests/stack``), which record what they measured the same way.
+Used by the bench scripts and by the stack suites (``tests/e2e/stack``), which record what they measured the same way.
 It imports nothing of the project, so any of its virtual environments can use it.
 """
 

@@ -13,7 +13,7 @@ first start and kept in ``.stack/state.json`` (mode 0600, with the generated pas
 - ``airflow/``: the Airflow home; ``airflow db migrate`` (which also creates the provider's receiver tables
   through its DB manager), the ``itnio_default`` connection to the sandbox, the pool ``itnio_account``;
   then the api-server, scheduler, dag-processor, triggerer and two Celery workers (``worker1``, ``worker2``), each
-  its own process group. DAG bundles: ``dags_examples/`` and ``tests/stack/dags/``. Each worker reports its own
+  its own process group. DAG bundles: ``dags_examples/`` and ``tests/e2e/stack/dags/``. Each worker reports its own
   host name to Airflow (``[core] hostname_callable``), as workers on two machines would. Workers and triggerer run
   without their log servers (Airflow binds those to every interface): the API server reads the task logs from the
   shared log folder;
@@ -24,7 +24,7 @@ first start and kept in ``.stack/state.json`` (mode 0600, with the generated pas
   never taken for ours).
 
 ``kill worker1`` SIGKILLs one component's process group (an Airflow component or the sandbox) and ``restart
-worker1`` starts it again (the failure scenarios of ``tests/stack/test_faults.py``; :data:`FAILURE_DETECTION` makes
+worker1`` starts it again (the failure scenarios of ``tests/e2e/stack/test_faults.py``; :data:`FAILURE_DETECTION` makes
 Airflow notice a lost task within about a minute).
 
 ``up`` starts whatever is not running and waits until each part is ready (a second ``up`` changes nothing);
@@ -565,7 +565,7 @@ def airflow_env(state: Mapping[str, Any], component: str | None = None) -> dict[
             "classpath": "airflow.dag_processing.bundles.local.LocalDagBundle",
             "kwargs": {"path": str(ROOT / folder), "refresh_interval": 30},
         }
-        for name, folder in (("dags_examples", "dags_examples"), ("stack_scenarios", "tests/stack/dags"))
+        for name, folder in (("dags_examples", "dags_examples"), ("stack_scenarios", "tests/e2e/stack/dags"))
     ]
     env = {key: value for key, value in os.environ.items() if not key.startswith("AIRFLOW")}
     env.update(

@@ -1,60 +1,26 @@
 """
-Shared fixtures: a throw-away Airflow home (SQLite), a DAGs folder holding the example DAGs and the test
+Fixtures of every suite: a throw-away Airflow home (SQLite), a DAGs folder holding the example DAGs and the test
 DAGs, and a running sandbox that the ``itnio_default`` connection points at.
 
-Airflow reads its configuration when it is first imported, so the environment is set here, at import time,
-before any test module imports Airflow.
+Airflow reads its configuration when it is first imported, so the environment is set at import time, by
+:mod:`tests.support.airflow_home` (imported first here), before any test module imports Airflow. Fixtures that
+several modules of one folder share are in that folder's ``conftest.py``; see ``tests/README.md``.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import subprocess
 import sys
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-#: The request bodies the provider must produce for the vendor's examples (a copy of shared/spec/golden).
-GOLDEN_DIR = ROOT / "tests" / "golden"
-SHARED_GOLDEN_DIR = ROOT.parent / "shared" / "spec" / "golden"
-
-AIRFLOW_HOME = Path(tempfile.mkdtemp(prefix="itnio-airflow-"))
-DAGS_FOLDER = AIRFLOW_HOME / "dags"
-DAGS_FOLDER.mkdir()
-for source in [
-    *sorted((ROOT / "dags_examples").glob("*.py")),
-    *sorted((ROOT / "tests" / "dags").glob("*.py")),
-]:
-    shutil.copy(source, DAGS_FOLDER / source.name)
-
-os.environ.update(
-    {
-        "AIRFLOW_HOME": str(AIRFLOW_HOME),
-        "AIRFLOW__CORE__DAGS_FOLDER": str(DAGS_FOLDER),
-        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
-        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{AIRFLOW_HOME / 'airflow.db'}",
-        "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
-    }
-)
-
-#: Business phones the sandbox knows: the demo's and those of the vendor's examples.
-SANDBOX_PHONES = (
-    "15550001111",
-    "91856321321",
-    "17376111187",
-    "6282299953162",
-    "62822922299527",
-    "91856321412",
-)
-#: The appIds of the vendor's examples; each gets a sandbox and a connection ``itnio_golden_<appid>``.
-GOLDEN_APP_IDS = ("DGziZf5u", "7WY0BQ7W", "zRTc00Vs", "xJdRmKR3")
+from tests.support.airflow_home import AIRFLOW_HOME, SANDBOX_PHONES
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
@@ -98,3 +64,20 @@ def sandbox(session_sandbox: Any) -> Iterator[Any]:
 def airflow_sandbox(airflow_db: Path, sandbox: Any) -> Any:
     """Return a reset sandbox that ``itnio_default`` points at, with a migrated Airflow database (for DAG runs)."""
     return sandbox
+
+
+@pytest.fixture
+def logged(caplog: pytest.LogCaptureFixture, capfd: pytest.CaptureFixture[str]) -> Any:
+    """
+    Return a function giving what was logged so far, per place it went (a list of texts).
+
+    Airflow's loggers may or may not propagate to caplog, and may or may not also write to stderr (Airflow 2 does
+    both): a line logged once shows at most once in each place.
+    """
+    caplog.set_level(logging.INFO)
+
+    def texts() -> list[str]:
+        captured = capfd.readouterr()
+        return [caplog.text, captured.out, captured.err]
+
+    return texts

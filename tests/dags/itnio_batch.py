@@ -1,4 +1,4 @@
-"""DAGs for ItnioBatchSendOperator, run against the sandbox by tests/test_batch.py."""
+"""DAGs for ItnioBatchSendOperator, run against the sandbox by tests/integration/batch/test_operator.py."""
 
 from __future__ import annotations
 

@@ -1,4 +1,7 @@
-"""DAGs for where ItnioBatchSendOperator keeps a large batch's full result, run by tests/test_batch.py."""
+"""
+DAGs for where ItnioBatchSendOperator keeps a large batch's full result, run by
+tests/integration/batch/test_operator.py.
+"""
 
 from __future__ import annotations
 

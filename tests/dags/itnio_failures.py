@@ -1,4 +1,4 @@
-"""DAGs that meet faults the tests inject at the sandbox (see tests/test_failures.py)."""
+"""DAGs that meet faults the tests inject at the sandbox (see tests/integration/test_failures.py)."""
 
 from __future__ import annotations
 

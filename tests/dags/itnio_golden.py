@@ -1,4 +1,4 @@
-"""The vendor's examples, one task each, built from the example values (see tests/test_golden.py)."""
+"""The vendor's examples, one task each, built from the example values (see tests/integration/test_golden.py)."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from airflow_provider_itnio.operators import (
     ItnioSendVideoOperator,
 )
 
-#: One connection per appId of the vendor's examples (tests/conftest.py defines them).
+#: One connection per appId of the vendor's examples (tests/support/airflow_home.py names them).
 CONN = {app: f"itnio_golden_{app.lower()}" for app in ("DGziZf5u", "7WY0BQ7W", "zRTc00Vs", "xJdRmKR3")}
 A, B = "91856321321", "91856321322"  # businessPhone, recipient of the media examples
 I_BIZ, I_TO = "6282299953162", "8614718004557"  # of the interactive and contacts examples

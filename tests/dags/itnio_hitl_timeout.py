@@ -1,5 +1,5 @@
 """
-An approval nobody answers in time: used by tests/test_hitl_e2e.py for a late tap (Airflow 3.1+).
+An approval nobody answers in time: used by tests/e2e/test_hitl.py for a late tap (Airflow 3.1+).
 
 ``response_timeout`` is a few seconds and there is no default, so the scheduler's timeout sweep fails the task;
 a tap on its buttons afterwards must change nothing. A recipient whose 24-hour window is closed gets the

@@ -1,4 +1,7 @@
-"""DAGs whose callbacks send notifications through ItnioNotifier (see tests/test_notifier.py)."""
+"""
+DAGs whose callbacks send notifications through ItnioNotifier (see
+tests/integration/notifications/test_notifier.py).
+"""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """
-DAGs sending to phone numbers as people write them, run by tests/test_phone_numbers.py against the sandbox.
+DAGs sending to phone numbers as people write them, run by tests/integration/test_phone_numbers.py against the sandbox.
 
 The numbers come from the run's conf (templates), so they are parsed when the task runs; a static number that
 ``strict_phone_numbers=True`` refuses would make this file an import error instead.

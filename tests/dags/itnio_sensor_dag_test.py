@@ -1,7 +1,8 @@
 """
 Wait (deferred) until a message is read, for ``dag.test()``: the message id and the connection are params.
 
-Used by tests/test_sensor.py: a status is pushed to a real API server's receiver, then ``dag.test()`` runs this DAG,
+Used by tests/integration/sensors/test_status_sensor.py
+: a status is pushed to a real API server's receiver, then ``dag.test()`` runs this DAG,
 whose trigger ``dag.test()`` runs in line (not in a triggerer). On Airflow 2 the sensor does not exist (it needs the
 Airflow 3.1+ receiver), so the file defines no DAG there.
 """

@@ -1,7 +1,8 @@
 """
 Send a text the sandbox then reports ``failed``; the waiting sensor fails with the vendor's reason, without retry.
 
-Used by tests/test_sensor.py through a whole Airflow (tests/airflow_stack.py). The sensor has retries: a failed
+Used by tests/integration/sensors/test_status_sensor.py through a whole Airflow
+(tests/support/airflow_stack.py). The sensor has retries: a failed
 message must not use them. On Airflow 2 the file defines no DAG (the sensor needs Airflow 3.1+).
 """
 

@@ -1,7 +1,8 @@
 """
 Send a text through the sandbox, then wait (deferred, in the triggerer) until the customer has read it.
 
-Used by tests/test_sensor.py through a whole Airflow (tests/airflow_stack.py): the sandbox pushes ``sent``,
+Used by tests/integration/sensors/test_status_sensor.py through a whole Airflow
+(tests/support/airflow_stack.py): the sandbox pushes ``sent``,
 ``delivered`` and ``read`` to the API server's webhook; the sensor resumes when the receiver has recorded ``read``.
 On Airflow 2 the sensor does not exist (it needs the Airflow 3.1+ receiver), so the file defines no DAG there.
 """

@@ -1,5 +1,5 @@
 """
-A DAG scheduled on the assets the webhook receiver records events on (see tests/test_webhook_assets.py).
+A DAG scheduled on the assets the webhook receiver records events on (see tests/integration/webhook/test_assets.py).
 
 Parsing it into the metadata database (``airflow dags reserialize``) puts its assets there, which is what makes
 the receiver record asset events for the ``itnio_webhook_test`` connection. On Airflow 2 the assets do not exist
@@ -11,7 +11,7 @@ from __future__ import annotations
 import pendulum
 from airflow.providers.common.compat.sdk import DAG
 
-#: The connection the receiver tests push to (tests/test_webhook_receiver.py's ``CONN_ID``).
+#: The connection the receiver tests push to (``CONN_ID`` of tests/support/receiver.py).
 CONN_ID = "itnio_webhook_test"
 
 try:

@@ -1,5 +1,6 @@
 """
-DAGs scheduled on narrowed inbound-message assets of the receiver tests' connection (tests/test_webhook_assets.py).
+DAGs scheduled on narrowed inbound-message assets of the receiver tests' connection
+(tests/integration/webhook/test_assets.py).
 
 Parsing them into the metadata database (``airflow dags reserialize``) puts the narrowed assets there, so the
 receiver records events on them for the messages each one takes. On Airflow 2 the assets do not exist (the
@@ -11,7 +12,7 @@ from __future__ import annotations
 import pendulum
 from airflow.providers.common.compat.sdk import DAG
 
-#: The connection the receiver tests push to (tests/test_webhook_receiver.py's ``CONN_ID``).
+#: The connection the receiver tests push to (``CONN_ID`` of tests/support/receiver.py).
 CONN_ID = "itnio_webhook_test"
 #: Each DAG and what it narrows the inbound messages to (the keyword arguments of ``inbound_messages``).
 NARROWED: dict[str, dict[str, object]] = {

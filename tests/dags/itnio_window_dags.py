@@ -1,5 +1,5 @@
 """
-DAGs sending with a fallback template (the 24-hour window), run by tests/test_window.py.
+DAGs sending with a fallback template (the 24-hour window), run by tests/integration/test_window.py.
 
 They use the connection ``itnio_window`` (the test's sandbox, with a ``webhook_token`` and a ``receiver_url``
 pointing at the test's API server) and ``itnio_window_unreachable`` (the same, with a ``receiver_url`` nothing

@@ -21,7 +21,7 @@ from typing import Any, ClassVar
 import pytest
 import requests
 
-from tests.conftest import ROOT
+from tests.support.paths import ROOT
 
 
 def _script() -> ModuleType:
@@ -100,7 +100,7 @@ def test_the_sandbox_gets_the_documented_stable_port_or_says_why_not(tmp_path: P
     script = _script()
     sandbox_page = (ROOT / "docs" / "sandbox.md").read_text(encoding="utf-8").split("\n## Running it\n", 1)[1]
     assert f"--port {script.SANDBOX_PORT}" in sandbox_page.split("\n## ", 1)[0]
-    from tests.servers import free_port
+    from tests.support.servers import free_port
 
     port = free_port()  # another port than 8765, which a person's `make airflow` may hold on this machine
     assert script.sandbox_port_to_use(port) == (port, None)
@@ -216,7 +216,7 @@ def _wait_for(condition: Any, what: str, timeout: float, process: subprocess.Pop
 )
 def test_make_airflow_a_simulated_reschedule_tap_starts_the_reply_dag(tmp_path: Path) -> None:
     """The whole script: the printed commands make a customer's tap start ``itnio_reschedule_on_reply``."""
-    from tests.servers import free_port
+    from tests.support.servers import free_port
 
     script = _script()
     port = free_port()

@@ -1,6 +1,6 @@
 """
 Human-in-the-loop answered on WhatsApp, end to end through a whole Airflow 3 (API server with the itnio plugin,
-scheduler, dag-processor, triggerer: :mod:`tests.airflow_stack`) and the sandbox pushing to the receiver.
+scheduler, dag-processor, triggerer: :mod:`tests.support.airflow_stack`) and the sandbox pushing to the receiver.
 
 DAGs: the examples ``itnio_deploy_gate`` (``HITLBranchOperator``, 3 branches) and ``itnio_refund_approval``
 (``ApprovalOperator``), and ``tests/dags/itnio_hitl_timeout.py`` (an approval that times out). The sandbox's
@@ -17,14 +17,13 @@ import secrets
 import subprocess
 import sys
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.test_webhook_receiver import AIRFLOW_2, needs_airflow_3
+from tests.support.paths import ROOT
+from tests.support.receiver import AIRFLOW_2, needs_airflow_3
 
-ROOT = Path(__file__).resolve().parents[1]
 GATE, REFUND, TIMEOUT = "itnio_deploy_gate", "itnio_refund_approval", "itnio_hitl_timeout"
 ON_CALL, MANAGER, LATE, NEVER_WROTE = "15550100200", "15550100300", "15550100500", "15550100600"
 #: A second manager whose window is closed: gets the template, then the buttons once they write back.
@@ -39,7 +38,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     """Start a whole Airflow with the HITL DAGs and a sandbox pushing to its receiver; trigger the three runs."""
     if AIRFLOW_2:
         pytest.skip("Human-in-the-loop needs Airflow 3.1+")
-    from tests.airflow_stack import receiver_stack
+    from tests.support.airflow_stack import receiver_stack
 
     dags = [ROOT / "dags_examples" / f"{GATE}.py", ROOT / "dags_examples" / f"{REFUND}.py"]
     dags.append(ROOT / "tests" / "dags" / f"{TIMEOUT}.py")

@@ -1,6 +1,6 @@
 """
 Two-way WhatsApp end to end, through a whole Airflow 3 (API server with the itnio plugin, scheduler,
-dag-processor, triggerer: :mod:`tests.airflow_stack`) and the sandbox pushing to the receiver.
+dag-processor, triggerer: :mod:`tests.support.airflow_stack`) and the sandbox pushing to the receiver.
 
 DAGs: the examples ``itnio_reschedule_on_reply.py`` (``itnio_appointment_confirm`` and the reply DAG scheduled on
 ``inbound_messages("itnio_default", reply_ids="reschedule:*")``), ``itnio_record_failed_statuses`` (scheduled on
@@ -17,15 +17,14 @@ import json
 import sqlite3
 from collections.abc import Iterator
 from contextlib import closing
-from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
 
-from tests.test_webhook_receiver import AIRFLOW_2, needs_airflow_3
+from tests.support.paths import ROOT
+from tests.support.receiver import AIRFLOW_2, needs_airflow_3
 
-ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "dags_examples"
 CONFIRM, REPLY = "itnio_appointment_confirm", "itnio_reschedule_on_reply"
 FAILED, INVOICE = "itnio_record_failed_statuses", "itnio_invoice_read_or_remind"
@@ -43,7 +42,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     """Start a whole Airflow with the example DAGs and a sandbox pushing to its receiver; wait for the assets."""
     if AIRFLOW_2:
         pytest.skip("The webhook receiver and its assets need Airflow 3.1+")
-    from tests.airflow_stack import receiver_stack
+    from tests.support.airflow_stack import receiver_stack
 
     home = tmp_path_factory.mktemp("itnio-two-way-stack")
     with receiver_stack(home, [EXAMPLES / f"{name}.py" for name in (REPLY, FAILED, INVOICE)]) as stack:

@@ -28,8 +28,8 @@ import pytest
 import requests
 
 from airflow_provider_itnio import connection_fields
-from tests.servers import api_server as api_server_process
-from tests.servers import free_port
+from tests.support.servers import api_server as api_server_process
+from tests.support.servers import free_port
 
 AIRFLOW_2 = metadata.version("apache-airflow").startswith("2.")
 #: The form's single definition: what the UI must show.

@@ -13,8 +13,8 @@ from typing import Any
 import pendulum
 import pytest
 
-from tests.airflow_runs import run_dag, task_states, xcom_value
-from tests.conftest import ROOT
+from tests.support.airflow_runs import run_dag, task_states, xcom_value
+from tests.support.paths import ROOT
 
 EXAMPLES = ROOT / "dags_examples"
 PHONE = "15550100200"  # the params' default "+1 555 010 0200", as sent
@@ -419,7 +419,7 @@ def test_the_trigger_dialogs_defaults_unpause_and_trigger_make_exactly_one_run(t
     if airflow.__version__.startswith("2."):
         pytest.skip("the trigger dialog and its REST API are Airflow 3's")
     from airflow_provider_itnio.sandbox import Sandbox
-    from tests.airflow_stack import AirflowStack
+    from tests.support.airflow_stack import AirflowStack
 
     with Sandbox() as sandbox:
         connections = {"itnio_default": json.loads(sandbox.conn_json())}

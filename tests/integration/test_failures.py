@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from tests.airflow_runs import run_dag, task_states, xcom_value
 from tests.dags.itnio_failures import PERMANENT_ORDER
+from tests.support.airflow_runs import run_dag, task_states, xcom_value
 
 
 def test_every_permanent_status_fails_the_task_without_retry(airflow_sandbox: Any) -> None:

@@ -15,8 +15,9 @@ from typing import Any
 import pytest
 
 from airflow_provider_itnio.messages import CUSTOM_ENDPOINT, TEMPLATE_ENDPOINT
-from tests.airflow_runs import run_dag, xcom_value
-from tests.conftest import GOLDEN_APP_IDS, GOLDEN_DIR, SANDBOX_PHONES, SHARED_GOLDEN_DIR
+from tests.support.airflow_home import GOLDEN_APP_IDS, SANDBOX_PHONES
+from tests.support.airflow_runs import run_dag, xcom_value
+from tests.support.paths import GOLDEN_DIR, SHARED_GOLDEN_DIR
 
 GOLDEN_FILES = sorted(GOLDEN_DIR.glob("*.json"))
 

@@ -14,9 +14,9 @@ import pytest
 
 from airflow_provider_itnio.errors import ItnioValidationError
 from airflow_provider_itnio.hooks.itnio import ItnioHook
-from tests.airflow_runs import run_dag, task_states
 from tests.dags.itnio_rendered_rules import BAD_MESSAGES
-from tests.test_messages import RULE_CASES
+from tests.support.airflow_runs import run_dag, task_states
+from tests.support.rule_cases import RULE_CASES
 
 
 @pytest.mark.parametrize(("build", "field", "rule", "status"), RULE_CASES)

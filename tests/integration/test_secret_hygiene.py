@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from tests.airflow_runs import run_dag, task_states
-from tests.conftest import AIRFLOW_HOME
+from tests.support.airflow_home import AIRFLOW_HOME
+from tests.support.airflow_runs import run_dag, task_states
 
 
 def _rendered_fields(dag_run: Any) -> str:

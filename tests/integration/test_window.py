@@ -27,9 +27,6 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass, field
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -37,92 +34,12 @@ import pytest
 import requests
 import sqlalchemy as sa
 
-from airflow_provider_itnio.sandbox import Sandbox
-from tests.airflow_runs import run_dag, task_states, xcom_value
-from tests.conftest import SANDBOX_PHONES
-from tests.servers import api_server as api_server_process
-from tests.servers import free_port, plugins_folder
+from tests.support.airflow_home import SANDBOX_PHONES
+from tests.support.airflow_runs import run_dag, task_states, xcom_value
+from tests.support.window import AIRFLOW_2, CONN_ID, UNREACHABLE_CONN_ID, WAIT, Env, needs_airflow_3
 
-AIRFLOW_2 = metadata.version("apache-airflow").startswith("2.")
-needs_airflow_3 = pytest.mark.skipif(AIRFLOW_2, reason="the receiver needs Airflow 3.1+")
-CONN_ID = "itnio_window"
-UNREACHABLE_CONN_ID = "itnio_window_unreachable"
 TEMPLATE_PATH = "/wa/template/sendMsg"
 CUSTOM_PATH = "/wa/custom/sendMsg"
-WAIT = 30.0  # seconds: an upper bound for waits that end as soon as the condition holds
-
-
-@dataclass
-class Env:
-    """The running setup: the sandbox, the API server's address and log, the metadata database, the token."""
-
-    sandbox: Sandbox
-    base_url: str
-    log_path: Path
-    engine: sa.engine.Engine
-    token: str = field(repr=False)  # never in a failure report
-
-    def rows(self, sql: str, **params: Any) -> list[dict[str, Any]]:
-        with self.engine.connect() as connection:
-            return [dict(row) for row in connection.execute(sa.text(sql), params).mappings()]
-
-    def customer_writes(self, customer: str, business_phone: str | None = None) -> None:
-        """Simulate the customer writing (the sandbox pushes it) and wait until the receiver recorded it."""
-        fields = {"business_phone": business_phone} if business_phone else {}
-        pushed = self.sandbox.simulate_inbound(customer, "Where is my order?", **fields)
-        deadline = time.monotonic() + WAIT
-        while not self.rows("SELECT id FROM itnio_inbound_message WHERE message_id = :m", m=pushed["messageId"]):
-            assert time.monotonic() < deadline, self.log_path.read_text(errors="replace")[-3000:]
-            time.sleep(0.1)
-
-    def sent_to(self, recipient: str) -> list[dict[str, Any]]:
-        return [m for m in self.sandbox.messages() if m["body"]["recipient"] == recipient]
-
-    def window_requests(self) -> tuple[int, int]:
-        """Return how many bulk (``POST .../windows``) and single (``GET .../window``) reads the access log shows."""
-        text = self.log_path.read_text(errors="replace")
-        return (
-            len(re.findall(rf"/itnio/api/{CONN_ID}/windows\b", text)),
-            len(re.findall(rf"/itnio/api/{CONN_ID}/window\?", text)),
-        )
-
-
-@pytest.fixture(scope="module")
-def env(airflow_db: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
-    """Start the sandbox (pushing to the API server) and the API server; set both connections; stop them after."""
-    if AIRFLOW_2:
-        pytest.skip("the receiver needs Airflow 3.1+")
-    home = tmp_path_factory.mktemp("itnio-window-server")
-    plugins = plugins_folder(home)
-    port, dead_port = free_port(), free_port()
-    token = secrets.token_urlsafe(32)
-    base_url = f"http://127.0.0.1:{port}"
-    push_url = f"{base_url}/itnio/webhook/{CONN_ID}/{token}"
-    with Sandbox(business_phones=SANDBOX_PHONES, push_url=push_url, push_time_scale=0.01) as sandbox:
-        conn = json.loads(sandbox.conn_json())
-        conn["extra"].update(webhook_token=token, receiver_url=base_url)
-        unreachable = json.loads(sandbox.conn_json())
-        unreachable["extra"].update(webhook_token=token, receiver_url=f"http://127.0.0.1:{dead_port}")
-        connections = {
-            f"AIRFLOW_CONN_{CONN_ID.upper()}": json.dumps(conn),
-            f"AIRFLOW_CONN_{UNREACHABLE_CONN_ID.upper()}": json.dumps(unreachable),
-        }
-        os.environ.update(connections)  # the tasks run in this process (dag.test())
-        log_path = home / "api-server.log"
-        server_env = {
-            **os.environ,
-            "AIRFLOW__CORE__PLUGINS_FOLDER": str(plugins),
-            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
-        }
-        engine = sa.create_engine(f"sqlite:///{airflow_db / 'airflow.db'}")
-        try:
-            with api_server_process(port, log_path, server_env):
-                yield Env(sandbox, base_url, log_path, engine, token)
-        finally:
-            engine.dispose()
-            for name in connections:
-                os.environ.pop(name, None)
-    assert token not in log_path.read_text(errors="replace")
 
 
 def template_of(message: dict[str, Any]) -> tuple[str, list[str]]:
@@ -328,7 +245,7 @@ def test_a_misconfigured_receiver_url_is_a_permanent_window_error_naming_the_url
     names the URL; a busy receiver (503) stays retryable.
     """
     from airflow_provider_itnio.window import ItnioWindowUnknownError, WindowChooser
-    from tests.misconfigured import FixedAnswerServer
+    from tests.support.misconfigured import FixedAnswerServer
 
     def chooser(receiver_url: str) -> WindowChooser:
         extra = {"webhook_token": env.token, "receiver_url": receiver_url}

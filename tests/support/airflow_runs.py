@@ -2,14 +2,14 @@
 Run DAGs through real Airflow in tests (``dag.test()`` on the session's SQLite database) and read their results.
 
 Works on Airflow 2.11 and 3.x (their DagBag and ``dag.test()`` differ). The DAGs folder is the one
-:mod:`tests.conftest` sets up.
+:mod:`tests.support.airflow_home` sets up.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from tests.conftest import DAGS_FOLDER
+from tests.support.airflow_home import DAGS_FOLDER
 
 
 def run_dag(dag_id: str, conf: dict[str, Any] | None = None, *, logical_date: Any = None) -> Any:

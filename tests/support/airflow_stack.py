@@ -45,9 +45,9 @@ from typing import Any
 import requests
 import sqlalchemy as sa
 
-from tests.servers import free_port as _free_port
-from tests.servers import plugins_folder
-from tests.servers import stop as _stop
+from tests.support.servers import free_port as _free_port
+from tests.support.servers import plugins_folder
+from tests.support.servers import stop as _stop
 
 __all__ = [
     "COMPONENTS",

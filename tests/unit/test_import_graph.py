@@ -18,8 +18,10 @@ from typing import Any
 
 import pytest
 
+from tests.support.paths import ROOT as REPOSITORY
+
 PACKAGE = "airflow_provider_itnio"
-ROOT = Path(__file__).resolve().parent.parent / PACKAGE
+ROOT = REPOSITORY / PACKAGE
 
 
 def _module_name(path: Path) -> str:

@@ -1,5 +1,5 @@
 """
-Phone numbers parsed by libphonenumber (issue 15, item 8; the ``00`` and ``(0)`` forms: issue 7, item 7).
+Phone numbers parsed by libphonenumber (:mod:`airflow_provider_itnio.phones`), the ``00`` and ``(0)`` forms included.
 
 The API takes a number as its digits in international form (country code first, no ``+``; the vendor's examples
 are all written so, see ``tests/golden``). People write one number in many ways: ``+44 20 7946 0958``,
@@ -13,7 +13,6 @@ from the issue's examples, never from a hand-written table.
 from __future__ import annotations
 
 import json
-import logging
 from typing import Any
 
 import phonenumbers
@@ -24,9 +23,7 @@ from airflow_provider_itnio.errors import ItnioValidationError
 from airflow_provider_itnio.hooks.itnio import ItnioHook
 from airflow_provider_itnio.messages import Message, Text, normalize_phone
 from airflow_provider_itnio.notifications.itnio import ItnioNotifier
-from tests.airflow_runs import run_dag, task_states, xcom_value
-from tests.conftest import GOLDEN_DIR
-from tests.test_window import AIRFLOW_2, Env, env  # noqa: F401  (the fixture: an API server with the receiver)
+from tests.support.paths import GOLDEN_DIR
 
 #: The spelling every other one of a row must equal: ``+``, the country code, the national number.
 LONDON = "+44 20 7946 0958"
@@ -213,23 +210,6 @@ def _conn(monkeypatch: pytest.MonkeyPatch, sandbox: Any, conn_id: str, **extra: 
     return conn_id
 
 
-@pytest.fixture
-def logged(caplog: pytest.LogCaptureFixture, capfd: pytest.CaptureFixture[str]) -> Any:
-    """
-    Return a function giving what was logged so far, per place it went (a list of texts).
-
-    Airflow's loggers may or may not propagate to caplog, and may or may not also write to stderr (Airflow 2 does
-    both): a line logged once shows at most once in each place.
-    """
-    caplog.set_level(logging.INFO)
-
-    def texts() -> list[str]:
-        captured = capfd.readouterr()
-        return [caplog.text, captured.out, captured.err]
-
-    return texts
-
-
 def test_the_hook_sends_the_e164_digits_and_warns_once_per_number_outside_the_ranges(sandbox: Any, logged: Any) -> None:
     hook = ItnioHook()
     try:
@@ -302,30 +282,6 @@ def test_a_strict_phone_numbers_extra_that_is_no_boolean_is_a_config_error(
     assert sandbox.messages() == []
 
 
-def test_operators_and_the_batch_send_the_e164_digits_warn_and_honour_strict(airflow_sandbox: Any, logged: Any) -> None:
-    dag_run = run_dag("itnio_phone_numbers")
-    assert task_states(dag_run) == {
-        "kept_trunk": ("success", 1),
-        "unassigned": ("success", 1),
-        "unassigned_strict": ("failed", 1),  # refused before any request
-        "batch_strict": ("success", 1),  # fail_on_errors=False: the invalid row is reported
-    }
-    by_id = {m["messageId"]: m["body"] for m in airflow_sandbox.messages()}
-    assert by_id[xcom_value(dag_run, "kept_trunk")]["recipient"] == "821012345678"
-    assert by_id[xcom_value(dag_run, "unassigned")]["recipient"] == "15550100200"
-    result = xcom_value(dag_run, "batch_strict")
-    assert (result["sent"], result["failed"]) == (1, 1)
-    [batch_id] = result["message_ids"].values()
-    assert list(result["message_ids"]) == ["821012345678"]
-    assert by_id[batch_id]["text"] == {"body": "Spring sale"}
-    [error] = result["errors"].values()
-    assert "strict_phone_numbers" in error["reason"]
-    assert sorted(b["recipient"] for b in by_id.values()) == ["15550100200", "821012345678", "821012345678"]
-    text = "".join(logged())
-    assert "recipient +15550100200 can exist but lies in no range that +1" in text  # the warning (unassigned)
-    assert "recipient: a number in a range its country has assigned (strict_phone_numbers is on)" in text
-
-
 def test_a_static_number_that_cannot_exist_is_a_parse_time_error() -> None:
     from airflow_provider_itnio.operators import ItnioSendTextOperator
 
@@ -382,25 +338,3 @@ def test_the_notifier_sends_one_message_for_every_spelling_of_one_number(sandbox
     assert message["body"]["recipient"] == e164_digits(LONDON)
     assert notifier.sent == {message["body"]["recipient"]: message["messageId"]}
     assert notifier.failed == {}
-
-
-# -- the 24-hour window is looked up by the E.164 digits (a real API server with the receiver) ----------------
-
-
-@pytest.mark.api_server
-@pytest.mark.skipif(AIRFLOW_2, reason="the receiver needs Airflow 3.1+")
-def test_the_window_of_a_number_written_with_its_trunk_prefix_is_the_numbers(env: Env) -> None:  # noqa: F811
-    """
-    The customer writes from ``79123456789`` (the vendor's push carries the E.164 digits); the DAG's recipient is
-    the same number written with Russia's trunk 8. The window is found open: the session message goes out to
-    ``79123456789`` (the old parser sent a template to ``789123456789``, a number that does not exist).
-    """
-    customer = "79123456789"
-    env.customer_writes(customer)
-    dag_run = run_dag("itnio_window_single", conf={"recipient": "+7 8 912 345 6789", "name": "Ada"})
-    assert task_states(dag_run)["text"] == ("success", 1)
-    sent = {m["messageId"]: m for m in env.sent_to(customer)}
-    text = sent[xcom_value(dag_run, "text")]
-    assert (text["path"], text["body"]["text"]["body"]) == ("/wa/custom/sendMsg", "Your order shipped, Ada.")
-    assert dag_run.get_task_instance("text").xcom_pull(task_ids="text", key="sent_kind") == "session"
-    assert not [m for m in env.sandbox.messages() if m["body"]["recipient"] != customer]

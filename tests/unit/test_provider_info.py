@@ -24,10 +24,11 @@ import pytest
 import airflow_provider_itnio
 from airflow_provider_itnio import __version__, connection_fields, get_provider_info
 from airflow_provider_itnio.hooks.itnio import ItnioHook
+from tests.support.paths import ROOT
 
 AIRFLOW_2 = metadata.version("apache-airflow").startswith("2.")
 #: The documentation page that describes the connection (its "Fields" table and its UI paragraph).
-CONNECTION_PAGE = Path(__file__).resolve().parents[1] / "docs" / "connection.md"
+CONNECTION_PAGE = ROOT / "docs" / "connection.md"
 #: The form's single definition (what Airflow 3 reads from provider info and Airflow 2 from the hook).
 FIELDS = {field.name: field for field in connection_fields.EXTRA_FIELDS}
 EXTRA_FIELDS = list(FIELDS)
@@ -330,7 +331,7 @@ def test_package_metadata_links_docs_and_source_and_declares_what_it_imports() -
     classifiers = dist.metadata.get_all("Classifier") or []
     assert "Framework :: Apache Airflow :: Provider" in classifiers
     assert dist.metadata["License-Expression"] == "Apache-2.0"
-    license_text = (Path(__file__).resolve().parents[1] / "LICENSE").read_text()
+    license_text = (ROOT / "LICENSE").read_text()
     assert "Apache License" in license_text and "Version 2.0, January 2004" in license_text
     requirements = {req.split(";")[0].split(">")[0].split("=")[0].strip() for req in dist.requires or []}
     import airflow_provider_itnio.hooks.itnio as hook_module

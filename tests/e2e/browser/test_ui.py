@@ -22,7 +22,7 @@ from airflow_provider_itnio.sandbox.server import (
     DEFAULT_APP_ID,
     DEFAULT_BUSINESS_PHONES,
 )
-from tests.browser.conftest import LocalAirflow, connection_json, screenshot
+from tests.support.browser import LocalAirflow, connection_json, screenshot
 
 pytestmark = pytest.mark.api_server
 WRONG_SECRET = "not-the-sandbox-secret"

@@ -21,7 +21,7 @@ import pytest
 
 from airflow_provider_itnio.connection_fields import EXTRA_FIELDS, WEBHOOK_TOKEN_EXTRA
 from airflow_provider_itnio.sandbox.server import DEFAULT_APP_ID, DEFAULT_BUSINESS_PHONES
-from tests.browser.conftest import LocalAirflow, airflow_local, connection_json, screenshot
+from tests.support.browser import LocalAirflow, airflow_local, connection_json, screenshot
 
 pytestmark = pytest.mark.api_server
 PROXY = "http://proxy.example.com:3128"

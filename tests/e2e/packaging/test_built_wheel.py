@@ -31,11 +31,12 @@ from types import ModuleType
 import pytest
 import requests
 
+from tests.support.paths import ROOT
+
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.skipif(os.environ.get("ITNIO_DIST_TESTS") != "1", reason="ITNIO_DIST_TESTS=1 (make test-dist)"),
 ]
-ROOT = Path(__file__).resolve().parents[2]
 AIRFLOW_VERSION = os.environ.get("ITNIO_DIST_AIRFLOW_VERSION", "3.3.2")
 CONSTRAINTS = ROOT / os.environ.get("ITNIO_DIST_CONSTRAINTS", f"constraints/airflow-{AIRFLOW_VERSION}.txt")
 #: Seconds for installing Airflow (a cold uv cache downloads it) and for any one Airflow command.

@@ -15,8 +15,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.paths import ROOT
+
 pytestmark = pytest.mark.slow
-ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "scripts" / "check_dist.py"
 PACKAGE = "airflow_provider_itnio"
 

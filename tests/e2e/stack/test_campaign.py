@@ -1,7 +1,7 @@
 """
 Scenario 1 (campaign across workers) and 5 (rate across workers) on the production-like stack.
 
-One run of ``itnio_stack_campaign`` (``tests/stack/dags``): 20,000 rows in 8 chunks, one mapped
+One run of ``itnio_stack_campaign`` (``tests/e2e/stack/dags``): 20,000 rows in 8 chunks, one mapped
 ``ItnioBatchSendOperator`` task per chunk, sandbox latency 20 ms, two Celery workers. Promises checked: every
 recipient receives the message exactly once (counted at the sandbox), both workers ran chunks, each chunk's result
 accounts for its rows, and the account's rate (pool + ``max_per_second``) held at the sandbox in every second.
@@ -21,7 +21,7 @@ import pytest
 
 from airflow_provider_itnio.batch.results import load_batch_results
 from bench.record import record_section
-from tests.stack.conftest import DAGS, Stack, load_module
+from tests.support.stack import DAGS, Stack, load_module
 
 SEND_PATHS = frozenset({"/wa/custom/sendMsg", "/wa/template/sendMsg"})
 HEADING = "## Stack: campaign across workers"
@@ -160,7 +160,7 @@ def _record(figures: dict[str, Any]) -> None:
         f"{figures['max_per_second_per_task']:g}`. Date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.",
         "",
         "```",
-        "$ make test-stack   # tests/stack/test_campaign.py::test_campaign_across_workers",
+        "$ make test-stack   # tests/e2e/stack/test_campaign.py::test_campaign_across_workers",
         f"DAG run wall time         {figures['run_wall_s']:.1f} s  ({figures['msg_per_s']:.1f} msg/s)",
         f"sending span at sandbox   {figures['send_span_s']} s  ({figures['msg_per_s_sending']:.1f} msg/s)",
         f"peak in one second        {figures['peak_per_second']} (account rate {figures['account_rate']})",

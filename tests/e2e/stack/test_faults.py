@@ -1,7 +1,7 @@
 """
 Scenario 2 of the production-like stack: a worker, a task process or the scheduler dies mid-campaign.
 
-Each test runs ``itnio_stack_faults`` (``tests/stack/dags``: the campaign of scenario 1 with retries), kills a
+Each test runs ``itnio_stack_faults`` (``tests/e2e/stack/dags``: the campaign of scenario 1 with retries), kills a
 part of the stack with SIGKILL once about a third of the messages reached the sandbox, and lets Airflow's own
 failure detection (``scripts/stack.py``'s ``FAILURE_DETECTION``: no heartbeat for 45 s) fail the lost task
 instances and retry them. Promises checked, counted at the sandbox and in the operator's own records:
@@ -34,7 +34,7 @@ import pytest
 
 from airflow_provider_itnio.batch import MAX_UNFLUSHED, LedgerValue, ProgressStore, progress_key
 from bench.record import record_section, section_lines
-from tests.stack.conftest import DAGS, Stack, load_module
+from tests.support.stack import DAGS, Stack, load_module
 
 DAG_ID = "itnio_stack_faults"
 SEND_PATHS = frozenset({"/wa/custom/sendMsg", "/wa/template/sendMsg"})
@@ -343,7 +343,7 @@ def _record(variant: str, figures: dict[str, Any]) -> None:
             f"{f['recipients_sent_twice']} | {f['bound']} | {f['sent_twice_and_listed']} |"
         )
     date = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
-    lines = ["", intro, "", f"`make test-stack` (tests/stack/test_faults.py), {date}:", "", *table, ""]
+    lines = ["", intro, "", f"`make test-stack` (tests/e2e/stack/test_faults.py), {date}:", "", *table, ""]
     lines += [f"Raw {name}: `{json.dumps(f)}`" for name, f in raws.items()]
     record_section(HEADING, lines)
 
@@ -697,7 +697,7 @@ def _record_soak(figures: dict[str, Any]) -> None:
         intro,
         "",
         "```",
-        f"$ {SOAK_SECONDS_VARIABLE}={seconds} pytest tests/stack/test_faults.py::test_soak_with_faults"
+        f"$ {SOAK_SECONDS_VARIABLE}={seconds} pytest tests/e2e/stack/test_faults.py::test_soak_with_faults"
         f"   # make {'test-soak' if seconds >= ISSUE_SOAK_SECONDS else 'test-stack'}",
         f"runs, sends            {figures['runs']}, {figures['sends']:,}",
         *(f"{name:<38} {n:,}" for name, n in figures["outcomes"].items()),

@@ -1,43 +1,32 @@
 """
-The webhook store on the stack's PostgreSQL: the store tests of ``tests/test_webhook_store.py``, and the receiver's
-tables as ``airflow db migrate`` made them in the metadata database.
+The webhook store on the stack's PostgreSQL: the store's contract (``tests/support/store_contract.py``, which
+``tests/unit/webhook/test_store.py`` runs on SQLite), and the receiver's tables as ``airflow db migrate`` made them in
+the metadata database.
 
 The store tests run in a database of their own (``itnio_test_store``, created in the stack's cluster by
 ``scripts/stack.py``'s :func:`create_database` and dropped afterwards; never the metadata database ``airflow``):
-every test of ``tests/test_webhook_store.py`` that takes the ``engine`` or ``session`` fixture is collected here
-too (tests added there later as well), on this module's ``engine`` fixture: PostgreSQL only (the SQLite runs
+every test of the contract (each takes the ``engine`` or ``session`` fixture) is collected here too (tests added
+there later as well), on this module's ``engine`` fixture: PostgreSQL only (the SQLite runs
 belong to ``make test``).
 """
 
 from __future__ import annotations
 
-import inspect
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from tests import test_webhook_store
-from tests.stack.conftest import Stack
-from tests.test_webhook_store import session  # noqa: F401 (a fixture the store tests take)
+from tests.support.stack import Stack
+from tests.support.store_contract import contract_tests, session, store_engine
 
 DATABASE = "itnio_test_store"
 
 
-def _store_tests() -> dict[str, Callable[..., Any]]:
-    """Return the tests of ``tests/test_webhook_store.py`` that run on the ``engine`` fixture (directly or not)."""
-    return {
-        name: test
-        for name, test in vars(test_webhook_store).items()
-        if name.startswith("test_")
-        and callable(test)
-        and {"engine", "session"} & set(inspect.signature(test).parameters)
-    }
-
-
-globals().update(_store_tests())
+__all__ = ["session"]  # the contract tests' fixture, imported for this module
+globals().update(contract_tests())
 
 
 @pytest.fixture(scope="module")
@@ -52,14 +41,14 @@ def postgres_database(stack: Stack) -> Iterator[str]:
 
 @pytest.fixture
 def engine(postgres_database: str) -> Iterator[Engine]:
-    """Replace ``tests/test_webhook_store.py``'s ``engine`` here: PostgreSQL only, the provider's tables empty."""
-    with test_webhook_store.store_engine(postgres_database) as on_postgres:
+    """Give the contract tests PostgreSQL only (``tests/unit/webhook/test_store.py`` has SQLite): tables empty."""
+    with store_engine(postgres_database) as on_postgres:
         yield on_postgres
 
 
 def test_the_store_tests_are_collected_here(engine: Engine) -> None:
     """Guard the collection above: the engine-bound store tests are here, on PostgreSQL."""
-    names = set(_store_tests())
+    names = set(contract_tests())
     assert "test_racing_pushes_of_one_message_are_recorded_once_and_end_at_the_furthest_status" in names
     assert names <= set(globals())
     assert engine.dialect.name == "postgresql"

@@ -33,7 +33,7 @@ import pytest
 
 from airflow_provider_itnio.events import STATUS_EVENT
 from bench.record import record_section, section_lines
-from tests.stack.conftest import Stack
+from tests.support.stack import Stack
 
 HEADING = "## Stack: pushes under load"
 #: Pushes in all (``ITNIO_STACK_PUSHES``; 20,000 by default to keep ``make test-stack`` under 20 minutes on 2

@@ -17,22 +17,26 @@ import pytest
 from airflow_provider_itnio import batch
 from airflow_provider_itnio.errors import ItnioApiError
 from airflow_provider_itnio.messages import Message
-from tests.airflow_runs import run_dag, task_states, xcom_value
 from tests.dags.itnio_batch import CHANGED_ROWS_VARIABLE, KILLED_ROWS
-from tests.test_batch import _clear_progress, _progress, _recipients
-from tests.test_batch_ledger import (
+from tests.support.airflow_runs import run_dag, task_states, xcom_value
+from tests.support.batch import (
+    FALLBACK,
     KILL_MAX_UNFLUSHED,
     KILL_ROWS,
+    MESSAGE,
     FakeApi,
-    _assert_counts_add_up,
-    _copies,
-    _engine,
-    _kill_mid_batch,
-    _replay,
-    _retry,
-    _rows,
-    _sandbox_send,
-    _store,
+    assert_counts_add_up,
+    batch_progress,
+    clear_batch_progress,
+    copies_by_recipient,
+    kill_mid_batch,
+    make_engine,
+    make_rows,
+    make_store,
+    replay_batch,
+    retry_batch,
+    sandbox_send,
+    sent_recipients,
 )
 
 
@@ -58,9 +62,9 @@ class InterruptedOnce(batch.MemoryBackend):
 
 def test_an_interruption_during_a_ledger_write_is_raised_and_every_accepted_send_is_recorded() -> None:
     backend = InterruptedOnce(at=2)
-    rows = _rows(200)
+    rows = make_rows(200)
     api = FakeApi(delay=0.002)
-    engine = _engine(api, concurrency=4, progress=_store(backend, batch.lease_owner(1)), flush_interval=0.02)
+    engine = make_engine(api, concurrency=4, progress=make_store(backend, batch.lease_owner(1)), flush_interval=0.02)
     with pytest.raises(Interrupted):  # the task must end: a timeout is not a batch result
         engine.run(rows)
     assert 0 < len(api.calls) < len(rows)  # it stopped sending
@@ -84,14 +88,16 @@ class SteppedClock:
 def test_a_send_that_waited_for_the_rate_limiter_past_the_lease_deadline_is_not_made() -> None:
     clock = SteppedClock()
     backend = batch.MemoryBackend()
-    store = _store(backend, batch.lease_owner(1), lease_ttl=60.0, safety=10.0, monotonic=clock, sleep=lambda _: None)
+    store = make_store(
+        backend, batch.lease_owner(1), lease_ttl=60.0, safety=10.0, monotonic=clock, sleep=lambda _: None
+    )
     # one send a minute: the second send's wait (60 s) outlasts the lease (50 s without a renewal)
     limiter = batch.RateLimiter(1 / 60, margin=0.0, clock=clock, sleep=clock.sleep)
     api = FakeApi()
-    outcome = _engine(api, concurrency=1, progress=store, limiter=limiter, flush_interval=3600).run(_rows(3))
-    assert api.calls == [normalize(r) for r in _rows(1)]  # the first send; none after the lease may have expired
+    outcome = make_engine(api, concurrency=1, progress=store, limiter=limiter, flush_interval=3600).run(make_rows(3))
+    assert api.calls == [normalize(r) for r in make_rows(1)]  # the first send; none after the lease may have expired
     assert isinstance(outcome.aborted, batch.LeaseLostError)
-    _assert_counts_add_up(outcome, 3)
+    assert_counts_add_up(outcome, 3)
 
 
 def normalize(row: dict[str, str]) -> str:
@@ -102,7 +108,7 @@ def normalize(row: dict[str, str]) -> str:
 
 
 def test_a_send_that_raises_something_unexpected_is_recorded_as_maybe_sent_and_never_repeated() -> None:
-    rows = _rows(5)
+    rows = make_rows(5)
     bug = normalize(rows[2])
 
     def send(recipient: str, message: Message) -> str:
@@ -111,37 +117,37 @@ def test_a_send_that_raises_something_unexpected_is_recorded_as_maybe_sent_and_n
         return f"id-{recipient}"
 
     backend = batch.MemoryBackend()
-    first_store = _store(backend, batch.lease_owner(1))
-    first = _engine(send, concurrency=1, progress=first_store).run(rows)
+    first_store = make_store(backend, batch.lease_owner(1))
+    first = make_engine(send, concurrency=1, progress=first_store).run(rows)
     first_store.release_lease()
     assert isinstance(first.aborted, RuntimeError)
     assert first.errors[bug]["status"] == "unknown_delivery"
     retry_api = FakeApi()
-    retry = _engine(retry_api, progress=_store(backend, batch.lease_owner(2))).run(rows)
+    retry = make_engine(retry_api, progress=make_store(backend, batch.lease_owner(2))).run(rows)
     assert bug not in retry_api.calls  # maybe delivered: not sent again
     assert retry.errors[bug]["status"] == "unknown_delivery"
-    _assert_counts_add_up(first, len(rows))
-    _assert_counts_add_up(retry, len(rows))
+    assert_counts_add_up(first, len(rows))
+    assert_counts_add_up(retry, len(rows))
 
 
 def test_a_completed_batch_rerun_with_other_rows_sends_the_new_rows_once() -> None:
     backend = batch.MemoryBackend()
-    first_rows, new_rows = _rows(10), _rows(5, start=10)
-    store = _store(backend, batch.lease_owner(1))
-    first = _engine(FakeApi(), progress=store).run(first_rows)
+    first_rows, new_rows = make_rows(10), make_rows(5, start=10)
+    store = make_store(backend, batch.lease_owner(1))
+    first = make_engine(FakeApi(), progress=store).run(first_rows)
     store.complete(first.result(), rows_digest=first.rows_digest)
     # a clear of the upstream task and this one: the query now answers with 5 more customers (a generator)
     api = FakeApi()
-    second_store = _store(backend, batch.lease_owner(2))
-    second = _engine(api, progress=second_store).run(iter(first_rows + new_rows))
+    second_store = make_store(backend, batch.lease_owner(2))
+    second = make_engine(api, progress=second_store).run(iter(first_rows + new_rows))
     assert sorted(api.calls) == sorted(normalize(r) for r in new_rows)  # the new ones, once; the others skipped
     assert (second.sent, second.skipped_already_sent) == (len(new_rows), len(first_rows))
     assert second.completed_earlier is None
-    _assert_counts_add_up(second, len(first_rows) + len(new_rows))
+    assert_counts_add_up(second, len(first_rows) + len(new_rows))
     second_store.complete(second.result(), rows_digest=second.rows_digest)
     # the same rows again: the recorded result, nothing sent
     third_api = FakeApi()
-    third = _engine(third_api, progress=_store(backend, batch.lease_owner(3))).run(first_rows + new_rows)
+    third = make_engine(third_api, progress=make_store(backend, batch.lease_owner(3))).run(first_rows + new_rows)
     assert third_api.calls == [] and third.completed_earlier is not None
     assert third.result() == second.result()
 
@@ -166,23 +172,23 @@ def test_a_succeeded_run_cleared_with_a_changed_upstream_sends_to_the_new_rows(a
     second = run_dag("itnio_batch_changed_rows", logical_date=logical_date)  # clears both tasks, runs again
     assert second.run_id == first.run_id
     assert task_states(second)["send"][0] == "success"
-    recipients = _recipients(airflow_sandbox)
+    recipients = sent_recipients(airflow_sandbox)
     assert sorted(recipients) == sorted(first_rows + new_rows)  # every row once: none lost, none twice
     result = xcom_value(second, "send")
     assert (result["sent"], result["skipped_already_sent"]) == (len(new_rows), len(first_rows))
-    _clear_progress("itnio_batch_changed_rows")
+    clear_batch_progress("itnio_batch_changed_rows")
 
 
 def test_on_kill_stops_the_batch_writes_its_ledger_and_fails_the_try(airflow_sandbox: Any) -> None:
     airflow_sandbox.set_latency(0.05)
     dag_run = run_dag("itnio_batch_killed")
     assert task_states(dag_run)["send"][0] == "failed"
-    recipients = _recipients(airflow_sandbox)
+    recipients = sent_recipients(airflow_sandbox)
     assert 0 < len(recipients) < len(KILLED_ROWS)  # it stopped sending
     # every accepted message is in the ledger: a retry repeats none of them
     accepted = {m["body"]["recipient"]: m["messageId"] for m in airflow_sandbox.messages()}
-    assert _progress("itnio_batch_killed") == accepted
-    _clear_progress("itnio_batch_killed")
+    assert batch_progress("itnio_batch_killed") == accepted
+    clear_batch_progress("itnio_batch_killed")
 
 
 # ----------------------------------------------------------------------------------- after a kill
@@ -193,30 +199,30 @@ def test_recipients_sent_again_after_a_kill_stay_listed_when_the_resending_try_f
 ) -> None:
     # try 1 is SIGKILLed mid-batch; try 2 sends its cut-off recipients again, then stops on -68 (the balance runs
     # out) without completing; try 3 completes. The final result must still list every recipient sent twice.
-    backend = _kill_mid_batch(sandbox, tmp_path / "ledger.sqlite")
+    backend = kill_mid_batch(sandbox, tmp_path / "ledger.sqlite")
     cut_off = {r for r, value in batch.ProgressStore(backend, "k").load().items() if batch.is_started(value)}
     assert cut_off
     sandbox.set_balance(len(cut_off) + 20)  # enough for the cut-off recipients, then -68 (account-level)
-    hook, send = _sandbox_send(sandbox)
-    store = _store(backend, batch.lease_owner(2), max_unflushed=KILL_MAX_UNFLUSHED)
+    hook, send = sandbox_send(sandbox)
+    store = make_store(backend, batch.lease_owner(2), max_unflushed=KILL_MAX_UNFLUSHED)
     try:
-        second = _engine(send, concurrency=8, progress=store).run(_rows(KILL_ROWS))
+        second = make_engine(send, concurrency=8, progress=store).run(make_rows(KILL_ROWS))
     finally:
         hook.close()
         store.release_lease()  # what the task does when a try ends without completing the batch
     assert isinstance(second.aborted, ItnioApiError) and second.aborted.account_level
     assert set(second.maybe_sent_twice) == cut_off  # try 2 did send them again (its result is never pushed)
     sandbox.set_balance(None)
-    third = _retry(sandbox, backend)
-    copies = _copies(sandbox)
-    assert set(copies) == {normalize(row) for row in _rows(KILL_ROWS)}
+    third = retry_batch(sandbox, backend)
+    copies = copies_by_recipient(sandbox)
+    assert set(copies) == {normalize(row) for row in make_rows(KILL_ROWS)}
     twice = {recipient for recipient, count in copies.items() if count > 1}
     assert twice and twice <= cut_off
     assert sorted(twice - set(third.maybe_sent_twice)) == []  # the result of the try that completed lists them
     assert sorted(third.maybe_sent_twice) == sorted(cut_off)
     assert "maybe_sent_twice" in third.summary()
     # replayed the same; the completed ledger holds no "started" record
-    assert _replay(backend, _rows(KILL_ROWS)).result() == third.result()
+    assert replay_batch(backend, make_rows(KILL_ROWS)).result() == third.result()
     assert not [r for r, value in batch.ProgressStore(backend, "k").load().items() if batch.is_started(value)]
 
 
@@ -225,12 +231,11 @@ def test_recipients_sent_again_after_a_kill_stay_listed_when_the_resending_try_f
 
 def test_a_completed_batch_with_a_fallback_template_keeps_its_head_small_and_replays_the_same_result() -> None:
     from airflow_provider_itnio.window import SESSION, TEMPLATE, check_fallback
-    from tests.test_window_engine import FALLBACK, MESSAGE
 
     rows = [{"recipient": f"1555091{i:04d}", "name": f"N{i}", "template": "order_update"} for i in range(9000)]
 
     def run(api: FakeApi, owner: str) -> tuple[batch.ProgressStore, batch.BatchOutcome]:
-        store = _store(backend, owner)
+        store = make_store(backend, owner)
         engine = batch.BatchSender(
             api,
             batch.MessagePlan(MESSAGE),
@@ -271,8 +276,8 @@ def test_ledger_parts_stay_within_max_part_bytes_when_outcomes_overwrite_marks(i
         return recipient.rjust(id_length, "x")
 
     backend = batch.MemoryBackend()
-    rows = _rows(6000)
-    outcome = _engine(send, concurrency=8, progress=_store(backend, batch.lease_owner(1))).run(rows)
+    rows = make_rows(6000)
+    outcome = make_engine(send, concurrency=8, progress=make_store(backend, batch.lease_owner(1))).run(rows)
     assert outcome.sent == len(rows)
     entry = len(f'"{normalize(rows[0])}":"{send(normalize(rows[0]), None)}",')  # type: ignore[arg-type]
     assert max(len(value) for value in backend.values.values()) <= batch.MAX_PART_BYTES + entry
@@ -284,7 +289,7 @@ def test_ledger_parts_stay_within_max_part_bytes_when_outcomes_overwrite_marks(i
 
 def test_rows_from_a_slow_source_are_sent_as_they_come_not_a_whole_block_later() -> None:
     # rows are read lazily (e.g. a generator over a paged query): a row must not wait for 200 more to arrive
-    rows = _rows(8)
+    rows = make_rows(8)
     api = FakeApi()
     sent_before: list[int] = []  # for each row yielded, how many sends had been made before it
 
@@ -294,7 +299,9 @@ def test_rows_from_a_slow_source_are_sent_as_they_come_not_a_whole_block_later()
             yield row
             time.sleep(0.3)  # the next page takes a while
 
-    outcome = _engine(api, concurrency=2, progress=_store(batch.MemoryBackend(), batch.lease_owner(1))).run(slow_rows())
+    outcome = make_engine(api, concurrency=2, progress=make_store(batch.MemoryBackend(), batch.lease_owner(1))).run(
+        slow_rows()
+    )
     assert outcome.sent == len(rows)
     assert sent_before[-1] >= len(rows) // 2, sent_before  # the first rows went out while later ones were read
 
@@ -316,8 +323,8 @@ class CountingMarks(batch.MemoryBackend):
 def test_with_a_rate_limit_the_marks_ahead_of_the_sends_stay_within_about_one_flush_interval_of_sends() -> None:
     # what a kill would leave as "maybe sent twice": with 25 sends a second, not the whole 200-row block
     backend = CountingMarks()
-    concurrency, rate, rows = 4, 25.0, _rows(100)
-    engine = _engine(FakeApi(), concurrency=concurrency, max_per_second=rate, progress=_store(backend, "a"))
+    concurrency, rate, rows = 4, 25.0, make_rows(100)
+    engine = make_engine(FakeApi(), concurrency=concurrency, max_per_second=rate, progress=make_store(backend, "a"))
     assert engine.run(rows).sent == len(rows)
     block = rate * engine.flush_interval
     # queued (2 * concurrency + half a block) + a block being marked + one send per worker

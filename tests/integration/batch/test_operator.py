@@ -15,10 +15,8 @@ import pendulum
 import pytest
 
 from airflow_provider_itnio import batch, templating
-from airflow_provider_itnio.batch import ledger
 from airflow_provider_itnio.errors import ItnioApiError, ItnioDeliveryUnknownError, ItnioTransportError
 from airflow_provider_itnio.messages import Message, Text
-from tests.airflow_runs import run_dag, task_states, xcom_value
 from tests.dags.itnio_batch import (
     AFTER_EXECUTE_ERROR_ROWS,
     AFTER_EXECUTE_ROWS,
@@ -26,28 +24,10 @@ from tests.dags.itnio_batch import (
     PARTIAL_ROWS,
     RENDER_ROWS,
 )
+from tests.support.airflow_runs import run_dag, task_states, xcom_value
+from tests.support.batch import batch_progress, clear_batch_progress, sent_recipients
 
 # ------------------------------------------------------------------------------------------- helpers
-
-
-def _recipients(sandbox: Any) -> list[str]:
-    return [message["body"]["recipient"] for message in sandbox.messages()]
-
-
-def _progress(dag_id: str) -> dict[str, str | None]:
-    """Return every progress entry stored (in the metadata DB) for the batch tasks of ``dag_id``."""
-    from airflow.models.variable import Variable
-    from airflow.utils.session import create_session
-
-    found: dict[str, str | None] = {}
-    with create_session() as session:
-        rows = session.query(Variable).filter(Variable.key.like(f"{batch.PROGRESS_PREFIX}__{dag_id}__%")).all()
-        for row in rows:
-            suffix = row.key.rsplit("__", 1)[-1]
-            if suffix == "head" or suffix.rstrip("0123456789") in ledger._RESULT_PARTS.values():
-                continue  # progress parts only: not the head, not a completed result's parts
-            found.update(json.loads(row.val))
-    return found
 
 
 def _ledger_keys(dag_id: str) -> list[str]:
@@ -70,16 +50,6 @@ def _heads(dag_id: str) -> dict[str, dict[str, Any]]:
         return {row.key.removesuffix("__head"): json.loads(row.val) for row in rows}
 
 
-def _clear_progress(dag_id: str) -> None:
-    from airflow.models.variable import Variable
-    from airflow.utils.session import create_session
-
-    with create_session() as session:
-        session.query(Variable).filter(Variable.key.like(f"{batch.PROGRESS_PREFIX}__{dag_id}__%")).delete(
-            synchronize_session=False
-        )
-
-
 def _run_at(dag_id: str, logical_date: Any) -> Any:
     """Run dag.test() for one logical date: a second call clears and re-runs the same DAG run."""
     return run_dag(dag_id, logical_date=logical_date)
@@ -97,12 +67,12 @@ def test_partial_failure_fails_the_task_with_a_summary_and_sends_the_rest(airflo
     requests = airflow_sandbox.requests()
     assert sorted(r["body"]["recipient"] for r in requests) == sorted(good)  # the bad row never left
     [rejected] = [r["body"]["recipient"] for r in requests if r["status"] == "-71"]
-    assert sorted(_recipients(airflow_sandbox)) == sorted(set(good) - {rejected})
+    assert sorted(sent_recipients(airflow_sandbox)) == sorted(set(good) - {rejected})
     # the failed try left its progress behind: the 4 accepted messages
-    assert _progress("itnio_batch_partial") == {
+    assert batch_progress("itnio_batch_partial") == {
         m["body"]["recipient"]: m["messageId"] for m in airflow_sandbox.messages()
     }
-    _clear_progress("itnio_batch_partial")
+    clear_batch_progress("itnio_batch_partial")
 
 
 def test_partial_failure_is_reported_and_the_task_succeeds_when_errors_are_allowed(airflow_sandbox: Any) -> None:
@@ -122,7 +92,7 @@ def test_partial_failure_is_reported_and_the_task_succeeds_when_errors_are_allow
     # kept, with a completion marker, until a later run finds this one's success recorded
     [head] = _heads("itnio_batch_partial_lenient").values()
     assert head["done"]["sent"] == 4 and head["owner"] is None
-    _clear_progress("itnio_batch_partial_lenient")
+    clear_batch_progress("itnio_batch_partial_lenient")
 
 
 def test_an_account_error_stops_the_batch_at_once(airflow_sandbox: Any) -> None:
@@ -137,17 +107,17 @@ def test_an_account_error_stops_the_batch_at_once(airflow_sandbox: Any) -> None:
     assert len(after) <= 4
     assert len(requests) < len(BALANCE_ROWS)
     # the failed try's progress is kept: exactly the accepted messages
-    assert _progress("itnio_batch_abort") == {
+    assert batch_progress("itnio_batch_abort") == {
         m["body"]["recipient"]: m["messageId"] for m in airflow_sandbox.messages()
     }
-    _clear_progress("itnio_batch_abort")
+    clear_batch_progress("itnio_batch_abort")
 
 
 def test_a_retry_sends_only_to_rows_the_first_try_did_not_reach(airflow_sandbox: Any) -> None:
     airflow_sandbox.set_balance(12)  # try 1 runs out after 12; the retry callback tops the balance up
     dag_run = run_dag("itnio_batch_retry")
     assert task_states(dag_run)["send"] == ("success", 2)
-    recipients = _recipients(airflow_sandbox)
+    recipients = sent_recipients(airflow_sandbox)
     assert len(recipients) == len(set(recipients)) == len(BALANCE_ROWS)  # each exactly once
     assert set(recipients) == set(BALANCE_ROWS)
     result = xcom_value(dag_run, "send")
@@ -156,7 +126,7 @@ def test_a_retry_sends_only_to_rows_the_first_try_did_not_reach(airflow_sandbox:
     assert result["failed"] == 0
     assert result["message_ids"] == {m["body"]["recipient"]: m["messageId"] for m in airflow_sandbox.messages()}
     assert [head["done"]["sent"] for head in _heads("itnio_batch_retry").values()] == [len(BALANCE_ROWS) - 12]
-    _clear_progress("itnio_batch_retry")
+    clear_batch_progress("itnio_batch_retry")
 
 
 def test_clear_and_rerun_of_a_failed_task_skips_what_was_sent(airflow_sandbox: Any) -> None:
@@ -164,17 +134,17 @@ def test_clear_and_rerun_of_a_failed_task_skips_what_was_sent(airflow_sandbox: A
     airflow_sandbox.set_balance(7)
     first = _run_at("itnio_batch_abort", logical_date)
     assert task_states(first)["send"] == ("failed", 1)
-    assert len(_progress("itnio_batch_abort")) == 7
+    assert len(batch_progress("itnio_batch_abort")) == 7
     airflow_sandbox.set_balance(None)
     second = _run_at("itnio_batch_abort", logical_date)  # clears the task, runs the same DAG run again
     assert second.run_id == first.run_id
     assert task_states(second)["send"][0] == "success"
-    recipients = _recipients(airflow_sandbox)
+    recipients = sent_recipients(airflow_sandbox)
     assert len(recipients) == len(set(recipients)) == len(BALANCE_ROWS)
     result = xcom_value(second, "send")
     assert (result["skipped_already_sent"], result["sent"]) == (7, len(BALANCE_ROWS) - 7)
     assert [head["done"]["sent"] for head in _heads("itnio_batch_abort").values()] == [len(BALANCE_ROWS) - 7]
-    _clear_progress("itnio_batch_abort")
+    clear_batch_progress("itnio_batch_abort")
 
 
 def test_rows_are_rendered_per_row_next_to_airflow_templates(airflow_sandbox: Any) -> None:
@@ -208,7 +178,7 @@ def test_a_template_reaching_for_python_internals_fails_each_row_safely(airflow_
 def test_duplicate_recipients_are_sent_once(airflow_sandbox: Any) -> None:
     dag_run = run_dag("itnio_batch_duplicates")
     result = xcom_value(dag_run, "send")
-    assert sorted(_recipients(airflow_sandbox)) == ["15550400001", "15550400002", "15550400003"]
+    assert sorted(sent_recipients(airflow_sandbox)) == ["15550400001", "15550400002", "15550400003"]
     assert (result["sent"], result["duplicates"], result["failed"]) == (3, 2, 0)
 
 
@@ -224,11 +194,11 @@ def test_a_try_failing_after_execute_returned_leaves_the_ledger_and_the_retry_se
     assert result["message_ids"] == {m["body"]["recipient"]: m["messageId"] for m in airflow_sandbox.messages()}
     [head] = _heads("itnio_batch_after_execute").values()
     assert head["done"]["by"].startswith("try1@")
-    _clear_progress("itnio_batch_after_execute")
+    clear_batch_progress("itnio_batch_after_execute")
 
 
 def test_completed_ledgers_are_deleted_by_a_later_run_once_their_success_is_recorded(airflow_sandbox: Any) -> None:
-    _clear_progress("itnio_batch_ledgers")
+    clear_batch_progress("itnio_batch_ledgers")
     first_date = pendulum.datetime(2026, 4, 1, tz="UTC")
     first = _run_at("itnio_batch_ledgers", first_date)
     assert task_states(first)["send"] == ("success", 1)
@@ -244,8 +214,8 @@ def test_completed_ledgers_are_deleted_by_a_later_run_once_their_success_is_reco
     assert task_states(second)["send"] == ("success", 1)
     [second_key] = _heads("itnio_batch_ledgers")
     assert second.run_id in second_key and second_key != first_key
-    assert set(_progress("itnio_batch_ledgers")) == {m["body"]["recipient"] for m in airflow_sandbox.messages()}
-    _clear_progress("itnio_batch_ledgers")
+    assert set(batch_progress("itnio_batch_ledgers")) == {m["body"]["recipient"] for m in airflow_sandbox.messages()}
+    clear_batch_progress("itnio_batch_ledgers")
 
 
 # ----------------------------------------------------------------------------------------- the engine
@@ -527,7 +497,7 @@ def test_a_replayed_result_with_errors_is_the_completed_one_and_a_later_run_dele
     airflow_sandbox: Any,
 ) -> None:
     dag_id = "itnio_batch_after_execute_errors"
-    _clear_progress(dag_id)
+    clear_batch_progress(dag_id)
     first = _run_at(dag_id, pendulum.datetime(2026, 4, 1, tz="UTC"))  # try 1 completes, then fails; try 2 replays
     assert task_states(first)["send"] == ("success", 2)
     sent = [r["body"]["recipient"] for r in airflow_sandbox.requests()]
@@ -548,7 +518,7 @@ def test_a_replayed_result_with_errors_is_the_completed_one_and_a_later_run_dele
     assert task_states(second)["send"][0] == "success"
     assert not [k for k in _ledger_keys(dag_id) if k.startswith(key)]
     assert [k for k in _ledger_keys(dag_id) if second.run_id in k]  # its own ledger is kept
-    _clear_progress(dag_id)
+    clear_batch_progress(dag_id)
 
 
 # ------------------------------------------------------------------------------ where the full result goes
@@ -594,7 +564,7 @@ def test_a_large_batch_leaves_a_small_xcom_and_its_full_result_in_results_path(
         assert len(full["errors"]) == INVALID_ROWS
         assert {who: full["errors"][who] for who in result["first_errors"]} == result["first_errors"]
         assert all(error["status"] == "-71" for error in full["errors"].values())
-        _clear_progress("itnio_batch_results")
+        clear_batch_progress("itnio_batch_results")
     # bounded, and not growing with the rows: 4x the rows, the same size (the counts' digits differ); the bound is
     # the QUOTED_ERRORS first errors at their longest (a phone refusal names the rule, the reason and the status)
     assert max(sizes.values()) < 8192, sizes
@@ -618,7 +588,7 @@ def test_a_small_batch_keeps_its_message_ids_in_the_xcom_and_writes_nothing(
     full = load_batch_results(result)
     assert (full["message_ids"], full["errors"]) == (result["message_ids"], result["errors"])
     assert set(full) == {*batch.COUNTERS, "message_ids", "errors", "maybe_sent_twice"}  # the engine's, no summary
-    _clear_progress("itnio_batch_results")
+    clear_batch_progress("itnio_batch_results")
 
 
 def test_without_results_path_the_full_result_goes_under_airflow_home(airflow_sandbox: Any, airflow_db: Any) -> None:
@@ -630,7 +600,7 @@ def test_without_results_path_the_full_result_goes_under_airflow_home(airflow_sa
     assert "message_ids" not in result  # 30 rows, above this task's inline_results_max_rows=10
     assert result["full_result"]["path"].startswith(f"file://{airflow_db}/itnio/results/dag_id=")
     assert load_batch_results(result)["message_ids"] == _accepted(airflow_sandbox, DEFAULT_PATH_ROWS)
-    _clear_progress("itnio_batch_results_default_path")
+    clear_batch_progress("itnio_batch_results_default_path")
 
 
 def test_an_unwritable_results_path_fails_naming_it_and_the_retry_writes_it_without_sending_again(
@@ -647,13 +617,13 @@ def test_an_unwritable_results_path_fails_naming_it_and_the_retry_writes_it_with
     # on_retry_callback removes the blocking file and try 2 sends nothing, replays the result and writes it
     assert f"could not be written to results_path 'file://{blocker}/results'" in out + err
     assert task_states(dag_run)["send"] == ("success", 2)
-    assert sorted(_recipients(airflow_sandbox)) == sorted(BLOCKED_ROWS)  # each exactly once, across both tries
+    assert sorted(sent_recipients(airflow_sandbox)) == sorted(BLOCKED_ROWS)  # each exactly once, across both tries
     [head] = _heads("itnio_batch_results_unwritable").values()
     assert head["done"]["by"].startswith("try1@")
     result = xcom_value(dag_run, "send")
     assert result["full_result"]["path"].startswith(f"file://{blocker}/results/dag_id=")
     assert load_batch_results(result)["message_ids"] == _accepted(airflow_sandbox, BLOCKED_ROWS)
-    _clear_progress("itnio_batch_results_unwritable")
+    clear_batch_progress("itnio_batch_results_unwritable")
 
 
 def test_a_results_path_that_is_no_path_fails_the_task_before_sending(
@@ -664,7 +634,7 @@ def test_a_results_path_that_is_no_path_fails_the_task_before_sending(
     assert task_states(dag_run)["send"] == ("failed", 1)  # AirflowFailException: no retry spent
     assert "results_path 'nosuchstore://bucket/prefix' is not a usable Object Storage path" in out + err
     assert airflow_sandbox.requests() == []
-    _clear_progress("itnio_batch_results_no_path")
+    clear_batch_progress("itnio_batch_results_no_path")
 
 
 def test_a_replayed_batch_writes_the_same_full_result_to_the_same_object(airflow_sandbox: Any, tmp_path: Any) -> None:
@@ -686,4 +656,4 @@ def test_a_replayed_batch_writes_the_same_full_result_to_the_same_object(airflow
     expected["message_ids"] = _accepted(airflow_sandbox, REPLAYED_ROWS)
     assert load_batch_results(result) == expected
     assert stored.read_bytes() == encode(expected)
-    _clear_progress(dag_id)
+    clear_batch_progress(dag_id)

@@ -21,8 +21,8 @@ import pytest
 from airflow_provider_itnio.errors import ItnioValidationError
 from airflow_provider_itnio.notifications.itnio import ItnioNotifier, send_itnio_notification
 from airflow_provider_itnio.sandbox.server import DEFAULT_API_SECRET
-from tests.airflow_runs import run_dag, task_states, xcom_value
 from tests.dags.itnio_notifier import ERROR_TEXT
+from tests.support.airflow_runs import run_dag, task_states, xcom_value
 
 ON_CALL = ["15550100300", "15550100301"]
 NOTIFIER_PATH = f"{ItnioNotifier.__module__}.{ItnioNotifier.__qualname__}"
@@ -261,7 +261,7 @@ def test_sla_miss_callback_on_airflow_2(airflow_sandbox: Any) -> None:
         pytest.skip("Airflow 3 has no SLA callbacks (Deadline Alerts replace them; tested above)")
     from airflow.models.dagbag import DagBag
 
-    from tests.conftest import DAGS_FOLDER
+    from tests.support.airflow_home import DAGS_FOLDER
 
     dag = DagBag(dag_folder=str(DAGS_FOLDER), include_examples=False).get_dag("itnio_followup")
     notifier = ItnioNotifier(

@@ -4,9 +4,9 @@
 Two levels, both against real servers:
 
 - The trigger and the sensor's methods in this process, against a real ``airflow api-server`` with the receiver
-  (:func:`tests.test_webhook_receiver.server`): statuses are pushed over HTTP to the webhook, the trigger asks the
+  (:func:`tests.support.receiver.server`): statuses are pushed over HTTP to the webhook, the trigger asks the
   read endpoint with ``asyncio``. Which status satisfies which target follows :data:`events.STATUS_RANK`.
-- One end-to-end module fixture: a whole Airflow (:mod:`tests.airflow_stack`: API server, scheduler,
+- One end-to-end module fixture: a whole Airflow (:mod:`tests.support.airflow_stack`: API server, scheduler,
   dag-processor, triggerer, LocalExecutor) with the sandbox pushing to the API server's webhook. A DAG sends a
   text and waits until it is read; another one waits on a message the sandbox fails. The metadata database shows
   the sensor was deferred (its state history, recorded by SQLite triggers, and the trigger row).
@@ -27,19 +27,17 @@ import sys
 import time
 from collections.abc import AsyncGenerator, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
 
-from tests.servers import CountingProxy
-from tests.test_events import FAILED_PUSH, status_push
-from tests.test_webhook_receiver import AIRFLOW_2, CONN_ID, OTHER_TOKEN, TOKEN, Server, needs_airflow_3, server
+from tests.support.paths import TEST_DAGS
+from tests.support.pushes import FAILED_PUSH, status_push
+from tests.support.receiver import AIRFLOW_2, CONN_ID, OTHER_TOKEN, TOKEN, Server, needs_airflow_3
+from tests.support.servers import CountingProxy
 
-__all__ = ["server"]  # the module-scoped API server fixture, imported for this module
-
-DAGS = Path(__file__).parent / "dags"
+DAGS = TEST_DAGS
 READ_DAG, FAILED_DAG = "itnio_sensor_read", "itnio_sensor_failed"
 #: A DAG holding only the sensor, for ``dag.test()`` (message id and connection as params).
 DAG_TEST_DAG = "itnio_sensor_dag_test"
@@ -274,7 +272,7 @@ def test_the_trigger_times_out_at_its_deadline_and_keeps_asking_an_unreachable_s
     server: Server, conn: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from airflow_provider_itnio.triggers.itnio import ItnioMessageStatusTrigger
-    from tests.servers import free_port
+    from tests.support.servers import free_port
 
     nowhere = f"http://127.0.0.1:{free_port()}"
     monkeypatch.setenv(
@@ -367,7 +365,7 @@ def test_a_receiver_url_where_no_receiver_answers_fails_the_wait_at_once_naming_
     from airflow_provider_itnio.sensors.itnio import ItnioMessageStatusSensor
     from airflow_provider_itnio.triggers.itnio import ItnioMessageStatusTrigger
     from airflow_provider_itnio.webhook import client
-    from tests.misconfigured import FixedAnswerServer
+    from tests.support.misconfigured import FixedAnswerServer
 
     def check(conn_id: str, base: str, post_answer: str, get_answer: str) -> None:
         trigger = ItnioMessageStatusTrigger(
@@ -415,7 +413,7 @@ def test_a_receiver_url_where_no_receiver_answers_fails_the_wait_at_once_naming_
 @pytest.mark.parametrize("status", [500, 502, 503, 429])
 def test_server_errors_and_429_are_asked_again_until_the_deadline(status: int, monkeypatch: pytest.MonkeyPatch) -> None:
     from airflow_provider_itnio.triggers.itnio import ItnioMessageStatusTrigger
-    from tests.misconfigured import FixedAnswerServer
+    from tests.support.misconfigured import FixedAnswerServer
 
     with FixedAnswerServer(status, b'{"detail": "busy"}', {"Content-Type": "application/json"}) as busy:
         conn_id = connection_to("itnio_sensor_busy", busy.base_url, monkeypatch)
@@ -442,7 +440,7 @@ def test_a_receiver_that_stays_unreachable_fails_the_wait_after_the_bound_naming
 
     from airflow_provider_itnio.sensors.itnio import ItnioMessageStatusSensor
     from airflow_provider_itnio.webhook.client import ItnioReceiverUnreachableError
-    from tests.servers import free_port
+    from tests.support.servers import free_port
 
     nowhere = f"http://127.0.0.1:{free_port()}"
     conn_id = connection_to("itnio_sensor_closed_port", nowhere, monkeypatch)
@@ -848,7 +846,7 @@ def test_under_dag_test_a_read_message_ends_the_sensor_successfully_with_the_rec
     XComs are dropped. The task must still succeed with the receiver's status record as its XCom.
     """
     from airflow_provider_itnio.webhook.client import ItnioReceiverClient
-    from tests.airflow_runs import run_dag, task_states, xcom_value
+    from tests.support.airflow_runs import run_dag, task_states, xcom_value
 
     message_id = unique("dag-test")
     asyncio.run(push(server, message_id, "delivered"))
@@ -880,7 +878,7 @@ def e2e(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EndToEnd]:
     if AIRFLOW_2:
         pytest.skip("the sensor needs Airflow 3.1+")
     from airflow_provider_itnio.sandbox import Sandbox
-    from tests.airflow_stack import AirflowStack, free_port, webhook_url
+    from tests.support.airflow_stack import AirflowStack, free_port, webhook_url
 
     port, token = free_port(), secrets.token_urlsafe(32)
     home = tmp_path_factory.mktemp("itnio-sensor-stack")

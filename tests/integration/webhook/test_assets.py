@@ -1,7 +1,7 @@
 """
 Asset events and the read API of the webhook receiver, through a real Airflow 3 API server (one for this module).
 
-The server is :func:`tests.test_webhook_receiver.server` (same connections, same token, the token checked absent
+The server is :func:`tests.support.receiver.server` (same connections, same token, the token checked absent
 from its log at the end). ``airflow dags reserialize`` parses the session's DAGs folder, which holds
 ``tests/dags/itnio_webhook_assets.py``: a DAG scheduled on ``inbound_messages("itnio_webhook_test")`` and
 ``message_status("itnio_webhook_test", "failed")``, so those two assets are in the metadata database and the
@@ -31,69 +31,24 @@ from typing import Any
 import pytest
 import requests
 
-from tests.servers import api_server as api_server_process
-from tests.servers import free_port
-from tests.test_events import APP_ID, BUSINESS, CUSTOMER, FAILED_PUSH, MESSAGES, WHEN, inbound, status_push
-from tests.test_webhook_receiver import (
+from tests.support.paths import TEST_DAGS
+from tests.support.pushes import APP_ID, BUSINESS, CUSTOMER, FAILED_PUSH, MESSAGES, WHEN, inbound, status_push
+from tests.support.receiver import (
     AIRFLOW_2,
     CONN_ID,
+    DAG_ID,
+    FAILED_URI,
+    INBOUND_URI,
+    NARROWED_URIS,
     OTHER_TOKEN,
     TOKEN,
     Server,
     needs_airflow_3,
-    server,
     server_env,
+    settle,
 )
-
-__all__ = ["server"]  # the module-scoped API server fixture, imported for this module
-
-INBOUND_URI = f"itnio://{CONN_ID}/inbound"
-FAILED_URI = f"itnio://{CONN_ID}/status/failed"
-DAG_ID = "itnio_webhook_on_pushes"
-#: The narrowed inbound assets of tests/dags/itnio_webhook_narrowed.py, by DAG, as Airflow stores them (its own
-#: normalization of the URI: the query's pairs sorted and URL-encoded).
-NARROWED_URIS = {
-    "itnio_webhook_on_reschedule_taps": f"{INBOUND_URI}?reply_id=reschedule%3A%2A",
-    "itnio_webhook_on_any_tap": f"{INBOUND_URI}?reply_id=%2A",
-    "itnio_webhook_on_stop_words": f"{INBOUND_URI}?keyword=opt+out&keyword=stop",
-    "itnio_webhook_on_stickers": f"{INBOUND_URI}?type=sticker",
-    "itnio_webhook_on_keep_taps": f"{INBOUND_URI}?reply_id=keep%3A%2A&type=interactive",
-}
-
-
-@pytest.fixture(scope="module")
-def scheduled(server: Server) -> Server:
-    """Return the API server once ``airflow dags reserialize`` has put the test DAG and its assets in the database."""
-    result = subprocess.run(
-        [sys.executable, "-m", "airflow", "dags", "reserialize"],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env=os.environ.copy(),
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    assets = server.rows(
-        'SELECT a.uri, a.name, a."group", (SELECT COUNT(*) FROM asset_active aa WHERE aa.name = a.name '
-        "AND aa.uri = a.uri) AS active FROM asset a WHERE a.uri LIKE :prefix ORDER BY a.uri",
-        prefix=f"itnio://{CONN_ID}/%",
-    )
-    expected = sorted([INBOUND_URI, FAILED_URI, *NARROWED_URIS.values()])
-    assert assets == [{"uri": uri, "name": uri, "group": "itnio", "active": 1} for uri in expected]
-    return server
-
-
-def settle(server: Server, timeout: float = 300.0) -> None:
-    """
-    Wait until the receiver's writer has turned its outbox into asset events (it does so within
-    ``[itnio] webhook_asset_events_interval``, 0.25 s, of the pushes), and its turn is over. The deadline is far
-    above that: a freshly started API server's first turn on a loaded machine took more than 15 s.
-    """
-    deadline = time.monotonic() + timeout
-    while server.rows("SELECT id FROM itnio_asset_outbox"):
-        assert time.monotonic() < deadline, f"the outbox was not written within {timeout} s"
-        time.sleep(0.05)
-    time.sleep(0.3)  # a turn that took the last rows has committed, and the writer waits for pushes again
+from tests.support.servers import api_server as api_server_process
+from tests.support.servers import free_port
 
 
 def events_of(server: Server, uri: str, message_id: str) -> list[dict[str, Any]]:
@@ -870,7 +825,7 @@ def test_the_test_dag_defines_a_dag_only_where_the_assets_exist() -> None:
     """Airflow 2 parses the test DAGs folder too: the file must import cleanly and define nothing there."""
     import importlib.util
 
-    path = Path(__file__).parent / "dags" / "itnio_webhook_assets.py"
+    path = TEST_DAGS / "itnio_webhook_assets.py"
     spec = importlib.util.spec_from_file_location("itnio_webhook_assets_check", path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)

@@ -17,11 +17,8 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from tests.test_events import MESSAGES, inbound, status_push
-from tests.test_webhook_assets import DAG_ID, INBOUND_URI, scheduled, server, settle
-from tests.test_webhook_receiver import CONN_ID, Server, needs_airflow_3
-
-__all__ = ["scheduled", "server"]  # the module-scoped fixtures, imported for this module
+from tests.support.pushes import MESSAGES, inbound, status_push
+from tests.support.receiver import CONN_ID, DAG_ID, INBOUND_URI, Server, needs_airflow_3, settle
 
 
 def _push(message_id: str) -> Any:

@@ -18,13 +18,10 @@ from __future__ import annotations
 import datetime
 import json
 import os
-import secrets
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -33,95 +30,16 @@ import requests
 import sqlalchemy as sa
 
 from airflow_provider_itnio.events import MAX_PUSH_BYTES
-from tests.servers import api_server as api_server_process
-from tests.servers import free_port, plugins_folder
-from tests.test_events import APP_ID, FAILED_PUSH, MESSAGES, inbound, status_push
-
-AIRFLOW_2 = metadata.version("apache-airflow").startswith("2.")
-TOKEN = secrets.token_urlsafe(32)
-OTHER_TOKEN = secrets.token_urlsafe(32)
-CONN_ID = "itnio_webhook_test"
-#: Connections the server reads from its environment: the receiver's, one of another type, one without a token.
-SERVER_CONNECTIONS = {
-    CONN_ID: {
-        "conn_type": "itnio",
-        "login": "key",
-        "password": "secret",
-        "extra": {"app_id": APP_ID, "webhook_token": TOKEN},
-    },
-    "not_itnio_webhook": {"conn_type": "http", "extra": {"app_id": APP_ID, "webhook_token": OTHER_TOKEN}},
-    "itnio_without_token": {"conn_type": "itnio", "extra": {"app_id": APP_ID}},
-}
-TABLES = ("itnio_message_status", "itnio_status_history", "itnio_inbound_message")
-
-needs_airflow_3 = pytest.mark.skipif(AIRFLOW_2, reason="the receiver needs Airflow 3.1+ (Airflow 2 has no API server)")
-
-
-class Server:
-    """The running API server: its base URL, its log file and the metadata database."""
-
-    def __init__(self, base_url: str, log_path: Path, engine: sa.engine.Engine) -> None:
-        self.base_url = base_url
-        self.log_path = log_path
-        self.engine = engine
-
-    def url(self, conn_id: str = CONN_ID, token: str = TOKEN) -> str:
-        return f"{self.base_url}/itnio/webhook/{conn_id}/{token}"
-
-    def push(self, body: Any, *, conn_id: str = CONN_ID, token: str = TOKEN, **kwargs: Any) -> requests.Response:
-        if isinstance(body, dict | list):
-            kwargs["json"] = body
-        else:
-            kwargs["data"] = body
-        return requests.post(self.url(conn_id, token), timeout=30, **kwargs)
-
-    def counts(self) -> dict[str, int]:
-        with self.engine.connect() as connection:
-            return {
-                table: int(connection.execute(sa.text(f"SELECT COUNT(*) FROM {table}")).scalar_one())
-                for table in TABLES
-            }
-
-    def rows(self, sql: str, **params: Any) -> list[dict[str, Any]]:
-        with self.engine.connect() as connection:
-            return [dict(row) for row in connection.execute(sa.text(sql), params).mappings()]
-
-
-def server_env(home: Path, **options: str) -> dict[str, str]:
-    """
-    Return the environment of a test API server with the receiver (the session's database and connections).
-
-    :param home: A folder of its own (its plugins folder goes there).
-    :param options: More environment variables, e.g. ``AIRFLOW__ITNIO__...`` options.
-    """
-    return {
-        **os.environ,
-        "AIRFLOW__CORE__PLUGINS_FOLDER": str(plugins_folder(home)),
-        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
-        **{f"AIRFLOW_CONN_{conn_id.upper()}": json.dumps(conn) for conn_id, conn in SERVER_CONNECTIONS.items()},
-        **options,
-    }
-
-
-@pytest.fixture(scope="module")
-def server(airflow_db: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    """Start a real ``airflow api-server`` with the receiver; yield it and stop it afterwards."""
-    if AIRFLOW_2:
-        pytest.skip("the receiver needs Airflow 3.1+")
-    home = tmp_path_factory.mktemp("itnio-webhook-server")
-    port = free_port()
-    log_path = home / "api-server.log"
-    env = server_env(home)
-    engine = sa.create_engine(f"sqlite:///{airflow_db / 'airflow.db'}")
-    try:
-        with api_server_process(port, log_path, env) as base_url:
-            yield Server(base_url, log_path, engine)
-    finally:
-        engine.dispose()
-    log_text = log_path.read_text(errors="replace")
-    # The token is in every address pushed to, and in no log line.
-    assert TOKEN not in log_text
-    assert OTHER_TOKEN not in log_text
+from tests.support.pushes import APP_ID, FAILED_PUSH, MESSAGES, inbound, status_push
+from tests.support.receiver import (
+    AIRFLOW_2,
+    CONN_ID,
+    OTHER_TOKEN,
+    TABLES,
+    TOKEN,
+    Server,
+    needs_airflow_3,
+)
 
 
 def _failed_push(**fields: Any) -> dict[str, Any]:

@@ -2,7 +2,7 @@
 The batch engine's window logic (:class:`~airflow_provider_itnio.batch.BatchSender` with a fallback template) and
 the operators' argument checks, without a server: the window reader is a function the test controls.
 
-The end-to-end behaviour through a real API server is in tests/test_window.py.
+The end-to-end behaviour through a real API server is in tests/integration/test_window.py.
 """
 
 from __future__ import annotations
@@ -20,16 +20,9 @@ from airflow_provider_itnio.window import (
     check_fallback,
     receiver_available,
 )
+from tests.support.batch import FALLBACK, MESSAGE
 
 needs_receiver = pytest.mark.skipif(not receiver_available(), reason="fallback_template needs Airflow 3.1+")
-MESSAGE = {"type": "text", "text": {"body": "Hi {{ row.name }}"}}
-FALLBACK = {
-    "template": {
-        "name": "{{ row.template }}",
-        "language": {"code": "en_US"},
-        "components": [{"type": "body", "parameters": [{"type": "text", "text": "{{ row.name }}"}]}],
-    }
-}
 
 
 class Recorder:
@@ -176,8 +169,8 @@ def test_the_window_counts_from_the_customer_s_timestamp_when_it_is_believable(t
 
     from airflow_provider_itnio.events import parse_push
     from airflow_provider_itnio.webhook import store
-    from tests.test_events import BUSINESS, MESSAGES, inbound
-    from tests.test_webhook_store import store_engine
+    from tests.support.pushes import BUSINESS, MESSAGES, inbound
+    from tests.support.store_contract import store_engine
 
     arrival = datetime.datetime(2026, 11, 27, 12, 0, tzinfo=datetime.UTC)
     now = int(arrival.timestamp())

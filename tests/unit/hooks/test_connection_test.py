@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from airflow_provider_itnio.hooks.itnio import QUERY_PHONE_INFO_PATH, ItnioHook
-from tests.servers import free_port
+from tests.support.servers import free_port
 
 CONN_ID = "itnio_conn_test"
 WRONG_SECRET = "not-the-sandbox-secret"

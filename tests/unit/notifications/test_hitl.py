@@ -8,7 +8,7 @@ Human-in-the-loop on WhatsApp, without a whole Airflow: signed button ids and wh
   4-10, a text saying to answer in the UI otherwise; texts cut to WhatsApp's limits; the UI link; the fallback
   template when the window cannot be read.
 
-The whole flow (a tap resuming a task in a real Airflow) is in ``tests/test_hitl_e2e.py``. On Airflow 2 the
+The whole flow (a tap resuming a task in a real Airflow) is in ``tests/e2e/test_hitl.py``. On Airflow 2 the
 modules refuse to import, saying Airflow 3.1+ is needed.
 """
 
@@ -25,7 +25,7 @@ from typing import Any
 import pytest
 
 from airflow_provider_itnio import messages as m
-from tests.test_webhook_receiver import AIRFLOW_2, needs_airflow_3
+from tests.support.receiver import AIRFLOW_2, needs_airflow_3
 
 APPROVER = "15550100200"
 OTHER = "15550100999"
@@ -35,7 +35,7 @@ BASE_URL = "http://airflow.example.com:8080"
 @pytest.fixture
 def webhook_token(sandbox: Any, monkeypatch: pytest.MonkeyPatch) -> str:
     """Give ``itnio_default`` (the sandbox) a ``webhook_token`` and an unreachable receiver; return the token."""
-    from tests.airflow_stack import free_port
+    from tests.support.airflow_stack import free_port
 
     token = secrets.token_urlsafe(32)
     connection = json.loads(sandbox.conn_json())

@@ -17,13 +17,13 @@ import sys
 import tomllib
 from collections.abc import Iterable, Iterator
 from importlib import metadata
-from pathlib import Path
 
 import pytest
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.support.paths import ROOT
+
 BENCH = ROOT / "bench"
 
 pytestmark = pytest.mark.skipif(shutil.which("make") is None, reason="needs make")

@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.support.paths import ROOT
+
 DOCS = ROOT / "docs"
 EXAMPLES = ROOT / "dags_examples"
 PAGES = sorted(DOCS.glob("*.md"))

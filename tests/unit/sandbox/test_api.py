@@ -25,8 +25,9 @@ import requests
 from airflow_provider_itnio.errors import STATUS_CODES
 from airflow_provider_itnio.sandbox import Sandbox
 from airflow_provider_itnio.sandbox.testing import sandbox_fixture  # noqa: F401 - registers `sandbox`
+from tests.support.paths import ROOT
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = ROOT
 #: The vendor examples' request bodies (tests/golden is the repository's copy of shared/spec/golden).
 GOLDEN_DIR = next(
     (d for d in (REPO_ROOT / "tests" / "golden", REPO_ROOT.parent / "shared" / "spec" / "golden") if d.is_dir()),

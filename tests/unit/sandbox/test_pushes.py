@@ -28,8 +28,9 @@ from airflow_provider_itnio.events import InboundEvent, MessageStatus, StatusEve
 from airflow_provider_itnio.sandbox import Sandbox
 from airflow_provider_itnio.sandbox.pushes import RE_ENGAGEMENT_FAILURE, WINDOW_SECONDS
 from airflow_provider_itnio.sandbox.testing import sandbox_fixture  # noqa: F401 - registers `sandbox`
+from tests.support.paths import ROOT
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = ROOT
 CUSTOM = "/wa/custom/sendMsg"
 TEMPLATE = "/wa/template/sendMsg"
 KEY, SECRET, APP_ID = "sandbox-key", "sandbox-secret", "sandbox-app"

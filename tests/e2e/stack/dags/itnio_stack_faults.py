@@ -1,6 +1,6 @@
 """
 Scenario 2 of the production-like stack (``make test-stack``): the campaign of ``itnio_stack_campaign`` with retries,
-for killing a worker, a task process or the scheduler while it runs (``tests/stack/test_faults.py``).
+for killing a worker, a task process or the scheduler while it runs (``tests/e2e/stack/test_faults.py``).
 
 The same DAG (``itnio_stack_common.campaign_dag``: chunks, pool and account rate as scenario 1; other recipients;
 ``params.rows`` is set per run), plus what a production campaign that must survive a lost worker has: ``retries``

@@ -4,7 +4,7 @@ Scenario 3 of the production-like stack (``make test-stack``): single sends and 
 Each run sends to its own recipients (``params.run`` picks them): ``params.singles`` mapped
 ``ItnioSendTextOperator`` tasks (one message each) and ``params.batches`` mapped ``ItnioBatchSendOperator`` tasks
 of ``params.batch_rows`` rows each, through the connection :data:`CONN_ID` (the sandbox, with a short read
-timeout so that the sandbox's ``slow`` fault is a read timeout). ``tests/stack/test_faults.py`` triggers runs for
+timeout so that the sandbox's ``slow`` fault is a read timeout). ``tests/e2e/stack/test_faults.py`` triggers runs for
 a few minutes while it injects the sandbox's faults and classifies every send.
 """
 
