@@ -12,8 +12,9 @@ __all__ = ["__version__", "get_provider_info"]
 def get_provider_info() -> dict[str, Any]:
     """Describe the provider to Airflow (entry point ``apache_airflow_provider``)."""
     from airflow_provider_itnio.connection_fields import connection_type_info  # not needed by DAG files
+    from airflow_provider_itnio.version_compat import AIRFLOW_V_3_1_PLUS
 
-    return {
+    info: dict[str, Any] = {
         "package-name": "airflow-provider-itnio",
         "name": "itniotech WhatsApp",
         "description": "Send WhatsApp Business messages through the `itniotech <https://www.itniotech.com/>`__ API.",
@@ -93,3 +94,6 @@ def get_provider_info() -> dict[str, Any]:
             },
         },
     }
+    if AIRFLOW_V_3_1_PLUS:  # `airflow itnio ...`; older Airflow (2.11's schema has no "cli") uses `python -m`
+        info["cli"] = ["airflow_provider_itnio.webhook.cli.get_itnio_cli_commands"]
+    return info

@@ -119,17 +119,22 @@ _ENGINE = ("plan", "rate", "ledger", "outcome", "sender")
 
 def __getattr__(name: str) -> Any:
     """
-    Return one of the engine's names (``__all__``), importing the engine's modules on first use.
+    Return one of the engine's names, importing the engine's modules on first use.
+
+    Every name the single ``batch`` module had before the split (its ``__all__`` here, and the other names it
+    held, found in the engine module that holds them now) keeps resolving. Patching a name here does not change the
+    engine module that uses it: patch it there (e.g. ``airflow_provider_itnio.batch.ledger.LEASE_TTL``).
 
     :param name: The attribute asked for.
     :raises AttributeError: When the package has no such name.
     """
-    if name in __all__:
+    if not name.startswith("__"):
         for home in _ENGINE:
             module = importlib.import_module(f"{__name__}.{home}")
             if name in vars(module):
                 value = vars(module)[name]
-                globals()[name] = value  # found directly from now on
+                if name in __all__:
+                    globals()[name] = value  # found directly from now on
                 return value
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 

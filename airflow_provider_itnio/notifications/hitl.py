@@ -57,7 +57,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from airflow_provider_itnio import messages as m
-from airflow_provider_itnio._text import cut
+from airflow_provider_itnio._text import ELLIPSIS, cut
 from airflow_provider_itnio.connection_fields import WEBHOOK_TOKEN_EXTRA
 from airflow_provider_itnio.errors import ItnioError
 from airflow_provider_itnio.hitl_buttons import (
@@ -73,6 +73,7 @@ from airflow_provider_itnio.hitl_buttons import (
     recipient_digest,
     request_message,
     request_text,
+    sign_button,
 )
 from airflow_provider_itnio.notifications._base import ItnioBaseNotifier
 from airflow_provider_itnio.version_compat import AIRFLOW_V_3_1_PLUS, airflow_3_1_needed
@@ -83,7 +84,16 @@ if not AIRFLOW_V_3_1_PLUS:
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Context
 
-__all__ = ["BUTTONS", "LIST", "REQUESTS_XCOM_KEY", "UI_ONLY", "ItnioHITLNotifier", "cut"]
+__all__ = [
+    "BUTTONS",
+    "ELLIPSIS",
+    "LIST",
+    "REQUESTS_XCOM_KEY",
+    "UI_ONLY",
+    "ItnioHITLNotifier",
+    "cut",
+    "sign_button",  # where it was imported from before hitl_buttons
+]
 
 
 def _mask_numbers(text: str) -> str:

@@ -178,6 +178,51 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def run_url(conn_id: str, base_url: str | None) -> int:
+    """
+    Print the connection's webhook address (creating its token first when it has none); return the exit status.
+
+    The address is the only thing printed on standard output; what was created and errors go to standard error.
+
+    :param conn_id: The ``itnio`` connection.
+    :param base_url: Where the vendor reaches the API server (default: ``[api] base_url``).
+    """
+    try:
+        require_airflow_3_1("The itnio webhook receiver")
+    except ImportError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    try:
+        token, created = ensure_token(conn_id)
+    except CommandError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    if created:
+        print(f"Created a new {TOKEN_EXTRA!r} extra on connection {conn_id!r}.", file=sys.stderr)
+    print(webhook_url(base_url or _default_base_url(), conn_id, token))
+    return 0
+
+
+def run_cleanup(older_than_days: float | None) -> int:
+    """
+    Apply the retention and print what was deleted as JSON; return the exit status.
+
+    :param older_than_days: The retention in days (default: ``[itnio] webhook_retention_days``, else 90).
+    """
+    try:
+        require_airflow_3_1("The itnio webhook receiver")
+    except ImportError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    days = older_than_days if older_than_days is not None else _retention_days()
+    if days < 0:
+        print("error: --older-than-days must not be negative.", file=sys.stderr)
+        return 1
+    deleted = cleanup(days)
+    print(json.dumps({"older_than_days": days, "deleted": deleted}))
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """
     Run the command line; return the exit status.
@@ -185,27 +230,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     :param argv: The arguments (default: ``sys.argv[1:]``).
     """
     args = _parser().parse_args(argv)
-    try:
-        require_airflow_3_1("The itnio webhook receiver")
-    except ImportError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    try:
-        if args.command == "url":
-            token, created = ensure_token(args.conn_id)
-            if created:
-                print(f"Created a new {TOKEN_EXTRA!r} extra on connection {args.conn_id!r}.", file=sys.stderr)
-            print(webhook_url(args.base_url or _default_base_url(), args.conn_id, token))
-            return 0
-        days = args.older_than_days if args.older_than_days is not None else _retention_days()
-        if days < 0:
-            raise CommandError("--older-than-days must not be negative.")
-        deleted = cleanup(days)
-        print(json.dumps({"older_than_days": days, "deleted": deleted}))
-        return 0
-    except CommandError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
+    if args.command == "url":
+        return run_url(args.conn_id, args.base_url)
+    return run_cleanup(args.older_than_days)
 
 
 if __name__ == "__main__":

@@ -105,7 +105,7 @@ def test_importing_the_operators_does_not_load_the_engine() -> None:
         (
             "airflow_provider_itnio.operators._batch_task",
             "airflow_provider_itnio.batch.task",
-            ["run_batch", "BatchSettings", "VariableBackend", "sweep_completed_ledgers"],
+            ["BatchSettings", "VariableBackend", "sweep_completed_ledgers", "BatchSender", "summarize"],
         ),
     ],
 )
@@ -127,3 +127,57 @@ def test_a_moved_module_warns_and_gives_the_same_objects(old: str, new: str, nam
     )
     assert f"warned: {old} is deprecated: import from {new}" in result.stdout, result.stdout
     assert "same: True" in result.stdout, result.stdout
+
+
+def test_every_name_an_engine_module_holds_resolves_from_the_package_as_the_one_module_had_it() -> None:
+    """``batch._utc``, ``batch.ItnioError``, ``batch.SESSION``...: the old module held its helpers and imports too."""
+    import airflow_provider_itnio.batch as batch
+
+    for home in ("plan", "rate", "ledger", "outcome", "sender"):
+        module = importlib.import_module(f"airflow_provider_itnio.batch.{home}")
+        for name, value in vars(module).items():
+            if not name.startswith("__") and name not in {"annotations", "batch"}:
+                found = getattr(batch, name)
+                # the first engine module holding the name answers (an imported name is the same object anyway)
+                assert found is value or any(
+                    vars(importlib.import_module(f"airflow_provider_itnio.batch.{other}")).get(name) is found
+                    for other in ("plan", "rate", "ledger", "outcome", "sender")
+                ), (home, name)
+
+
+def test_the_old_run_batch_call_builds_the_settings_the_operator_builds(monkeypatch: pytest.MonkeyPatch) -> None:
+    import dataclasses
+    import warnings
+
+    from airflow_provider_itnio.batch import task
+    from airflow_provider_itnio.batch.task import BatchSettings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        old = importlib.import_module("airflow_provider_itnio.operators._batch_task")
+    calls: list[tuple[BatchSettings, dict[str, object]]] = []
+
+    def record(settings: BatchSettings, **kwargs: object) -> dict[str, object]:
+        calls.append((settings, kwargs))
+        return {}
+
+    monkeypatch.setattr(task, "run_batch", record)
+    one_by_one = {
+        "rows": [{"recipient": "+1 555 010 0200"}],
+        "message": {"type": "text", "body": "hi"},
+        "recipient_field": "recipient",
+        "business_phone": None,
+        "itnio_conn_id": "itnio_default",
+        "concurrency": 2,
+        "max_per_second": 5.0,
+        "fail_on_errors": False,
+        "window_unknown": "template",
+        "resend_interrupted": False,
+    }
+    context, log = {"ti": None}, object()
+    assert old.run_batch(**one_by_one, context=context, log=log) == {}
+    expected = BatchSettings(**one_by_one)  # type: ignore[arg-type]
+    assert calls == [(expected, {"context": context, "log": log})]
+    assert old.run_batch(expected, context=context, log=log) == {}  # the new call through the old path
+    assert calls[1] == (expected, {"context": context, "log": log})
+    assert {f.name for f in dataclasses.fields(BatchSettings)} >= set(one_by_one)
