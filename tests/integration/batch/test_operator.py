@@ -15,6 +15,7 @@ import pendulum
 import pytest
 
 from airflow_provider_itnio import batch, templating
+from airflow_provider_itnio.batch.rate import DEFAULT_MARGIN
 from airflow_provider_itnio.errors import ItnioApiError, ItnioDeliveryUnknownError, ItnioTransportError
 from airflow_provider_itnio.messages import Message, Text
 from tests.dags.itnio_batch import (
@@ -415,11 +416,12 @@ def test_rate_limiter_schedule_never_exceeds_the_rate_in_any_window() -> None:
     grants += [limiter.acquire() for _ in range(120)]
     assert _max_in_any_window(grants) <= 50
     assert grants[:50] == pytest.approx([i / 50 for i in range(50)])  # evenly spread
-    assert grants[50] == pytest.approx(1.02)  # one second (+ the 20 ms margin) after grant 0
-    assert 119 / 50 <= grants[119] <= 119 / 50 * 1.03  # the margin costs about 2%
+    margin = DEFAULT_MARGIN
+    assert grants[50] == pytest.approx(1 + margin)  # one second (+ the margin) after grant 0
+    assert 119 / 50 <= grants[119] <= 119 / 50 * (1 + margin + 0.01)  # the margin costs about its share
     assert grants[120] == now_after_stall[0]  # no burst after the stall: evenly spread again
-    assert 119 / 50 <= grants[-1] - grants[120] <= 119 / 50 * 1.03
-    assert _max_in_any_window(grants[120:], width=1.02) <= 50
+    assert 119 / 50 <= grants[-1] - grants[120] <= 119 / 50 * (1 + margin + 0.01)
+    assert _max_in_any_window(grants[120:], width=1 + margin) <= 50
 
 
 def test_rate_limiter_holds_with_threads_that_wake_late() -> None:
