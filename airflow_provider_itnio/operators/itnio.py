@@ -520,7 +520,8 @@ class ItnioBatchSendOperator(BaseOperator):
     :param itnio_conn_id: The Airflow connection of type ``itnio`` (templated).
     :param concurrency: Sends in flight at once (worker threads sharing the hook's connection pool), default 8.
     :param max_per_second: The most sends started in any one-second window (evenly spread, with a 50 ms safety
-        margin on the window for the requests' jitter on their way: about 5% slower than the nominal rate); None (default) = no limit.
+        margin on the window for the requests' jitter on their way: about 5% slower than the nominal rate);
+        None (default) = no limit.
     :param fail_on_errors: Fail the task after the batch when a row failed (default True); False = succeed and
         report the failures in the result only.
     :param fallback_template: An approved template (a :class:`~airflow_provider_itnio.messages.Template` or the
