@@ -529,11 +529,7 @@ class ProgressStore:
         """
         with self._lock:
             while True:
-                if self.failure is not None:
-                    return False
-                try:
-                    self._check_fence()
-                except LedgerError:
+                if not self._safe_to_send():
                     return False
                 if self._healthy and self._in_flight + self._unwritten < self.max_unflushed:
                     self._in_flight += 1
@@ -547,13 +543,17 @@ class ProgressStore:
     def may_send(self) -> bool:
         """Return True when a send reserved with :meth:`start_send` may still go out (the lease is still safe)."""
         with self._lock:
-            if self.failure is not None:
-                return False
-            try:
-                self._check_fence()
-            except LedgerError:
-                return False
-            return True
+            return self._safe_to_send()
+
+    def _safe_to_send(self) -> bool:
+        """Return whether no failure was recorded and the lease is still safe (call with ``_lock`` held)."""
+        if self.failure is not None:
+            return False
+        try:
+            self._check_fence()
+        except LedgerError:
+            return False
+        return True
 
     def end_send(self) -> None:
         """Mark a send started with :meth:`start_send` as over (after :meth:`record` when it was recorded)."""

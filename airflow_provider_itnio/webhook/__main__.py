@@ -178,6 +178,16 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _airflow_can_run_it() -> bool:
+    """Return whether this Airflow runs the receiver; else say why on standard error."""
+    try:
+        require_airflow_3_1("The itnio webhook receiver")
+    except ImportError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return False
+    return True
+
+
 def run_url(conn_id: str, base_url: str | None) -> int:
     """
     Print the connection's webhook address (creating its token first when it has none); return the exit status.
@@ -187,10 +197,7 @@ def run_url(conn_id: str, base_url: str | None) -> int:
     :param conn_id: The ``itnio`` connection.
     :param base_url: Where the vendor reaches the API server (default: ``[api] base_url``).
     """
-    try:
-        require_airflow_3_1("The itnio webhook receiver")
-    except ImportError as err:
-        print(f"error: {err}", file=sys.stderr)
+    if not _airflow_can_run_it():
         return 2
     try:
         token, created = ensure_token(conn_id)
@@ -209,10 +216,7 @@ def run_cleanup(older_than_days: float | None) -> int:
 
     :param older_than_days: The retention in days (default: ``[itnio] webhook_retention_days``, else 90).
     """
-    try:
-        require_airflow_3_1("The itnio webhook receiver")
-    except ImportError as err:
-        print(f"error: {err}", file=sys.stderr)
+    if not _airflow_can_run_it():
         return 2
     days = older_than_days if older_than_days is not None else _retention_days()
     if days < 0:
