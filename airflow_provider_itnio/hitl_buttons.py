@@ -2,8 +2,8 @@
 The buttons of a Human-in-the-loop request on WhatsApp: their signed ids, the keys, and the message carrying them.
 
 Shared by the notifier that sends them (:mod:`airflow_provider_itnio.notifications.hitl`) and the receiver that
-takes the taps and sends owed buttons (:mod:`airflow_provider_itnio.webhook.hitl`); neither imports the other. No
-Airflow import.
+takes the taps (:mod:`airflow_provider_itnio.webhook.taps`) and sends owed buttons
+(:mod:`airflow_provider_itnio.webhook.owed_buttons`); neither imports the other. No Airflow import.
 
 **Button ids.** ``hitl1.<ti id, 32 hex>.<option index>.<user id, base64url, may be empty>.<tag>.<tag>``:
 

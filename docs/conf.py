@@ -41,6 +41,10 @@ autodoc_typehints = "description"
 autodoc_typehints_description_target = "documented"
 autodoc_default_options = {"members": True, "undoc-members": True, "show-inheritance": True}
 autodoc_inherit_docstrings = False  # overrides of Airflow and SQLAlchemy methods keep their own docs there
+# The receiver's FastAPI dependencies (``Annotated[..., Depends(...)]``) shown by their names, linked to their entries.
+autodoc_type_aliases = {
+    name: f"airflow_provider_itnio.webhook.guards.{name}" for name in ("BearerReceiver", "JSONObject", "PushReceiver")
+}
 
 # Nitpicky (-n): every cross-reference to this package must resolve. Other projects' objects (Airflow, the standard
 # library, SQLAlchemy, ...) have no inventory here (intersphinx would need the network at build time), so

@@ -6,7 +6,7 @@
 - The UI and API listen on loopback only (``127.0.0.1:8080``; ``--host 0.0.0.0`` opens them to the network): the
   admin login is printed on screen. ``[api] base_url`` is that address, so approval messages carry a link to the
   task in the UI.
-- The sandbox runs as its own process on port 8765 (the README's sandbox port), the same at every start, so a
+- The sandbox runs as its own process on port 8765 (docs/sandbox.md), the same at every start, so a
   connection made by hand keeps working; when 8765 is taken it says so and takes a free port. Each request it
   receives is printed here.
 - The connection ``itnio_default`` is (re)written in the metadata database to point at it, so it shows in
@@ -51,7 +51,7 @@ PASSWORD_FILE = "simple_auth_manager_passwords.json.generated"
 CUSTOMER = "15550100200"
 #: The interface the UI and API listen on by default: loopback, since the admin login is printed on screen.
 DEFAULT_HOST = "127.0.0.1"
-#: The sandbox's port, the one the README's sandbox section uses: the same at every start.
+#: The sandbox's port, the one the sandbox page (docs/sandbox.md) uses: the same at every start.
 SANDBOX_PORT = 8765
 #: The variables of :func:`build_env` that the Airflow CLI needs next to ``make airflow`` (the printed line).
 CLI_ENV = (
@@ -431,8 +431,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"               {inbound_command(sandbox_port, **tap)}")
             print("               the tap starts a run of itnio_reschedule_on_reply, which answers with free slots")
             print("  Approvals:   trigger itnio_refund_approval: the manager's WhatsApp gets Approve / Reject buttons")
-            print(f"               with a link to the task at {url}; tap one with the sandbox, see the README")
-            print("               section \"Approvals on WhatsApp\" (the request's messageId is in the task's XCom)")
+            print(f"               with a link to the task at {url}; tap one with the sandbox (docs/notifications.md,")
+            print("               \"Approvals on WhatsApp\"; the request's messageId is in the task's XCom)")
             print("  Ctrl-C stops Airflow and the sandbox.")
             print()
             sys.stdout.flush()

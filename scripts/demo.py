@@ -124,8 +124,8 @@ def main() -> int:
             problems.append(f"expected the fallback templates (no receiver knows the window), got {sent_kinds}")
         outcome = (
             "Demo OK: 3 messages sent through Airflow, each as its approved template (XCom sent_kind), because no "
-            "receiver here knows whether the customer wrote in the last 24 hours. `make airflow` has one: see the "
-            "README."
+            "receiver here knows whether the customer wrote in the last 24 hours. `make airflow` has one: see "
+            "docs/quickstart.md."
         )
     else:  # Airflow 2.11: no receiver, no fallback; the session messages, the invoice quoting the thank-you
         invoice = by_id.get(xcoms.get("invoice", ""), {}).get("body", {})

@@ -60,7 +60,7 @@ ROOT = Path(__file__).resolve().parent.parent
 STACK_DIR = Path(os.environ.get("ITNIO_STACK_DIR", ROOT / ".stack")).resolve()
 ADMIN = "admin"
 CONN_ID = "itnio_default"
-#: The pool that keeps a whole account under its rate (README "Production-like stack"), and its size.
+#: The pool that keeps a whole account under its rate (docs/contributing.md, the production-like stack), and its size.
 ACCOUNT_POOL = "itnio_account"
 ACCOUNT_POOL_SLOTS = 4
 #: Celery workers (their host names) and the task slots of each: 6 slots in all, more than the pool's 4, so the
@@ -593,7 +593,7 @@ def airflow_env(state: Mapping[str, Any], component: str | None = None) -> dict[
             "AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_CONFIG_LIST": json.dumps(bundles),
             "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(PATHS.home / "logs"),
             "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "False",
-            # failure detection within about a minute (README "Production-like stack": a worker is killed)
+            # failure detection within about a minute (docs/contributing.md: a worker is killed)
             **FAILURE_DETECTION,
         }
     )

@@ -317,7 +317,7 @@ def run_batch(
     results = _ResultsWriter(settings.results_path, settings.inline_results_max_rows, ti, map_index, log)
     if not (isinstance(rows, Sized) and len(rows) <= settings.inline_results_max_rows):
         results.resolve()  # a results_path that cannot be a path fails the task before anything is sent
-    backend = VariableBackend(f"Ledger of the ItnioBatchSendOperator task {ti.task_id} (see the provider's README).")
+    backend = VariableBackend(f"Ledger of the ItnioBatchSendOperator task {ti.task_id} (see the Campaigns page).")
     try:
         sweep_completed_ledgers(ti, backend, key, log)
     except Exception:

@@ -190,7 +190,7 @@ class ItnioReceiverClient:
 
     #: Seconds before a request answered 404 (the API server does not accept the token) is asked once more, with the
     #: connection read again: the API server reuses what it read of a connection for up to 5 s
-    #: (``webhook.app.RESOLVE_TTL``), so a token rotated a moment ago may not be accepted yet.
+    #: (``webhook.guards.RESOLVE_TTL``), so a token rotated a moment ago may not be accepted yet.
     not_found_retry_after: ClassVar[float] = 6.0
     #: The argument naming the connection, and its default (as Airflow's hooks say).
     conn_name_attr: ClassVar[str] = "itnio_conn_id"

@@ -22,7 +22,7 @@ Each recipient gets the rendered subject (bold) and body, cut with an ellipsis t
 - a link to the task's page in the UI (``required_actions``) when ``[api] base_url`` is set (or ``base_url=``).
 
 A tap is an answer: the webhook receiver on the API server records it as the UI would
-(:mod:`airflow_provider_itnio.webhook.hitl`, which says who may answer and what is refused;
+(:mod:`airflow_provider_itnio.webhook.taps`, which says who may answer and what is refused;
 :mod:`airflow_provider_itnio.hitl_buttons` says how button ids are signed). Taps need the webhook receiver: the
 connection needs a ``webhook_token`` extra and the vendor must push to the receiver; without the token, the
 notifier sends the text and the UI link only. The buttons are signed with the connection's ``button_key`` extra,

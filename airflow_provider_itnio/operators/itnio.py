@@ -490,7 +490,7 @@ class ItnioBatchSendOperator(BaseOperator):
     sandboxed environment; every other template is rendered by Airflow. Invalid or rejected rows are reported
     and the others go on; an account-level error stops the batch. A ledger in Airflow Variables makes sure
     that no try sends a row an earlier try sent, and that only one try sends at a time. The policy (result,
-    retries, ledger, lease, bounds) is in the README's "Campaigns" section.
+    retries, ledger, lease, bounds) is on the documentation's Campaigns page (``docs/campaigns.md``).
 
     .. code-block:: python
 

@@ -30,7 +30,7 @@ message: the narrowed assets are read from Airflow's asset table once per transa
 counts, and the row is deleted with all its events (each written once, or none). A tap on an approval's button
 (its id starts with the HITL notifier's prefix, whether it verifies or not:
 :func:`~airflow_provider_itnio.webhook.store.is_approval_tap`) gets no outbox row: it answers the approval
-(:mod:`airflow_provider_itnio.webhook.hitl`) and is no inbound asset's event.
+(:mod:`airflow_provider_itnio.webhook.taps`) and is no inbound asset's event.
 """
 
 from __future__ import annotations
@@ -295,7 +295,7 @@ def outbox_row(event: StatusEvent | InboundEvent, conn_id: str, now: datetime.da
     :param now: The time it was recorded (UTC).
     """
     if isinstance(event, InboundEvent) and is_approval_tap(event):
-        return None  # the approval layer's (webhook/hitl.py), no inbound asset's
+        return None  # the approval layer's (webhook/taps.py), no inbound asset's
     uri = _asset_uri(event, conn_id)
     if uri is None:
         log.warning("itnio webhook %s: the connection id cannot be in an asset URI; no asset event", conn_id)

@@ -14,7 +14,7 @@ there they are never created (the receiver needs Airflow 3.1+ anyway).
   receiver's writer has written them (see :mod:`airflow_provider_itnio.webhook.asset_events`); empty when idle.
 - ``itnio_hitl_tap``: every tap on an approval button, once (unique on ``app_id`` + ``message_id``), recorded
   ``pending`` with its push and ``applied`` once its answer is recorded (see
-  :mod:`airflow_provider_itnio.webhook.hitl`).
+  :mod:`airflow_provider_itnio.webhook.taps`).
 
 Every ``*_at`` column is a timezone-aware UTC datetime (SQLite, which keeps no zone, gives it back as UTC too).
 """
@@ -202,9 +202,9 @@ hitl_tap_table = Table(
     Column("message_id", String(ID_LENGTH), nullable=False),
     Column("conn_id", String(250), nullable=False),
     # "pending" from the push's transaction until the transaction that records its answer: then "applied"; "failed"
-    # once the sweep gave up on it (webhook.hitl.MAX_TAP_ATTEMPTS).
+    # once the sweep gave up on it (webhook.tap_sweeper.MAX_TAP_ATTEMPTS).
     Column("state", String(STATUS_LENGTH), nullable=False),
-    # What the tap did (webhook.hitl.TapOutcome.code), once applied.
+    # What the tap did (webhook.taps.TapOutcome.code), once applied.
     Column("outcome", String(STATUS_LENGTH)),
     Column("received_at", UtcDateTime, nullable=False),
     Column("applied_at", UtcDateTime),

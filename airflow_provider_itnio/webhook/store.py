@@ -86,10 +86,25 @@ TAP_ID_PREFIX = f"{ID_PREFIX}."
 #: gave up on it.
 TAP_PENDING, TAP_APPLIED, TAP_FAILED = "pending", "applied", "failed"
 #: How long a tap waits before the sweep may take it (its push's own request applies it before), and the first
-#: wait after an attempt of the sweep failed (:data:`airflow_provider_itnio.webhook.hitl.SWEEP_AFTER`).
+#: wait after an attempt of the sweep failed (:data:`airflow_provider_itnio.webhook.tap_sweeper.SWEEP_AFTER`).
 TAP_SWEEP_AFTER = datetime.timedelta(seconds=30)
 
 log = logging.getLogger(__name__)
+
+
+def new_session() -> Any:
+    """
+    Return a new session of the metadata database, a context manager that commits on exit (not the scoped one).
+
+    The receiver's writer, its read API and the approvals' taps each open their own; Airflow 3.1's
+    ``create_session()`` has no ``scoped`` argument (its session is then the thread's scoped one).
+    """
+    from airflow.utils.session import create_session
+
+    try:
+        return create_session(scoped=False)  # type: ignore[call-arg]
+    except TypeError:  # Airflow 3.1's create_session() has no "scoped"
+        return create_session()
 
 
 @dataclass(frozen=True)

@@ -130,7 +130,7 @@ def button_ids(message: dict[str, Any]) -> dict[str, str]:
 _TAP_LATER = """
 import datetime, json, sys
 from airflow_provider_itnio.events import parse_push
-from airflow_provider_itnio.webhook.hitl import handle_tap
+from airflow_provider_itnio.webhook.taps import handle_tap
 event = parse_push(sys.argv[1])
 later = datetime.datetime.now(datetime.UTC) + datetime.timedelta(hours=float(sys.argv[2]))
 outcome = handle_tap(event, "itnio_default", now=later)
@@ -209,7 +209,7 @@ def test_a_tap_resumes_the_gate_and_runs_its_branch_while_strangers_forgeries_an
     assert hitl(stack, GATE, "choose_target") == answered
 
     # The refusals are in the API server's log, the numbers only as digests.
-    from airflow_provider_itnio.webhook.hitl import phone_digest
+    from airflow_provider_itnio.webhook.approvals_common import phone_digest
 
     lines = [line for line in stack.component_log("api-server").read_text().splitlines() if "itnio HITL" in line]
     logged = "\n".join(lines)
@@ -232,7 +232,7 @@ def test_an_answer_in_the_ui_still_works_and_a_later_tap_is_refused(stack: Any) 
     assert hitl(stack, REFUND, "approve_refund") == waiting
 
     # The second manager's window was closed: the template; once they write back, the buttons (signed for them).
-    from airflow_provider_itnio.webhook.hitl import PENDING_XCOM_KEY, button_keys, parse_button, verify_button
+    from airflow_provider_itnio.hitl_buttons import PENDING_XCOM_KEY, button_keys, parse_button, verify_button
 
     (template,) = to(stack, AWAY)
     assert template["template"]["name"] == "approval_waiting"
@@ -296,17 +296,17 @@ def test_a_tap_after_the_response_timeout_is_refused_and_a_closed_window_gets_th
 _TAPS_AT_ONCE = """
 import json, sys, threading
 from airflow_provider_itnio.events import parse_push
-from airflow_provider_itnio.webhook import hitl
+from airflow_provider_itnio.webhook import taps
 events = [parse_push(push) for push in json.loads(sys.argv[1])]
 barrier = threading.Barrier(len(events))
-responder = hitl.responder
+responder = taps.responder
 def both_have_read(*args):
     barrier.wait(timeout=60)
     return responder(*args)
-hitl.responder = both_have_read
+taps.responder = both_have_read
 outcomes = {}
 def handle(event):
-    outcomes[event.from_phone] = hitl.handle_tap(event, "itnio_default").code
+    outcomes[event.from_phone] = taps.handle_tap(event, "itnio_default").code
 threads = [threading.Thread(target=handle, args=(event,)) for event in events]
 for thread in threads:
     thread.start()
@@ -317,7 +317,7 @@ print(json.dumps(outcomes))
 
 
 def test_two_approvers_tapping_at_once_on_sqlite_record_only_the_first_answer(stack: Any) -> None:
-    from airflow_provider_itnio.webhook.hitl import parse_button
+    from airflow_provider_itnio.hitl_buttons import parse_button
 
     run_id = stack.trigger_dag(REFUND, conf={"order": "C-3", "manager": f"+{MANAGER}, +{LATE}"})
     path = f"/dags/{REFUND}/dagRuns/{run_id}/taskInstances/approve_refund/-1/hitlDetails"
@@ -462,7 +462,7 @@ def handled(stack: Any, message_id: str, times: int) -> None:
 _RECORD_AND_DIE = """
 import datetime, sys
 from airflow_provider_itnio.events import parse_push
-from airflow_provider_itnio.webhook.app import _write_transaction
+from airflow_provider_itnio.webhook.writer import _write_transaction
 from airflow_provider_itnio.webhook.store import record_push
 event = parse_push(sys.argv[1])
 at = datetime.datetime.now(datetime.UTC) - datetime.timedelta(minutes=float(sys.argv[2]))
@@ -503,7 +503,7 @@ def test_a_tap_whose_answer_cannot_be_saved_is_answered_503_and_the_re_push_appl
             connection.exec_driver_sql("DROP TRIGGER itnio_test_hitl_unavailable")
     assert first.status_code == 503, first.text  # not 200: the vendor re-pushes
     assert hitl_of(stack, run_id) == waiting
-    from airflow_provider_itnio.webhook.hitl import phone_digest
+    from airflow_provider_itnio.webhook.approvals_common import phone_digest
 
     logged = api_server_log(stack)
     assert f"the tap {push['messageId']} from {phone_digest(SAVED)} could not be recorded now" in logged
@@ -555,7 +555,7 @@ def test_a_tap_recorded_by_a_process_killed_before_handling_it_is_applied_by_the
 
 
 def pending_of(stack: Any, run_id: str) -> dict[str, Any]:
-    from airflow_provider_itnio.webhook.hitl import PENDING_XCOM_KEY
+    from airflow_provider_itnio.hitl_buttons import PENDING_XCOM_KEY
 
     return dict(stack.xcom(REFUND, run_id, "approve_refund", key=PENDING_XCOM_KEY))
 
@@ -625,7 +625,7 @@ def test_the_sandbox_tap_command_answers_the_request_whose_message_id_is_in_xcom
 
     run_id = refund_run(stack, TRIED, "E-6")
     request = request_for(stack, run_id, TRIED, "E-6")
-    from airflow_provider_itnio.webhook.hitl import button_keys, recipient_digest
+    from airflow_provider_itnio.hitl_buttons import button_keys, recipient_digest
 
     sent = stack.xcom(REFUND, run_id, "approve_refund", key=REQUESTS_XCOM_KEY)
     keys = button_keys({"webhook_token": stack.webhook.rsplit("/", 1)[1]}, stack.sandbox.api_secret).verifying
@@ -658,7 +658,7 @@ def test_the_sandbox_tap_command_answers_the_request_whose_message_id_is_in_xcom
 _CLAIM_AND_DIE = """
 import datetime, sys
 from airflow_provider_itnio.events import parse_push
-from airflow_provider_itnio.webhook.hitl import pending_requests
+from airflow_provider_itnio.webhook.owed_buttons import pending_requests
 event = parse_push(sys.argv[1])
 at = datetime.datetime.now(datetime.UTC) - datetime.timedelta(minutes=float(sys.argv[2]))
 print(len(pending_requests(event, "itnio_default", now=at)))
@@ -703,8 +703,8 @@ def test_owed_buttons_left_sending_by_a_killed_api_server_are_reported_as_unknow
 _APPLY_LATER = """
 import datetime, json, sys
 from airflow_provider_itnio.events import parse_push
-from airflow_provider_itnio.webhook.app import _write_transaction
-from airflow_provider_itnio.webhook.hitl import apply_tap
+from airflow_provider_itnio.webhook.writer import _write_transaction
+from airflow_provider_itnio.webhook.taps import apply_tap
 from airflow_provider_itnio.webhook.store import record_push
 event = parse_push(sys.argv[1])
 with _write_transaction() as session:
@@ -744,7 +744,7 @@ def test_buttons_sent_before_the_webhook_token_is_rotated_still_answer_and_an_un
     """Runs last: it rotates the stack's webhook_token."""
     import requests
 
-    from airflow_provider_itnio.webhook.hitl import parse_button, sign_button
+    from airflow_provider_itnio.hitl_buttons import parse_button, sign_button
 
     run_id = refund_run(stack, ROTATED, "E-7")
     request = request_for(stack, run_id, ROTATED, "E-7")

@@ -16,7 +16,7 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -68,6 +68,41 @@ class LocalAirflow:
     env: dict[str, str]
     sandbox_url: str
     password: str
+    _token: str | None = field(default=None, repr=False)
+
+    def api_get(self, path: str) -> requests.Response:
+        """
+        Return the answer of ``GET /api/v2<path>`` as ``admin`` (a JWT from ``POST /auth/token``, fetched once).
+
+        :param path: The path after ``/api/v2``, e.g. ``/dags/itnio_followup``.
+        """
+        if self._token is None:
+            answer = requests.post(
+                f"{self.url}/auth/token", json={"username": "admin", "password": self.password}, timeout=60
+            )
+            answer.raise_for_status()
+            self._token = str(answer.json()["access_token"])
+        return requests.get(f"{self.url}/api/v2{path}", headers={"Authorization": f"Bearer {self._token}"}, timeout=60)
+
+    def dag_stored(self, dag_id: str) -> bool:
+        """
+        Return True once the DAG processor has stored ``dag_id`` (the REST API knows it).
+
+        :param dag_id: The DAG's id.
+        """
+        answer = self.api_get(f"/dags/{dag_id}")
+        if answer.status_code == 404:
+            return False
+        answer.raise_for_status()
+        return True
+
+    def parse_diagnosis(self) -> str:
+        """Return what tells why a DAG is missing: the import errors the API knows and the DAG processor's log."""
+        errors = self.api_get("/importErrors").text[-2000:]
+        log = self.home / "airflow.log"
+        lines = log.read_text(errors="replace").splitlines() if log.exists() else []
+        processor = [line for line in lines if line.startswith("dag-processor")][-40:]
+        return f"import errors: {errors}\nthe DAG processor's last lines:\n" + "\n".join(processor)
 
     def cli(self, *args: str) -> str:
         """

@@ -325,7 +325,7 @@ def test_parts_accept_dicts_and_models_alike():
 
 
 def test_limits_are_inclusive():
-    """Check that each of messages.py's limits is accepted at the limit and refused one past it."""
+    """Check that each of the message models' limits is accepted at the limit and refused one past it."""
 
     def sections(title: int = 1, row_id: int = 1, row_title: int = 1, description: int = 1) -> list[Any]:
         row = {"id": "i" * row_id, "title": "r" * row_title, "description": "d" * description}
@@ -389,7 +389,7 @@ SPEC_LIMITS = [
 @pytest.mark.skipif(not SPEC.is_file(), reason=f"shared spec not found at {SPEC}")
 @pytest.mark.parametrize(("phrase", "constant"), SPEC_LIMITS, ids=[c for _, c in SPEC_LIMITS])
 def test_limits_are_the_specs(phrase: str, constant: str) -> None:
-    """Check messages.py's limit against the number the spec states (the spec is the single source)."""
+    """Check the message models' limit against the number the spec states (the spec is the single source)."""
     import re
 
     import airflow_provider_itnio.messages as messages

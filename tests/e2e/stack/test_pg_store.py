@@ -106,17 +106,17 @@ def test_receiver_writers_take_turns_and_one_stuck_in_its_transaction_holds_the_
     from sqlalchemy.exc import OperationalError
     from sqlalchemy.orm import Session
 
-    from airflow_provider_itnio.webhook import app
+    from airflow_provider_itnio.webhook import writer as writes
 
-    monkeypatch.setattr(app, "WRITER_TURN_WAIT", 1.0)
+    monkeypatch.setattr(writes, "WRITER_TURN_WAIT", 1.0)
     with Session(engine) as stuck:
-        app._begin_write(stuck)  # holds the turn, as a writer stopped inside its transaction would
+        writes._begin_write(stuck)  # holds the turn, as a writer stopped inside its transaction would
         outcome: list[BaseException | str] = []
 
         def next_writer() -> None:
             with Session(engine) as waiter:
                 try:
-                    app._begin_write(waiter)
+                    writes._begin_write(waiter)
                     outcome.append("got the turn")
                 except BaseException as err:
                     outcome.append(err)
@@ -129,7 +129,7 @@ def test_receiver_writers_take_turns_and_one_stuck_in_its_transaction_holds_the_
         assert "lock timeout" in str(outcome[0])  # its group is answered 503 (_DATABASE_DOWN); the vendor re-pushes
         stuck.rollback()
     with Session(engine) as writer:  # the turn is free again; the writer's own waits are back to the default
-        app._begin_write(writer)
+        writes._begin_write(writer)
         setting = "SELECT {} FROM pg_settings WHERE name = 'lock_timeout'"
         default = writer.execute(sa.text(setting.format("reset_val"))).scalar()
         assert writer.execute(sa.text(setting.format("setting"))).scalar() == default

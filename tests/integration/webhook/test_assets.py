@@ -236,7 +236,7 @@ def test_a_tap_on_an_approval_button_is_no_inbound_asset_event(scheduled: Server
     "Reschedule". The approval taps (any id with the HITL notifier's prefix, whether it verifies or not: the
     approval layer answers them) are recorded in the store and start nothing; the other two are events.
     """
-    from airflow_provider_itnio.webhook.hitl import ID_PREFIX
+    from airflow_provider_itnio.hitl_buttons import ID_PREFIX
 
     approval = f"{ID_PREFIX}.{'0' * 31}1.0..{'A' * 16}.{'B' * 16}"  # the shape of a notifier's id (not signed)
     pushes = [
@@ -434,7 +434,7 @@ def _record_in_one_group(scheduled_server: Server, tag: str) -> list[Any]:
     outbox's asset events as the writer's next turn does; return the pushes, each with its settled future.
     """
     from airflow_provider_itnio.events import parse_push
-    from airflow_provider_itnio.webhook.app import _Push, record_group, write_asset_events
+    from airflow_provider_itnio.webhook.writer import _Push, record_group, write_asset_events
 
     settle(scheduled_server)  # the API server's writer has no turn at the outbox under way
     bodies = [

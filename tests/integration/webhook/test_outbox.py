@@ -2,7 +2,7 @@
 The receiver's asset outbox under faults: the writer's turns when the database fails, and the asset manager
 shortcut where Airflow writes more than the event (a partition-aware DAG).
 
-The first two tests drive :class:`~airflow_provider_itnio.webhook.app.GroupWriter` with fakes of its two writes
+The first two tests drive :class:`~airflow_provider_itnio.webhook.writer.GroupWriter` with fakes of its two writes
 (no database); the last one records pushes against the session's database while the module's API server runs.
 """
 
@@ -38,16 +38,16 @@ def test_a_turn_that_finds_the_database_locked_is_tried_again_without_a_new_push
     """
     from sqlalchemy.exc import OperationalError
 
-    from airflow_provider_itnio.webhook import app
+    from airflow_provider_itnio.webhook import writer as writes
     from airflow_provider_itnio.webhook.asset_events import Written
     from airflow_provider_itnio.webhook.store import Recorded
 
     def locked() -> Any:
         raise OperationalError("BEGIN IMMEDIATE", {}, Exception("database is locked"))
 
-    monkeypatch.setattr(app, "_freeze_startup_objects", lambda: None)  # this test process is no API server
-    monkeypatch.setattr(app, "_create_session", locked)
-    assert app.write_asset_events() == Written(failed=True)  # not what an empty outbox answers (Written())
+    monkeypatch.setattr(writes, "_freeze_startup_objects", lambda: None)  # this test process is no API server
+    monkeypatch.setattr(writes, "new_session", locked)
+    assert writes.write_asset_events() == Written(failed=True)  # not what an empty outbox answers (Written())
 
     outbox: list[str] = []
     failed_once = threading.Event()
@@ -61,12 +61,12 @@ def test_a_turn_that_finds_the_database_locked_is_tried_again_without_a_new_push
     def write_events(between: Any) -> Written:
         if outbox and not failed_once.is_set():
             failed_once.set()
-            return app.write_asset_events(between)  # the database is locked for this one turn
+            return writes.write_asset_events(between)  # the database is locked for this one turn
         taken = len(outbox)
         outbox.clear()
         return Written(taken=taken)
 
-    writer = app.GroupWriter(write, write_events=write_events, interval=0.05)
+    writer = writes.GroupWriter(write, write_events=write_events, interval=0.05)
     writer.submit(_push("review-locked-turn"), CONN_ID).result(600)
     deadline = time.monotonic() + 600  # the turn after a failed one comes 1 s later: wait for it, not for a time
     while outbox and time.monotonic() < deadline:
@@ -82,12 +82,12 @@ def test_a_turn_that_keeps_failing_does_not_spin(airflow_db: Path, monkeypatch: 
     outbox table missing on PostgreSQL: ``ProgrammingError``, not one of the "database down" errors): the writer
     should back off, not call the turn in a busy loop.
     """
-    from airflow_provider_itnio.webhook import app
+    from airflow_provider_itnio.webhook import writer as writes
     from airflow_provider_itnio.webhook.asset_events import Written
     from airflow_provider_itnio.webhook.store import Recorded
 
-    monkeypatch.setattr(app, "_freeze_startup_objects", lambda: None)
-    monkeypatch.setattr(app.log, "exception", lambda *args, **kwargs: None)  # keep the test's output short
+    monkeypatch.setattr(writes, "_freeze_startup_objects", lambda: None)
+    monkeypatch.setattr(writes.log, "exception", lambda *args, **kwargs: None)  # keep the test's output short
     turns: list[float] = []
     failing = threading.Event()
     failing.set()
@@ -103,7 +103,7 @@ def test_a_turn_that_keeps_failing_does_not_spin(airflow_db: Path, monkeypatch: 
         turns.append(time.monotonic())
         raise RuntimeError("relation itnio_asset_outbox does not exist")
 
-    writer = app.GroupWriter(write, write_events=write_events, interval=0.0)
+    writer = writes.GroupWriter(write, write_events=write_events, interval=0.0)
     try:
         writer.submit(_push("review-spin"), CONN_ID).result(10)
         time.sleep(0.5)
@@ -126,7 +126,7 @@ def test_an_asset_a_partition_aware_dag_and_another_dag_use_keeps_one_manager_ca
     """
     from airflow_provider_itnio.events import parse_push
     from airflow_provider_itnio.webhook import asset_events
-    from airflow_provider_itnio.webhook.app import _Push, record_group, write_asset_events
+    from airflow_provider_itnio.webhook.writer import _Push, record_group, write_asset_events
 
     other = "itnio_review_other_consumer"
     engine = scheduled.engine

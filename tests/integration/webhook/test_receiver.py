@@ -499,8 +499,8 @@ def test_a_push_whose_writes_fail_in_a_group_is_rolled_back_alone(airflow_db: Pa
     from airflow.utils.session import create_session
 
     from airflow_provider_itnio.events import MessageStatus, parse_push
-    from airflow_provider_itnio.webhook.app import _Push, record_group
     from airflow_provider_itnio.webhook.store import Recorded
+    from airflow_provider_itnio.webhook.writer import _Push, record_group
 
     def event(message_id: str, **fields: Any) -> Any:
         return parse_push(json.dumps(status_push(messageId=message_id, **fields)).encode())
@@ -541,11 +541,11 @@ def test_on_sqlite_the_writers_of_all_processes_take_turns_on_a_lock_file(
     import fcntl
 
     from airflow_provider_itnio.events import parse_push
-    from airflow_provider_itnio.webhook import app
-    from airflow_provider_itnio.webhook.app import _Push, record_group
+    from airflow_provider_itnio.webhook import writer as writes
+    from airflow_provider_itnio.webhook.writer import _Push, record_group
 
     # The writer never goes on without its turn here, however long the machine makes the test hold the lock.
-    monkeypatch.setattr(app, "WRITER_TURN_WAIT", 3600.0)
+    monkeypatch.setattr(writes, "WRITER_TURN_WAIT", 3600.0)
 
     def push(message_id: str) -> _Push:
         return _Push(parse_push(json.dumps(status_push(messageId=message_id, status="sent")).encode()), CONN_ID)
@@ -595,14 +595,14 @@ def test_a_writer_whose_turn_never_comes_goes_on_under_sqlite_s_own_lock(
     import fcntl
 
     from airflow_provider_itnio.events import parse_push
-    from airflow_provider_itnio.webhook import app
+    from airflow_provider_itnio.webhook import writer as writes
 
-    monkeypatch.setattr(app, "WRITER_TURN_WAIT", 0.5)
-    push = app._Push(parse_push(json.dumps(status_push(messageId="turns-stuck", status="sent")).encode()), CONN_ID)
+    monkeypatch.setattr(writes, "WRITER_TURN_WAIT", 0.5)
+    push = writes._Push(parse_push(json.dumps(status_push(messageId="turns-stuck", status="sent")).encode()), CONN_ID)
     descriptor = os.open(str(airflow_db / "airflow.db") + "-itnio-writer.lock", os.O_RDWR | os.O_CREAT, 0o600)
     try:
         fcntl.flock(descriptor, fcntl.LOCK_EX)  # never released while the writer runs
-        app.record_group([push])
+        writes.record_group([push])
     finally:
         os.close(descriptor)
     assert push.future.result(0).new is True
@@ -618,9 +618,9 @@ def test_pushes_that_come_during_the_writer_s_turn_at_the_outbox_are_recorded_be
     until the push is queued; the database work is the receiver's own (``record_group``).
     """
     from airflow_provider_itnio.events import parse_push
-    from airflow_provider_itnio.webhook import app
+    from airflow_provider_itnio.webhook import writer as writes
 
-    monkeypatch.setattr(app, "_freeze_startup_objects", lambda: None)  # this test process is no API server
+    monkeypatch.setattr(writes, "_freeze_startup_objects", lambda: None)  # this test process is no API server
     hold, in_turn, queued = threading.Event(), threading.Event(), threading.Event()
     late: list[Any] = []
     answered_in_turn: list[bool] = []
@@ -628,18 +628,18 @@ def test_pushes_that_come_during_the_writer_s_turn_at_the_outbox_are_recorded_be
     def turn(between: Any) -> Any:
         """Write nothing; once held, wait in the 'first transaction' for the late push, then let it in."""
         if not hold.is_set():
-            return app.Written()
+            return writes.Written()
         hold.clear()
         in_turn.set()
         assert queued.wait(30)
         between()  # what write_asset_events calls after each asset's transaction
         answered_in_turn.append(late[0].done())
-        return app.Written(taken=2)
+        return writes.Written(taken=2)
 
     def event(message_id: str) -> Any:
         return parse_push(json.dumps(status_push(messageId=message_id, status="sent")).encode())
 
-    writer = app.GroupWriter(write_events=turn, interval=3600)
+    writer = writes.GroupWriter(write_events=turn, interval=3600)
     assert writer.submit(event("turn-first"), CONN_ID).result(30).new
     hold.set()
     assert writer.submit(event("turn-trigger"), CONN_ID).result(30).new  # its group is followed by a turn
@@ -665,9 +665,9 @@ def test_a_push_whose_request_is_cancelled_in_the_queue_leaves_its_group_and_the
     import asyncio
 
     from airflow_provider_itnio.events import parse_push
-    from airflow_provider_itnio.webhook import app
+    from airflow_provider_itnio.webhook import writer as writes
 
-    monkeypatch.setattr(app, "_freeze_startup_objects", lambda: None)  # this test process is no API server
+    monkeypatch.setattr(writes, "_freeze_startup_objects", lambda: None)  # this test process is no API server
     busy, release = threading.Event(), threading.Event()
 
     def gated(pushes: list[Any]) -> None:
@@ -675,9 +675,9 @@ def test_a_push_whose_request_is_cancelled_in_the_queue_leaves_its_group_and_the
         if pushes[0].event.message_id == "cancelled-blocker":
             busy.set()
             assert release.wait(600), "the test did not release the writer"  # the next pushes queue meanwhile
-        app.record_group(pushes)
+        writes.record_group(pushes)
 
-    writer = app.GroupWriter(gated)
+    writer = writes.GroupWriter(gated)
 
     async def request(message_id: str) -> Any:
         event = parse_push(json.dumps(status_push(messageId=message_id, status="sent")).encode())
@@ -710,7 +710,7 @@ def test_the_first_push_of_a_process_freezes_what_it_started_with(airflow_db: Pa
     code = """if True:
         import gc, json, sys
         from airflow_provider_itnio.events import parse_push
-        from airflow_provider_itnio.webhook.app import writer
+        from airflow_provider_itnio.webhook.writer import writer
         assert gc.get_freeze_count() == 0
         event = parse_push(sys.stdin.buffer.read())
         recorded = writer.submit(event, sys.argv[1]).result(60)
@@ -745,6 +745,7 @@ def test_an_unknown_connection_and_a_wrong_token_cost_the_same_work(
     from fastapi.testclient import TestClient
 
     from airflow_provider_itnio.webhook import app as receiver_app
+    from airflow_provider_itnio.webhook import guards
 
     known, unknown = "itnio_gate_known", "itnio_gate_unknown"
     monkeypatch.setenv(
@@ -752,7 +753,7 @@ def test_an_unknown_connection_and_a_wrong_token_cost_the_same_work(
         json.dumps({"conn_type": "itnio", "extra": {"app_id": APP_ID, "webhook_token": TOKEN}}),
     )
     work = {"lookups": 0, "comparisons": 0}
-    real_resolve, real_compare = receiver_app._resolve, hmac.compare_digest
+    real_resolve, real_compare = guards._resolve, hmac.compare_digest
 
     def counted_resolve(conn_id: str) -> Any:
         work["lookups"] += 1
@@ -762,7 +763,7 @@ def test_an_unknown_connection_and_a_wrong_token_cost_the_same_work(
         work["comparisons"] += 1
         return real_compare(a, b)
 
-    monkeypatch.setattr(receiver_app, "_resolve", counted_resolve)
+    monkeypatch.setattr(guards, "_resolve", counted_resolve)
     monkeypatch.setattr(hmac, "compare_digest", counted_compare)
     client = TestClient(receiver_app.create_app())
     requests_of = {
@@ -774,14 +775,14 @@ def test_an_unknown_connection_and_a_wrong_token_cost_the_same_work(
     spent: dict[tuple[str, str], dict[str, int]] = {}
     for route, ask in requests_of.items():
         for conn_id in (known, unknown):
-            receiver_app._resolved.clear()
+            guards._resolved.clear()
             work.update(lookups=0, comparisons=0)
             answers = [ask(conn_id) for _ in range(3)]
             assert [(a.status_code, a.json()) for a in answers] == [(404, {"detail": "Not Found"})] * 3
             spent[route, conn_id] = dict(work)
     assert spent == {key: {"lookups": 1, "comparisons": 3} for key in spent}, spent
     # The right token still opens the address (the cached lookup is the same for both).
-    receiver_app._resolved.clear()
+    guards._resolved.clear()
     right = client.get(f"/api/{known}/messages/m/status", headers={"Authorization": f"Bearer {TOKEN}"})
     assert (right.status_code, right.json()) != (404, {"detail": "Not Found"})
 

@@ -1,7 +1,7 @@
 """
 Human-in-the-loop on WhatsApp, without a whole Airflow: signed button ids and what the notifier sends.
 
-- :mod:`airflow_provider_itnio.webhook.hitl`'s button ids: made for one task instance, option, number (and user),
+- :mod:`airflow_provider_itnio.hitl_buttons`' button ids: made for one task instance, option, number (and user),
   they verify only for those; anything else is ``forged`` or ``other_number``.
 - :class:`~airflow_provider_itnio.notifications.hitl.ItnioHITLNotifier` called as a HITL operator calls it (with
   the real operator in the context), sending through the sandbox over HTTP: buttons for 1-3 options, a list for
@@ -63,7 +63,7 @@ def sent_bodies(sandbox: Any) -> list[dict[str, Any]]:
 
 @needs_airflow_3
 def test_a_button_id_verifies_only_for_its_task_instance_option_number_and_key() -> None:
-    from airflow_provider_itnio.webhook.hitl import (
+    from airflow_provider_itnio.hitl_buttons import (
         MAX_ID,
         button_keys,
         parse_button,
@@ -100,7 +100,8 @@ def test_a_button_id_verifies_only_for_its_task_instance_option_number_and_key()
 
 @needs_airflow_3
 def test_the_responder_is_the_number_or_its_mapped_user_and_assigned_users_are_enforced() -> None:
-    from airflow_provider_itnio.webhook.hitl import phone_digest, responder
+    from airflow_provider_itnio.webhook.approvals_common import phone_digest
+    from airflow_provider_itnio.webhook.taps import responder
 
     assert responder(APPROVER, None, None) == {"id": f"whatsapp:+{APPROVER}", "name": f"+{APPROVER} (WhatsApp)"}
     assert responder(APPROVER, "alice", []) == {"id": "alice", "name": f"+{APPROVER} (WhatsApp)"}
@@ -121,8 +122,8 @@ def test_two_options_go_as_reply_buttons_signed_for_each_recipient_with_the_ui_l
 ) -> None:
     from airflow.providers.standard.operators.hitl import ApprovalOperator
 
+    from airflow_provider_itnio.hitl_buttons import button_keys, parse_button, verify_button
     from airflow_provider_itnio.notifications.hitl import ItnioHITLNotifier
-    from airflow_provider_itnio.webhook.hitl import button_keys, parse_button, verify_button
 
     monkeypatch.setenv("AIRFLOW__API__BASE_URL", BASE_URL)
     task = ApprovalOperator(task_id="approve", subject="Refund A-1?", body="Customer Ada asks for EUR 5.")
@@ -268,15 +269,15 @@ def test_a_button_sent_before_the_webhook_token_is_rotated_still_verifies_and_th
     """The notifier signs with a key the URL's token does not change; the ring verifies the keys it lists."""
     from airflow.providers.standard.operators.hitl import ApprovalOperator
 
-    from airflow_provider_itnio.notifications.hitl import ItnioHITLNotifier
-    from airflow_provider_itnio.webhook.hitl import (
+    from airflow_provider_itnio.hitl_buttons import (
         button_keys,
-        connection_button_keys,
         legacy_button_key,
         parse_button,
         sign_button,
         verify_button,
     )
+    from airflow_provider_itnio.notifications.hitl import ItnioHITLNotifier
+    from airflow_provider_itnio.webhook.approvals_common import connection_button_keys
 
     notifier = ItnioHITLNotifier(recipients=APPROVER)
     call(notifier, ApprovalOperator(task_id="approve", subject="Go?"), ti())
@@ -316,8 +317,9 @@ def test_the_url_command_gives_a_new_connection_a_button_key_with_its_token(airf
     from airflow.utils.session import create_session
 
     from airflow_provider_itnio.connection_fields import BUTTON_KEY_EXTRA
+    from airflow_provider_itnio.hitl_buttons import button_keys
     from airflow_provider_itnio.webhook.__main__ import ensure_token
-    from airflow_provider_itnio.webhook.hitl import button_keys, connection_button_keys
+    from airflow_provider_itnio.webhook.approvals_common import connection_button_keys
 
     conn_id = "itnio_hitl_button_key"
     with create_session() as session:
@@ -343,8 +345,8 @@ def test_the_url_command_gives_an_existing_connection_a_button_key_and_button_ke
     from airflow.utils.session import create_session
 
     from airflow_provider_itnio.connection_fields import BUTTON_KEY_EXTRA, WEBHOOK_TOKEN_EXTRA
+    from airflow_provider_itnio.hitl_buttons import button_key_secrets, button_keys
     from airflow_provider_itnio.webhook.__main__ import ensure_token
-    from airflow_provider_itnio.webhook.hitl import button_key_secrets, button_keys
 
     conn_id = "itnio_hitl_existing_token"
     for stored in ({}, {BUTTON_KEY_EXTRA: None}, {BUTTON_KEY_EXTRA: ""}, {BUTTON_KEY_EXTRA: "  "}):
@@ -382,13 +384,15 @@ def test_a_tap_the_sweep_cannot_apply_backs_off_gives_up_with_an_error_and_never
     from sqlalchemy import select, text
 
     from airflow_provider_itnio.events import parse_push
-    from airflow_provider_itnio.webhook import hitl
+    from airflow_provider_itnio.hitl_buttons import sign_button
+    from airflow_provider_itnio.webhook import tap_sweeper as sweeper
+    from airflow_provider_itnio.webhook.approvals_common import phone_digest
     from airflow_provider_itnio.webhook.models import hitl_tap_table
     from airflow_provider_itnio.webhook.store import record_push
 
-    caplog.set_level(logging.INFO, logger="airflow_provider_itnio.webhook.hitl")
+    caplog.set_level(logging.INFO, logger="airflow_provider_itnio.webhook")  # the approval modules' loggers
     start = datetime.datetime.now(datetime.UTC) - datetime.timedelta(minutes=5)
-    failing = [f"fail-{uuid.uuid4().hex}" for _ in range(hitl.SWEEP_BATCH + 1)]  # more than one sweep takes
+    failing = [f"fail-{uuid.uuid4().hex}" for _ in range(sweeper.SWEEP_BATCH + 1)]  # more than one sweep takes
     good = f"good-{uuid.uuid4().hex}"
 
     def push(message_id: str) -> dict[str, Any]:
@@ -406,7 +410,7 @@ def test_a_tap_the_sweep_cannot_apply_backs_off_gives_up_with_an_error_and_never
         }
 
     def sign_button_id() -> str:
-        return hitl.sign_button(b"k" * 32, uuid.uuid4(), 0, APPROVER)
+        return sign_button(b"k" * 32, uuid.uuid4(), 0, APPROVER)
 
     with create_session() as session:
         for n, message_id in enumerate([*failing, good]):
@@ -432,30 +436,30 @@ def test_a_tap_the_sweep_cannot_apply_backs_off_gives_up_with_an_error_and_never
             return {message_id: (state, attempts, due) for message_id, state, attempts, due in found}
 
         now = datetime.datetime.now(datetime.UTC)
-        assert hitl.sweep_taps(now) == 0  # the oldest SWEEP_BATCH taps fail ...
-        assert hitl.sweep_taps(now) == 1  # ... and move back: the next sweep reaches the newer one
+        assert sweeper.sweep_taps(now) == 0  # the oldest SWEEP_BATCH taps fail ...
+        assert sweeper.sweep_taps(now) == 1  # ... and move back: the next sweep reaches the newer one
         assert rows()[good][:2] == ("applied", 1)
         waits = []
-        for attempt in range(2, hitl.MAX_TAP_ATTEMPTS + 1):
+        for attempt in range(2, sweeper.MAX_TAP_ATTEMPTS + 1):
             due = rows()[failing[0]][2]
             assert rows()[failing[0]][:2] == ("pending", attempt - 1)
             waits.append(due - now)
             now = due
             for _ in range(2):  # a batch of SWEEP_BATCH, then the tap left over (all are due at once)
-                assert hitl.sweep_taps(now) == 0
-        assert waits == [hitl.SWEEP_AFTER * 2**n if n < 6 else hitl.MAX_TAP_BACKOFF for n in range(len(waits))]
-        assert all(rows()[message_id][:2] == ("failed", hitl.MAX_TAP_ATTEMPTS) for message_id in failing)
-        assert hitl.sweep_taps(now + datetime.timedelta(days=1)) == 0  # given up: never tried again
-        assert rows()[failing[0]][1] == hitl.MAX_TAP_ATTEMPTS
+                assert sweeper.sweep_taps(now) == 0
+        assert waits == [sweeper.SWEEP_AFTER * 2**n if n < 6 else sweeper.MAX_TAP_BACKOFF for n in range(len(waits))]
+        assert all(rows()[message_id][:2] == ("failed", sweeper.MAX_TAP_ATTEMPTS) for message_id in failing)
+        assert sweeper.sweep_taps(now + datetime.timedelta(days=1)) == 0  # given up: never tried again
+        assert rows()[failing[0]][1] == sweeper.MAX_TAP_ATTEMPTS
     finally:
         with engine.begin() as connection:
             connection.exec_driver_sql("DROP TRIGGER itnio_test_tap_fails")
             connection.execute(text("DELETE FROM itnio_hitl_tap WHERE conn_id = 'itnio_hitl_sweep_nothing'"))
     logged = caplog.text
-    assert f"attempt 1 of {hitl.MAX_TAP_ATTEMPTS} at the tap {failing[0]} from {hitl.phone_digest(APPROVER)}" in logged
+    assert f"attempt 1 of {sweeper.MAX_TAP_ATTEMPTS} at the tap {failing[0]} from {phone_digest(APPROVER)}" in logged
     assert "the tap cannot be applied" in logged
-    assert f"gave up on the tap {failing[0]} from {hitl.phone_digest(APPROVER)}" in logged
-    assert f"after {hitl.MAX_TAP_ATTEMPTS} attempts" in logged
+    assert f"gave up on the tap {failing[0]} from {phone_digest(APPROVER)}" in logged
+    assert f"after {sweeper.MAX_TAP_ATTEMPTS} attempts" in logged
     assert APPROVER not in logged and "[parameters:" not in logged
 
 
@@ -543,7 +547,14 @@ def test_the_sandbox_tap_command_pushes_the_recipients_tap_quoting_the_message(
 
 @pytest.mark.skipif(not AIRFLOW_2, reason="checks the Airflow 2 refusal")
 def test_on_airflow_2_the_notifier_refuses_to_import_saying_airflow_3_1_is_needed() -> None:
-    for module in ("airflow_provider_itnio.notifications.hitl", "airflow_provider_itnio.webhook.hitl"):
+    for module in (
+        "airflow_provider_itnio.notifications.hitl",
+        "airflow_provider_itnio.webhook.hitl",
+        "airflow_provider_itnio.webhook.taps",
+        "airflow_provider_itnio.webhook.owed_buttons",
+        "airflow_provider_itnio.webhook.tap_sweeper",
+        "airflow_provider_itnio.webhook.approvals_common",
+    ):
         result = subprocess.run([sys.executable, "-c", f"import {module}"], capture_output=True, text=True)
         assert result.returncode != 0
         assert "ImportError" in result.stderr and "needs Airflow 3.1 or later" in result.stderr, result.stderr
