@@ -35,7 +35,7 @@ def get_provider_info() -> dict[str, Any]:
         "operators": [
             {
                 "integration-name": "itniotech WhatsApp",
-                "python-modules": ["airflow_provider_itnio.operators.itnio"],
+                "python-modules": ["airflow_provider_itnio.operators.itnio", "airflow_provider_itnio.operators.batch"],
             }
         ],
         "sensors": [

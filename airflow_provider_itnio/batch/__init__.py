@@ -1,5 +1,5 @@
 """
-The batch-send engine behind :class:`~airflow_provider_itnio.operators.itnio.ItnioBatchSendOperator`.
+The batch-send engine behind :class:`~airflow_provider_itnio.operators.batch.ItnioBatchSendOperator`.
 
 One module per job, each usable (and tested) on its own, in the order a row meets them:
 

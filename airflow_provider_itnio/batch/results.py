@@ -1,5 +1,5 @@
 """
-Where :class:`~airflow_provider_itnio.operators.itnio.ItnioBatchSendOperator` keeps a campaign's full result.
+Where :class:`~airflow_provider_itnio.operators.batch.ItnioBatchSendOperator` keeps a campaign's full result.
 
 A batch's full result (``message_ids``: ``{recipient: messageId}`` of every row sent, ``errors`` of every
 failed row, and any other per-recipient list) grows with the batch; XCom lives in the metadata database. So the

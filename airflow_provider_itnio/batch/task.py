@@ -1,5 +1,5 @@
 """
-The Airflow side of :class:`~airflow_provider_itnio.operators.itnio.ItnioBatchSendOperator`.
+The Airflow side of :class:`~airflow_provider_itnio.operators.batch.ItnioBatchSendOperator`.
 
 The engine (:mod:`airflow_provider_itnio.batch`: plan, rate, ledger, sender) imports no Airflow; this module gives
 it a ledger in Airflow Variables, runs it for one task instance with the operator's :class:`BatchSettings`, turns

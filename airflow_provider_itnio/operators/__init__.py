@@ -1,10 +1,11 @@
-"""Operators of the itniotech provider (re-exported from :mod:`airflow_provider_itnio.operators.itnio`)."""
+"""Operators of the itniotech provider (re-exported from :mod:`~airflow_provider_itnio.operators.itnio` and
+:mod:`~airflow_provider_itnio.operators.batch`)."""
 
 from __future__ import annotations
 
+from airflow_provider_itnio.operators.batch import ItnioBatchSendOperator
 from airflow_provider_itnio.operators.itnio import (
     ItnioBaseOperator,
-    ItnioBatchSendOperator,
     ItnioSendAudioOperator,
     ItnioSendButtonsOperator,
     ItnioSendContactsOperator,

@@ -1,7 +1,7 @@
 """
 Every rule of the spec, broken once: a message-building callable, the field, the rule, the vendor's code.
 
-The message models' tests (``tests/unit/test_messages.py``) check each case's error; the end-to-end rules test
+The message models' tests (``tests/unit/messages/test_models.py``) check each case's error; the end-to-end rules test
 (``tests/integration/test_rules_end_to_end.py``) sends each through real Airflow and checks that no request went out.
 """
 
